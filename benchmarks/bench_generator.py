@@ -122,5 +122,30 @@ def main():
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_suffix(".json.tmp"); tmp.write_text(json.dumps(results, indent=1)); os.replace(tmp, out)
     print(f"wrote {out.relative_to(ROOT)}")
+    if not a.quick: update_benchmarks_md(results, " ".join(["python benchmarks/bench_generator.py"] + sys.argv[1:]))
+
+LABELS = {"forward_mini": "generator forward, mini, batch 1 (triplane)",
+          "forward_official": "generator forward, official, batch 1 (triplane 3x32x256x256)",
+          "render_64": "render one 64x64 view, 64+64 samples (official field)",
+          "render_256": "render one 256x256 view, 64+64 samples (official field)",
+          "train_step_mini": "mini forward+backward, batch 8, 64x64, 32+32 samples"}
+
+def update_benchmarks_md(results, command):
+    "Rewrite this device's section of BENCHMARKS.md between its markers (atomically)."
+    dev = results["device"]
+    rows = ["| measurement | dtype | median | min | peak memory |", "|---|---|---|---|---|"]
+    for key, r in results["cases"].items():
+        name, dtype = key.split("/")
+        rows.append(f"| {LABELS[name]} | {dtype} | {r['median_s']*1000:,.1f} ms | {r['min_s']*1000:,.1f} ms | +{r['peak_mem_mb']:,.0f} MB |")
+    hw = results["gpu"] or f"{results['cores']}-core CPU, torch {results['torch']}, {results['threads']} threads"
+    block = "\n".join([f"<!-- generator:{dev} start -->", f"Command: `{command}`  ", f"Hardware: {hw}", "", *rows,
+                        f"<!-- generator:{dev} end -->"])
+    md = ROOT / "BENCHMARKS.md"
+    text = md.read_text() if md.exists() else "# Benchmarks\n"
+    start, end = f"<!-- generator:{dev} start -->", f"<!-- generator:{dev} end -->"
+    if start in text: text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
+    else: text = text.rstrip() + "\n\n" + block + "\n"
+    tmp = md.with_suffix(".md.tmp"); tmp.write_text(text); os.replace(tmp, md)
+    print(f"updated BENCHMARKS.md ({dev})")
 
 if __name__ == "__main__": main()

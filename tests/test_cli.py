@@ -64,6 +64,7 @@ def test_error_unknown_preset(tmp_path):
 def test_error_missing_checkpoint(tmp_path):
     line = one_line_error(run("generate", "a cube", "--checkpoint", str(tmp_path / "nope"), "--out", str(tmp_path / "o")))
     assert "not found" in line and "nope" in line
+    assert not (tmp_path / "o").exists()  # a failed run creates nothing
 
 def test_error_corrupt_checkpoint(tmp_path):
     ck = tmp_path / "ck"; ck.mkdir()

@@ -1,0 +1,234 @@
+"Contracts of the scaled-sigmoid, the triplane field and the volume renderer (task D): oracles, analytic scenes, gradients, errors."
+import dataclasses, math
+import pytest
+import torch
+import torch.nn.functional as F
+from instant3d.conventions import config_to_dict, config_from_dict, BOX_RADIUS
+from instant3d.scaled_sigmoid import scaled_sigmoid, albedo_activation, Schedule, alpha_schedule
+from instant3d.field import TriplaneField, TriplaneFieldConfig, sample_triplane, project_points
+from instant3d.render import (RenderConfig, render, render_rays, composite_weights, composite, sample_pdf, smooth_weights,
+                              ray_box_intersect, estimate_normals, NORMAL_METHODS)
+from instant3d.cameras import orbit_cameras, sample_cameras, CameraConfig
+
+
+class BallField:
+    "Analytic field: density rho inside |x - centre| < a (or a smooth radial bump), constant albedo."
+    def __init__(self, rho=2.0, a=0.8, centre=(0., 0., 0.), albedo=(1.0, 0.5, 0.0), smooth=False):
+        self.rho, self.a, self.smooth = rho, a, smooth
+        self.centre, self.albedo = torch.tensor(centre), torch.tensor(albedo)
+    def density_at(self, triplane, points):
+        r = (points - self.centre).norm(dim=-1)
+        return self.rho * torch.exp(-(r / self.a) ** 2) if self.smooth else self.rho * (r < self.a).to(points.dtype)
+    def __call__(self, triplane, points, alpha=1.0):
+        return dict(density=self.density_at(triplane, points), albedo=self.albedo.expand(*points.shape[:-1], 3))
+
+
+def rays_towards(targets, eye=(0.0, 0.0, -4.0)):
+    o = torch.tensor(eye).expand(len(targets), 3)
+    return o[None].clone(), F.normalize(targets - o, dim=-1)[None]
+
+
+# ---------------------------------------------------------------- scaled-sigmoid and schedules
+@pytest.mark.parametrize("alpha", [0.25, 0.5, 0.75, 1.0])
+def test_scaled_sigmoid_value_slope_range(alpha):
+    x = torch.zeros(1, requires_grad=True)
+    y = scaled_sigmoid(x, alpha); y.backward()
+    assert abs(y.item() - 1 / (2 * alpha)) < 1e-6 and abs(x.grad.item() - 0.25) < 1e-6
+    ends = scaled_sigmoid(torch.tensor([-100.0, 100.0]) / alpha, alpha)
+    assert ends[0] >= 0 and abs(ends[1].item() - 1 / alpha) < 1e-5
+
+
+@pytest.mark.parametrize("alpha", [0.0, -1.0, 1.01])
+def test_scaled_sigmoid_rejects_alpha(alpha):
+    with pytest.raises(ValueError, match="alpha"): scaled_sigmoid(torch.zeros(1), alpha)
+
+
+def test_albedo_activation_kinds():
+    x = torch.linspace(-6, 6, 13)
+    assert torch.equal(albedo_activation(x, "sigmoid"), torch.sigmoid(x))
+    torch.testing.assert_close(albedo_activation(x, "released_eval"), torch.sigmoid(x) * 1.002 - 0.001)
+    assert albedo_activation(torch.tensor([20.0]), "scaled_sigmoid", 0.5).item() > 1.99  # never clamped
+    with pytest.raises(ValueError, match="linear"): albedo_activation(x, "linear")
+
+
+def test_schedule_values_and_round_trip():
+    s = Schedule(0.5, 1.0, steps=100, kind="linear", delay=10)
+    assert [s(k) for k in (0, 10, 60, 110, 10**6)] == [0.5, 0.5, 0.75, 1.0, 1.0]
+    c = Schedule(0.0, 1.0, steps=10, kind="cosine")
+    assert c(0) == 0.0 and abs(c(5) - 0.5) < 1e-12 and c(10) == 1.0
+    a = alpha_schedule(1000)
+    assert (a(0), a(250), a(500), a(999)) == (0.5, 0.75, 1.0, 1.0)
+    assert config_from_dict(Schedule, config_to_dict(a)) == a
+    for bad in (dict(kind="exp"), dict(steps=-1, kind="linear"), dict(start=0.0, end=1.0)):
+        with pytest.raises(ValueError): Schedule(**bad)
+    with pytest.raises(ValueError): s(-1)
+
+
+# ---------------------------------------------------------------- field
+def test_field_presets_round_trip_and_param_counts():
+    counts = {}
+    for name in ("paper", "official", "mini"):
+        cfg = getattr(TriplaneFieldConfig, name)()
+        assert config_from_dict(TriplaneFieldConfig, config_to_dict(cfg)) == cfg
+        counts[name] = sum(p.numel() for p in TriplaneField(cfg).parameters())
+    assert counts["official"] == 2_372 and counts["paper"] == 6_468
+    assert TriplaneFieldConfig.official().box_radius == BOX_RADIUS
+    for bad in (dict(aggregation="sum"), dict(albedo="relu"), dict(hidden=0)):
+        with pytest.raises(ValueError): TriplaneFieldConfig(**bad)
+
+
+def test_triplane_sampling_hand_built_planes():
+    "Each plane holds its own grid coordinates (u, v): sampling must return the projected point coordinates."
+    R = 16
+    c = (torch.arange(R) + 0.5) / R * 2 - 1
+    v, u = torch.meshgrid(c, c, indexing="ij")
+    tp = torch.zeros(1, 3, 6, R, R)
+    for k in range(3): tp[0, k, 2 * k], tp[0, k, 2 * k + 1] = u, v
+    g = torch.Generator().manual_seed(1)
+    pts = (torch.rand(1, 300, 3, generator=g) * 2 - 1) * BOX_RADIUS * (1 - 1 / R)
+    f = sample_triplane(tp, pts, BOX_RADIUS)
+    p = pts[0] / BOX_RADIUS
+    for k, (a, b) in enumerate([(0, 1), (0, 2), (2, 1)]):  # planes xy, xz, zy
+        torch.testing.assert_close(f[0, k, :, 2 * k], p[:, a], atol=1e-5, rtol=0)
+        torch.testing.assert_close(f[0, k, :, 2 * k + 1], p[:, b], atol=1e-5, rtol=0)
+    assert project_points(pts, BOX_RADIUS).shape == (1, 3, 300, 2)
+
+
+def test_field_origin_density_and_gradients():
+    field = TriplaneField(TriplaneFieldConfig.official())
+    with torch.no_grad(): field.mlp[-1].weight.zero_(); field.mlp[-1].bias.zero_()
+    out = field(torch.zeros(1, 3, 32, 8, 8), torch.zeros(1, 1, 3))
+    torch.testing.assert_close(out["density"], F.softplus(torch.tensor([[9.0]])))
+    for cfg in (TriplaneFieldConfig.mini(), TriplaneFieldConfig.official(), TriplaneFieldConfig.paper()):
+        f = TriplaneField(cfg)
+        tp = torch.randn(2, 3, cfg.channels, 8, 8, requires_grad=True)
+        o = f(tp, torch.randn(2, 40, 3), alpha=0.5)
+        (o["density"].sum() + o["albedo"].sum()).backward()
+        assert tp.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in f.parameters())
+        assert o["density"].min() >= 0 and o["albedo"].shape == (2, 40, 3) and o["sigma_raw"].shape == (2, 40)
+
+
+def test_field_rejects_bad_inputs():
+    f = TriplaneField(TriplaneFieldConfig.mini())
+    with pytest.raises(ValueError, match="channels"): f(torch.zeros(1, 3, 8, 4, 4), torch.zeros(1, 1, 3))
+    with pytest.raises(ValueError, match="points"): f(torch.zeros(1, 3, 16, 4, 4), torch.zeros(1, 3))
+    with pytest.raises(ValueError, match="batch"): f(torch.zeros(2, 3, 16, 4, 4), torch.zeros(1, 5, 3))
+    with pytest.raises(ValueError, match="alpha"): f(torch.zeros(1, 3, 16, 4, 4), torch.zeros(1, 1, 3), alpha=2.0)
+
+
+# ---------------------------------------------------------------- compositing and sampling
+def test_compositing_matches_per_sample_loop():
+    g = torch.Generator().manual_seed(0)
+    R, S = 8, 17
+    t = torch.sort(torch.rand(R, S, generator=g, dtype=torch.float64) * 3 + 1, -1).values
+    far = torch.full((R,), 4.2, dtype=torch.float64)
+    dens = torch.rand(R, S, generator=g, dtype=torch.float64) * 4
+    col, bg = torch.rand(R, S, 3, generator=g, dtype=torch.float64), torch.rand(R, 3, generator=g, dtype=torch.float64)
+    w, _ = composite_weights(dens, t, far)
+    rgb = composite(w, col, bg)
+    for r in range(R):
+        trans, acc, op = 1.0, torch.zeros(3, dtype=torch.float64), 0.0
+        for i in range(S):
+            delta = (t[r, i + 1] if i + 1 < S else far[r]) - t[r, i]
+            a = 1 - math.exp(-dens[r, i].item() * delta.item())
+            acc += trans * a * col[r, i]; op += trans * a; trans *= 1 - a
+        torch.testing.assert_close(rgb[r], acc + (1 - op) * bg[r])
+        assert abs(w[r].sum().item() - op) < 1e-12
+    assert rgb.min() >= 0 and rgb.max() <= 1
+
+
+def test_ray_box_misses_get_zero_length():
+    o = torch.tensor([[0.0, 3.0, -4.0], [0.0, 0.0, -4.0]])
+    d = torch.tensor([[0.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    near, far, hit = ray_box_intersect(o, d, BOX_RADIUS)
+    assert hit.tolist() == [False, True] and near[0] == far[0] == 0
+    assert abs(near[1] - (4 - BOX_RADIUS)) < 1e-6 and abs(far[1] - (4 + BOX_RADIUS)) < 1e-6
+
+
+def test_sphere_opacity_matches_chord():
+    ball = BallField(rho=1.5, a=0.8, centre=(0.1, -0.05, 0.2))
+    targets = torch.stack([torch.linspace(-0.9, 0.9, 21), torch.linspace(0.4, -0.5, 21), torch.zeros(21)], -1)
+    o, d = rays_towards(targets)
+    out = render_rays(ball, None, o, d, RenderConfig(n_samples=8192, n_importance=0, background="white"), perturb=False)
+    c = ball.centre - o[0]
+    b2 = (c ** 2).sum(-1) - (c * d[0]).sum(-1) ** 2
+    chord = 2 * (ball.a ** 2 - b2).clamp_min(0).sqrt()
+    assert (chord > 0).sum() > 10
+    assert (out["opacity"][0] - (1 - torch.exp(-ball.rho * chord))).abs().max() < 1e-3
+
+
+def test_empty_field_gives_background_exactly():
+    g = torch.Generator().manual_seed(0)
+    cams = sample_cameras(CameraConfig.paper(), 3, generator=g)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=8, width=8)
+    bg = torch.tensor([[1.0, 1.0, 1.0], [0.2, 0.7, 0.1], [0.0, 0.0, 0.0]])
+    out = render(BallField(rho=0.0), None, cams, cfg, shading="random", background=bg, generator=g)
+    assert torch.equal(out["rgb"], bg[:, :, None, None].expand(3, 3, 8, 8))  # no grey pixels (released bug)
+    assert out["opacity"].eq(0).all() and out["depth"].eq(0).all()
+    white = render(BallField(rho=0.0), None, cams, dataclasses.replace(cfg, background="white"), generator=g)
+    assert white["rgb"].eq(1).all()
+
+
+def test_semi_transparent_pixel_stays_in_unit_range():
+    o, d = rays_towards(torch.zeros(1, 3))
+    bg = torch.ones(1, 3)
+    half = render_rays(BallField(rho=-math.log(0.5) / 1.6, a=0.8), None, o, d, RenderConfig(n_samples=1024, n_importance=0),
+                       background=bg, perturb=False)
+    torch.testing.assert_close(half["rgb"][0, 0], torch.tensor([1.0, 0.75, 0.5]), atol=2e-3, rtol=0)
+
+
+def test_importance_samples_concentrate():
+    bins = torch.linspace(0, 1, 9)[None]
+    w = torch.zeros(1, 8); w[0, 5] = 1.0
+    s = sample_pdf(bins, smooth_weights(w, "none"), 64, generator=torch.Generator().manual_seed(0))
+    assert ((s >= 5 / 8) & (s <= 6 / 8)).all()
+    torch.testing.assert_close(smooth_weights(torch.tensor([[0., 0., 1., 0., 0.]])), torch.tensor([[0.01, 0.51, 1.01, 0.51, 0.01]]))
+    o, d = rays_towards(torch.zeros(1, 3))
+    r = render_rays(BallField(rho=50.0, a=0.3), None, o, d, RenderConfig(importance_smoothing="none"), generator=torch.Generator().manual_seed(0))
+    t = r["t"][0, 0]
+    assert ((t > 3.69) & (t < 3.93)).sum() >= 0.9 * 64
+
+
+@pytest.mark.parametrize("method", NORMAL_METHODS)
+def test_normals_of_ball_point_outward(method):
+    sm = BallField(rho=30.0, a=0.5, smooth=True)
+    o, d = rays_towards(torch.stack([torch.linspace(-0.35, 0.35, 7), torch.linspace(0.3, -0.3, 7), torch.zeros(7)], -1))
+    r = render_rays(sm, None, o, d, RenderConfig(normals=method), shading="lambertian", perturb=False)
+    x = o + r["depth"][..., None] * d
+    assert F.cosine_similarity(r["normal"], F.normalize(x, dim=-1), dim=-1).min() > 0.99
+
+
+# ---------------------------------------------------------------- render through cameras
+def test_render_shapes_gradients_and_determinism():
+    g = torch.Generator().manual_seed(0)
+    fcfg = TriplaneFieldConfig.mini()
+    field = TriplaneField(fcfg)
+    tp = (0.5 * torch.randn(2, 3, fcfg.channels, 16, 16, generator=g)).requires_grad_(True)
+    cams = sample_cameras(CameraConfig.mini(), 2, generator=g)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=12, width=10)
+    out = render(field, tp, cams, cfg, shading=("lambertian", "albedo"), alpha=0.5, generator=g)
+    assert out["rgb"].shape == (2, 3, 12, 10) and out["opacity"].shape == (2, 1, 12, 10) and out["depth"].shape == (2, 1, 12, 10)
+    assert out["normal"].shape == (2, 3, 12, 10) and out["shading"] == ("lambertian", "albedo")
+    (out["rgb"].mean() + out["depth"].mean()).backward()
+    assert tp.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in field.parameters())
+    with torch.no_grad():
+        a = render(field, tp, cams, cfg, background=torch.ones(2, 3), perturb=False)
+        b = render(field, tp, cams, dataclasses.replace(cfg, chunk_rays=7), background=torch.ones(2, 3), perturb=False)
+    for k in ("rgb", "opacity", "depth"): torch.testing.assert_close(a[k], b[k])
+
+
+def test_render_rejects_bad_inputs():
+    field = TriplaneField(TriplaneFieldConfig.mini())
+    cams = orbit_cameras(torch.tensor([0.0, 90.0]), 0.0, 3.3, 45.0)
+    tp = torch.zeros(2, 3, 16, 8, 8)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=4, width=4)
+    with pytest.raises(ValueError, match="shading"): render(field, tp, cams, cfg, shading="phong")
+    with pytest.raises(ValueError, match="background"): render(field, tp, cams, cfg, background=torch.full((2, 3), 2.0))
+    with pytest.raises(ValueError, match="triplanes"): render(field, tp[:1], cams, cfg)
+    with pytest.raises(ValueError, match="box_radius"): render(field, tp, cams, dataclasses.replace(cfg, box_radius=1.0))
+    with pytest.raises(ValueError, match="unit"): render_rays(field, tp, torch.zeros(2, 3, 3), torch.ones(2, 3, 3), cfg)
+    for bad in (dict(n_samples=0), dict(background="pink"), dict(shading=(("albedo", 0.7),)), dict(normals="analytic")):
+        with pytest.raises(ValueError): RenderConfig(**bad)
+    for name in ("paper", "official", "mini"):
+        c = getattr(RenderConfig, name)()
+        assert config_from_dict(RenderConfig, config_to_dict(c)) == c
