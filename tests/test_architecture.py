@@ -52,7 +52,7 @@ def test_configs_round_trip_and_interfaces_agree(preset):
 def test_mini_shapes_and_gradient_coverage():
     torch.manual_seed(0)
     t2p, style, dec = build("mini")
-    tok = torch.randn(8, 16, 64)
+    tok = torch.randn(8, 24, 64)
     tp = dec(t2p(tok), tok, style(tok, generator=torch.Generator().manual_seed(0)))
     assert tp.shape == (8, 3, 16, 32, 32)
     tp.square().mean().backward()
@@ -66,13 +66,13 @@ def test_mini_paper_norm_runs_and_keeps_count():
     cfg = replace(DecoderConfig.mini(), norm="adain")
     dec = TriplaneDecoder(cfg)
     assert count_parameters(dec) == count_parameters(TriplaneDecoder(DecoderConfig.mini()))
-    out = dec(torch.randn(2, 64, 4, 4), torch.randn(2, 16, 64), torch.randn(2, 128))
+    out = dec(torch.randn(2, 64, 4, 4), torch.randn(2, 24, 64), torch.randn(2, 128))
     assert out.shape == (2, 3, 16, 32, 32) and out.isfinite().all()
 
 
 def test_style_noise_is_seeded():
     torch.manual_seed(0)
-    sb, tok = StyleBranch(StyleConfig.mini()), torch.randn(3, 16, 64)
+    sb, tok = StyleBranch(StyleConfig.mini()), torch.randn(3, 24, 64)
     g = lambda s: torch.Generator().manual_seed(s)
     with torch.no_grad():
         a, b, c = sb(tok, generator=g(5)), sb(tok, generator=g(5)), sb(tok, generator=g(6))
@@ -83,7 +83,7 @@ def test_style_noise_is_seeded():
 
 
 def test_ablation_flags():
-    tok = torch.randn(2, 16, 64)
+    tok = torch.randn(2, 24, 64)
     s = StyleConfig.mini()
     nn_out = StyleBranch(replace(s, use_noise=False))(tok, noise=torch.randn(2, 64))
     assert nn_out.shape == (2, 128) and (nn_out[:, 64:] == 0).all()
@@ -114,8 +114,8 @@ def test_decoder_config_errors(bad):
 
 def test_input_shape_errors():
     t2p, style, dec = build("mini")
-    tok = torch.randn(2, 16, 64)
-    with pytest.raises(ValueError, match=r"\[B, 16, 64\]"): t2p(torch.randn(2, 77, 1024))
+    tok = torch.randn(2, 24, 64)
+    with pytest.raises(ValueError, match=r"\[B, 24, 64\]"): t2p(torch.randn(2, 77, 1024))
     with pytest.raises(ValueError, match="noise"): style(tok, noise=torch.randn(2, 3))
     with pytest.raises(ValueError, match="base"): dec(torch.randn(2, 64, 8, 8), tok, torch.randn(2, 128))
     with pytest.raises(ValueError, match="style"): dec(torch.randn(2, 64, 4, 4), tok, torch.randn(2, 64))

@@ -2,14 +2,14 @@
 import json, warnings
 import pytest, torch
 from instant3d.conventions import config_to_dict, config_from_dict
-from instant3d.text import (EOT, MINI_WORDS, TextEmbeddings, TextEncoder, TextEncoderConfig, WeightsNotFoundError,
+from instant3d.text import (EOT, MINI_MAX_LENGTH, MINI_WORDS, TextEmbeddings, TextEncoder, TextEncoderConfig, WeightsNotFoundError,
                             build_word_tokenizer, mini_text_encoder, tiny_text_encoder_folder, validate_prompts)
 
 PROMPTS = ["a red cube wearing a blue hat", "a green sphere, front view", "an unknown zebra"]
 
 
 @pytest.fixture(scope="module")
-def enc(): return mini_text_encoder()
+def enc(): return mini_text_encoder(max_length=16)  # short context, so truncation is easy to exercise
 
 
 @pytest.fixture
@@ -164,7 +164,7 @@ def test_config_presets_and_round_trip():
 
 def test_from_config_mini():
     e = TextEncoder.from_config(TextEncoderConfig.mini())
-    assert (e.max_length, e.token_dim, e.dtype) == (16, 64, torch.float32)
+    assert (e.max_length, e.token_dim, e.dtype) == (MINI_MAX_LENGTH, 64, torch.float32)
     e12 = TextEncoder.from_config(TextEncoderConfig(name_or_path="mini", max_length=12, dtype="bfloat16"))
     out = e12.encode(PROMPTS[:2])
     assert out.tokens.shape == (2, 12, 64) and out.tokens.dtype == torch.bfloat16
