@@ -232,3 +232,142 @@ def test_render_rejects_bad_inputs():
     for name in ("paper", "official", "mini"):
         c = getattr(RenderConfig, name)()
         assert config_from_dict(RenderConfig, config_to_dict(c)) == c
+
+
+# ---------------------------------------------------------------- packed rendering (task G: speed)
+from instant3d.field import sample_planes, sample_planes_packed, triplane_atlas, atlas_grid
+from instant3d.render import ray_sphere_intersect, ray_segments, fine_samples, query_field, query_density
+
+
+@pytest.mark.parametrize("chunks", [1, 3])
+def test_atlas_sampling_matches_per_batch_grid_sample(chunks):
+    "One atlas grid_sample == per-batch grid_sample with zero padding, values and gradients (float64: to rounding)."
+    g = torch.Generator().manual_seed(0)
+    tp0 = torch.randn(3, 3, 4, 8, 10, generator=g, dtype=torch.float64)
+    pts0 = torch.randn(3, 30, 3, generator=g, dtype=torch.float64) * 1.3
+    pts0[:, :3] = torch.tensor([[1.75, -1.75, 0.2], [1.9, 0.0, -1.8], [3.0, 0.1, 0.1]], dtype=torch.float64)  # edge, just out, far out
+    res = []
+    for packed in (False, True):
+        tp, pts = tp0.clone().requires_grad_(True), pts0.clone().requires_grad_(True)
+        if packed:
+            f = sample_planes_packed(tp, pts.reshape(-1, 3), torch.arange(3).repeat_interleave(30), BOX_RADIUS, chunks)
+            f = f.permute(0, 3, 2, 1).reshape(-1, 3, 4)[:90].view(3, 30, 3, 4).permute(0, 2, 3, 1)
+        else: f = sample_planes(tp, pts, BOX_RADIUS)
+        f.backward(torch.sin(torch.arange(f.numel(), dtype=f.dtype)).view_as(f))
+        res.append((f.detach(), tp.grad, pts.grad))
+    for a, b in zip(*res): torch.testing.assert_close(a, b, atol=1e-12, rtol=0)
+    assert triplane_atlas(tp0).shape == (1, 4, 3 * 3 * 10, 12)
+
+
+@pytest.mark.parametrize("hidden,aggregation", [(16, "concat"), (32, "concat"), (8, "mean")])
+def test_packed_field_matches_batched_field(hidden, aggregation):
+    "forward_packed (first layer per texel when hidden <= channels) == forward, values and gradients."
+    cfg = dataclasses.replace(TriplaneFieldConfig.mini(), hidden=hidden, aggregation=aggregation)
+    f = TriplaneField(cfg).double()
+    g = torch.Generator().manual_seed(1)
+    tp0 = torch.randn(2, 3, cfg.channels, 8, 8, generator=g, dtype=torch.float64)
+    pts = torch.randn(2, 25, 3, generator=g, dtype=torch.float64)
+    res = []
+    for packed in (False, True):
+        f.zero_grad(); tp = tp0.clone().requires_grad_(True)
+        o = f.forward_packed(tp, pts.reshape(-1, 3), torch.arange(2).repeat_interleave(25), 0.5) if packed else f(tp, pts, 0.5)
+        (o["density"].sum() + o["albedo"].square().sum()).backward()
+        res.append([o["density"].reshape(-1).detach(), o["albedo"].reshape(-1, 3).detach(), tp.grad] + [p.grad.clone() for p in f.parameters()])
+    for a, b in zip(*res): torch.testing.assert_close(a, b)
+
+
+def test_generic_field_packed_queries():
+    "Fields without packed methods are padded per batch element and gathered back."
+    ball = BallField(rho=3.0, a=0.5, smooth=True)
+    pts = torch.randn(9, 3, generator=torch.Generator().manual_seed(2))
+    batch = torch.tensor([1, 0, 1, 1, 2, 0, 2, 2, 2])
+    torch.testing.assert_close(query_field(ball, None, pts, batch)["density"], ball.density_at(None, pts))
+    torch.testing.assert_close(query_density(ball, None, pts, batch), ball.density_at(None, pts))
+
+
+def test_sphere_and_segments():
+    o = torch.tensor([[0., 0., -4.], [0., 1.3, -4.], [0., 0., 0.]])
+    d = torch.tensor([[0., 0., 1.], [0., 0., 1.], [0., 1., 0.]])
+    near, far, hit = ray_sphere_intersect(o, d, 1.25)
+    assert hit.tolist() == [True, False, True] and abs(near[0] - 2.75) < 1e-6 and abs(far[0] - 5.25) < 1e-6 and near[2] == 0
+    near, far, hit = ray_segments(o, d, dataclasses.replace(RenderConfig(), bound_radius=1.25))
+    assert hit.tolist() == [True, False, True] and near[1] == far[1] == 0 and abs(far[2] - 1.25) < 1e-6
+    with pytest.raises(ValueError, match="bound_radius"): RenderConfig(bound_radius=-1.0)
+    with pytest.raises(ValueError, match="min_transmittance"): RenderConfig(min_transmittance=1.0)
+
+
+class PlainField:
+    "A TriplaneField seen through the plain interface only (no packed methods)."
+    def __init__(self, field): self.field = field
+    def __call__(self, triplane, points, alpha=1.0): return self.field(triplane, points, alpha=alpha)
+    def density_at(self, triplane, points): return self.field.density_at(triplane, points)
+
+
+@pytest.mark.parametrize("method", ["forward_difference", "finite_difference"])
+def test_packed_renderer_matches_plain_field_path(method):
+    "Culling off: the atlas path of TriplaneField and the padded plain path give the same images and gradients."
+    g = torch.Generator().manual_seed(3)
+    field = TriplaneField(TriplaneFieldConfig.mini())
+    tp0 = 0.5 * torch.randn(2, 3, 16, 16, 16, generator=g)
+    cams = orbit_cameras(torch.tensor([0.0, 130.0]), torch.tensor([10.0, -20.0]), 3.3, 30.0)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=8, width=8, bound_radius=None, min_transmittance=0.0, normals=method)
+    kw = dict(shading=("lambertian", "textureless"), background=torch.rand(2, 3, generator=g), alpha=0.5)
+    res = []
+    for f in (field, PlainField(field)):
+        field.zero_grad(); tp = tp0.clone().requires_grad_(True)
+        out = render(f, tp, cams, cfg, generator=torch.Generator().manual_seed(0), **kw)
+        (out["rgb"].square().sum() + out["normal"].sum()).backward()
+        res.append(([out[k].detach() for k in ("rgb", "opacity", "depth", "normal")], [tp.grad] + [p.grad.clone() for p in field.parameters()]))
+    for a, b in zip(res[0][0], res[1][0]): torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+    for a, b in zip(res[0][1], res[1][1]): torch.testing.assert_close(a, b, atol=5e-4 * b.abs().max().item(), rtol=1e-3)
+
+
+class CompactBlob:
+    "Smooth density with compact support within radius a of c (reaches 1.13 < 1.25), position-dependent albedo."
+    def __init__(self, rho=8.0, a=0.9, centre=(0.1, -0.05, 0.2)): self.rho, self.a, self.c = rho, a, torch.tensor(centre)
+    def density_at(self, triplane, points): return self.rho * (1 - ((points - self.c) ** 2).sum(-1) / self.a ** 2).clamp_min(0) ** 2
+    def __call__(self, triplane, points, alpha=1.0): return dict(density=self.density_at(triplane, points), albedo=torch.sigmoid(3 * points))
+
+
+def test_bounding_sphere_matches_box_on_field_inside_it():
+    cams = sample_cameras(CameraConfig.mini(), 3, generator=torch.Generator().manual_seed(0))
+    bg = torch.tensor([[0.2, 0.7, 0.1], [1.0, 1.0, 1.0], [0.0, 0.3, 0.9]])
+    box = dataclasses.replace(RenderConfig.mini(), height=12, width=12, bound_radius=None, min_transmittance=0.0, n_samples=256, n_importance=128)
+    with torch.no_grad():
+        a = render(CompactBlob(), None, cams, box, shading="lambertian", background=bg, perturb=False)
+        b = render(CompactBlob(), None, cams, dataclasses.replace(box, bound_radius=1.25), shading="lambertian", background=bg, perturb=False)
+    miss = ~b["hit"][:, 0]
+    assert miss.any() and (~miss).any()
+    assert torch.equal(b["rgb"].permute(0, 2, 3, 1)[miss], bg[:, None, None].expand(3, 12, 12, 3)[miss])  # exactly the background
+    assert b["opacity"][:, 0][miss].eq(0).all() and b["depth"][:, 0][miss].eq(0).all()
+    for k in ("rgb", "opacity", "normal"): assert (a[k] - b[k]).abs().max() < 5e-3, k
+    solid = (a["opacity"] > 0.5) & (b["opacity"] > 0.5)
+    assert (a["depth"] - b["depth"])[solid].abs().max() < 1e-2
+
+
+def test_early_termination_changes_nothing_visible():
+    "min_transmittance=1e-4 skips fine samples behind an opaque ball; images and gradients barely change."
+    o, d = rays_towards(torch.stack([torch.linspace(-0.5, 0.5, 60), torch.linspace(0.4, -0.4, 60), torch.zeros(60)], -1))
+    outs = [render_rays(BallField(rho=50.0, a=0.6), None, o, d, dataclasses.replace(RenderConfig.mini(), min_transmittance=mt),
+                        shading="lambertian", generator=torch.Generator().manual_seed(0)) for mt in (0.0, 1e-4)]
+    for k in ("rgb", "opacity", "depth", "normal"): torch.testing.assert_close(outs[0][k], outs[1][k], atol=1e-3, rtol=0)
+    t = torch.linspace(0, 1, 9)[None, :-1]
+    dens = torch.tensor([[0., 0., 0., 200., 200., 0., 0., 0.]])
+    tf, keep = fine_samples(t, torch.ones(1), dens, dataclasses.replace(RenderConfig(n_samples=8, n_importance=32), min_transmittance=1e-4), perturb=False)
+    assert keep[tf < 0.5].all() and not keep[tf >= 0.5].any()
+
+
+def test_all_rays_miss_and_mini_gradients():
+    "Nothing inside the sphere: background only; and gradients reach the triplane and every MLP parameter with culling on."
+    cams = orbit_cameras(torch.tensor([0.0, 90.0]), 0.0, 3.3, 45.0)
+    field = TriplaneField(TriplaneFieldConfig.mini())
+    away = dataclasses.replace(RenderConfig.mini(), height=4, width=4)
+    o = torch.tensor([[[0.0, 3.0, -4.0]] * 5])
+    d = torch.tensor([[[0.0, 0.0, 1.0]] * 5])
+    out = render_rays(field, torch.zeros(1, 3, 16, 8, 8), o, d, away, background=torch.ones(1, 3))
+    assert out["rgb"].eq(1).all() and out["opacity"].eq(0).all() and not out["hit"].any()
+    g = torch.Generator().manual_seed(4)
+    tp = (0.5 * torch.randn(2, 3, 16, 16, 16, generator=g)).requires_grad_(True)
+    r = render(field, tp, cams, dataclasses.replace(RenderConfig.mini(), height=10, width=10), shading=("textureless", "albedo"), generator=g)
+    (r["rgb"].mean() + r["depth"].mean()).backward()
+    assert tp.grad.abs().sum() > 0 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
