@@ -332,7 +332,8 @@ class CompactBlob:
 def test_bounding_sphere_matches_box_on_field_inside_it():
     cams = sample_cameras(CameraConfig.mini(), 3, generator=torch.Generator().manual_seed(0))
     bg = torch.tensor([[0.2, 0.7, 0.1], [1.0, 1.0, 1.0], [0.0, 0.3, 0.9]])
-    box = dataclasses.replace(RenderConfig.mini(), height=12, width=12, bound_radius=None, min_transmittance=0.0, n_samples=256, n_importance=128)
+    box = dataclasses.replace(RenderConfig.mini(), height=12, width=12, bound_radius=None, min_transmittance=0.0, normal_min_weight=0.0,
+                              n_samples=256, n_importance=128)
     with torch.no_grad():
         a = render(CompactBlob(), None, cams, box, shading="lambertian", background=bg, perturb=False)
         b = render(CompactBlob(), None, cams, dataclasses.replace(box, bound_radius=1.25), shading="lambertian", background=bg, perturb=False)
