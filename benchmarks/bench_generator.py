@@ -128,7 +128,7 @@ LABELS = {"forward_mini": "generator forward, mini, batch 1 (triplane)",
           "forward_official": "generator forward, official, batch 1 (triplane 3x32x256x256)",
           "render_64": "render one 64x64 view, 64+64 samples (official field)",
           "render_256": "render one 256x256 view, 64+64 samples (official field)",
-          "train_step_mini": "mini forward+backward, batch 8, 64x64, 32+32 samples"}
+          "train_step_mini": "mini forward+backward, batch 8, 64x64, 32+32 samples, Lambertian"}
 
 def update_benchmarks_md(results, command):
     "Rewrite this device's section of BENCHMARKS.md between its markers (atomically)."
