@@ -15,12 +15,12 @@ from .cameras import VIEW_NAMES, sample_cameras, view_labels, orbit_cameras
 from .world import WorldConfig, VIEW_SUFFIXES, prompts as world_prompts, render_scenes, sample_dataset, front_feature_visible
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'WEIGHTS_DIR', 'DEFAULT_CLIP_DIR', 'DEFAULT_TEACHER_DIR',
-           'TeacherConfig', 'build_unet', 'build_scheduler', 'to_unet', 'from_unet', 'CaptionBank', 'bank_captions',
-           'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions', 'diffusion_loss', 'save_teacher',
-           'train_teacher', 'Teacher', 'load_teacher', 'guide', 'ddim_sample', 'sample', 'EmpiricalSet',
-           'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'cameras_with_view', 'view_accuracy',
-           'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher']
+__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'SAMPLERS', 'WEIGHTS_DIR', 'DEFAULT_CLIP_DIR',
+           'DEFAULT_TEACHER_DIR', 'TeacherConfig', 'build_unet', 'build_scheduler', 'to_unet', 'from_unet',
+           'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
+           'diffusion_loss', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'guide', 'ddim_sample',
+           'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'cameras_with_view',
+           'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher']
 
 # %% ../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -363,6 +363,8 @@ def load_teacher(folder, # a teacher folder in the diffusers layout (unet/, sche
     return Teacher(unet.to(device).eval().requires_grad_(False), sch, enc)
 
 # %% ../nbs/22_teacher.ipynb #9bab3faf
+SAMPLERS = ("ddpm", "ddim")  # ancestral DDPM first: the default of `sample` (see "Which sampler" below)
+
 def guide(eps_uncond: torch.Tensor, eps_cond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     "Classifier-free guidance (PAPER.md Eq. 9)."
     return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
@@ -371,24 +373,29 @@ def ddim_sample(eps_fn: Callable, # eps_fn(x_t [2B, 3, H, W], t [2B], cond) -> e
                 cond, # what eps_fn needs for the 2B rows: tokens [2B, L, D] or 2B captions
                 scheduler_config, # config of the training scheduler
                 n: int, size: int, steps: int = 40, guidance_scale: float = 3.0,
-                generator: torch.Generator | None = None) -> torch.Tensor: # [n, 3, size, size] in [0, 1]
-    "Deterministic DDIM sampling with classifier-free guidance."
-    from diffusers import DDIMScheduler
+                generator: torch.Generator | None = None,
+                sampler: str = "ddim", # "ddim": deterministic DDIM (eta = 0); "ddpm": ancestral DDPM sampling on the same `steps` timesteps
+               ) -> torch.Tensor: # [n, 3, size, size] in [0, 1]
+    "Sampling with classifier-free guidance through a diffusers scheduler built from the training one: DDIM (deterministic) or DDPM (ancestral)."
+    from diffusers import DDIMScheduler, DDPMScheduler
+    if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: accepted {', '.join(SAMPLERS)}")
     assert GUIDANCE_ORDER == ("uncond", "cond")
-    sch = DDIMScheduler.from_config(scheduler_config)
+    sch = (DDIMScheduler if sampler == "ddim" else DDPMScheduler).from_config(scheduler_config)
     sch.set_timesteps(steps)
     x = torch.randn((n, 3, size, size), generator=generator) * sch.init_noise_sigma
     for t in sch.timesteps:
         e_u, e_c = eps_fn(torch.cat([x, x]), t.repeat(2 * n), cond).chunk(2)
-        x = sch.step(guide(e_u, e_c, guidance_scale), t, x).prev_sample
+        kw = {} if sampler == "ddim" else dict(generator=generator)
+        x = sch.step(guide(e_u, e_c, guidance_scale), t, x, **kw).prev_sample
     return from_unet(x)
 
 # %% ../nbs/22_teacher.ipynb #3e8b42b9
 def sample(teacher: Teacher, prompts: list[str], # P prompts
            n: int = 1, # samples per prompt
-           steps: int = 40, # DDIM steps
+           steps: int = 40, # sampling steps
            guidance_scale: float = 3.0, # classifier-free guidance scale
            seed: int = 0, batch_size: int = 128, progress: bool = False,
+           sampler: str = "ddpm", # "ddpm" (ancestral) or "ddim" (deterministic): see "Which sampler" below
           ) -> torch.Tensor: # [P * n, 3, H, W] in [0, 1], prompt-major (the n samples of prompt 0 first)
     "Samples of the learned teacher."
     from tqdm.auto import tqdm
@@ -405,7 +412,7 @@ def sample(teacher: Teacher, prompts: list[str], # P prompts
         cond = teacher.text_encoder.encode(chunk).tokens.to(u.dtype)
         with torch.no_grad():
             out.append(ddim_sample(eps_fn, torch.cat([null.expand(len(chunk), -1, -1), cond]), teacher.scheduler.config,
-                                   len(chunk), u.config.sample_size, steps, guidance_scale, g))
+                                   len(chunk), u.config.sample_size, steps, guidance_scale, g, sampler))
     return torch.cat(out)
 
 # %% ../nbs/22_teacher.ipynb #1f6e8908
@@ -488,6 +495,7 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
                      max_prompts: int | None = None, # None = every test prompt; else a seeded subset (for quick checks)
                      n_view_prompts: int = 64, # test prompts asked ", front view" and ", back view"
                      steps: int = 40, guidance_scale: float = 3.0, batch_size: int = 128, progress: bool = True,
+                     sampler: str = "ddpm", # "ddpm" (ancestral) or "ddim" (deterministic)
                      world: WorldConfig | None = None, # None: the teacher's teacher_config.json, else WorldConfig.mini()
                     ) -> dict:
     "The teacher's bar figures: CLIP-RP of samples, its ratio to the ground-truth ceiling, view accuracy."
@@ -499,7 +507,7 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     every = world_prompts(world)
     test = _subset(world_prompts(world, "test"), max_prompts, g)
     true = torch.tensor([every.index(p) for p in test for _ in range(n_per_prompt)])
-    kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress)
+    kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, sampler=sampler)
     imgs = sample(teacher, test, n_per_prompt, seed=seed, **kw)
     gt = render_scenes([p for p in test for _ in range(n_per_prompt)], sample_cameras(world.camera, len(true), g), cfg=world)["rgb"]
     bank = clip.text_bank(every)
@@ -510,7 +518,7 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     gt_f, gt_b = (render_scenes(vp, cameras_with_view(world, v, len(vp), g), cfg=world)["rgb"] for v in ("front", "back"))
     return dict(teacher_clip_rp=rp, gt_clip_rp=rp_gt, teacher_clip_rp_ratio=rp / rp_gt, teacher_view_accuracy=view_accuracy(front, back),
                 gt_view_accuracy=view_accuracy(gt_f, gt_b), n_prompts=len(test), n_per_prompt=n_per_prompt, n_view_prompts=len(vp),
-                steps=steps, guidance_scale=guidance_scale, seed=seed, logit_scale=clip.logit_scale, seconds=round(time.time() - t0, 1))
+                steps=steps, guidance_scale=guidance_scale, sampler=sampler, seed=seed, logit_scale=clip.logit_scale, seconds=round(time.time() - t0, 1))
 
 # %% ../nbs/22_teacher.ipynb #4f921477
 WEIGHTS_DIR = Path(__file__).parent / "weights" if "__file__" in globals() else Path("../instant3d/weights")
