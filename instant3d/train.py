@@ -444,7 +444,9 @@ def world_ground_truth(size: int):
 
 # %% ../nbs/45_train.ipynb #8c03e0fa
 @patch
-def preview_prompts(self: Trainer) -> list[str]: return self.split["test"][:4]
+def preview_prompts(self: Trainer) -> list[str]:
+    "Four fixed held-out prompts spread over the test split (its first prompts share one body and colour)."
+    t = self.split["test"]; return t[::max(1, len(t) // 4)][:4]
 
 @patch
 def _preview(self: Trainer):
@@ -458,7 +460,7 @@ def _preview(self: Trainer):
 @patch
 def _evaluate(self: Trainer) -> dict:
     pipe = Instant3DPipeline(self.bank.gen_text, self.ema)
-    held_out = self.split["test"][:self.cfg.eval_prompts]
+    t = self.split["test"]; held_out = t[::max(1, len(t) // self.cfg.eval_prompts)][:self.cfg.eval_prompts]  # spread: neighbours share words
     m = evaluate_clip_rp(pipe, self.clip, held_out, self.split["all"], views=self.cfg.eval_views, seed=1234)
     self.ema.eval()
     path = self.out / "eval.csv"
