@@ -458,7 +458,7 @@ def closed_form_denoiser(x_t: torch.Tensor, # [B, 3, H, W] noisy images, UNet ra
 # %% ../nbs/22_teacher.ipynb #fdcd1840
 def sample_closed_form(cache: EmpiricalSet, scheduler, prompts: list[str], n: int = 1, steps: int = 40, guidance_scale: float = 3.0,
                        seed: int = 0, size: int = 32) -> torch.Tensor: # [P * n, 3, size, size] in [0, 1], prompt-major
-    "DDIM samples of the closed-form teacher (same sampler and guidance as `sample`)."
+    "Deterministic DDIM samples of the closed-form teacher (same guidance as `sample`; the exact denoiser needs no ancestral noise)."
     rows = [p for p in prompts for _ in range(n)]
     eps_fn = lambda x, t, caps: closed_form_denoiser(x, t, caps, cache, scheduler)
     return ddim_sample(eps_fn, [""] * len(rows) + rows, scheduler.config, len(rows), size, steps, guidance_scale,
