@@ -23,8 +23,8 @@ from .clip_loss import ClipLossConfig
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'VIEW_ORDER', 'METRIC_FIELDS', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split',
            'resolve_prompts', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'TrainingDiverged',
-           'Trainer', 'write_json', 'load_train_config', 'evaluate_clip_rp', 'world_ground_truth', 'fingerprint',
-           'run_training', 'tiny_train_config']
+           'Trainer', 'warm_start_state', 'write_json', 'load_train_config', 'evaluate_clip_rp', 'world_ground_truth',
+           'fingerprint', 'run_training', 'tiny_train_config']
 
 # %% ../nbs/45_train.ipynb #04970324
 TRAIN_PRESETS = ("mini", "animals", "portraits", "dailylife")
@@ -74,6 +74,7 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the generator's gradient norm; None = no clipping (paper silent)
     bf16: bool = False  # bf16 autocast of the generator on CUDA
     seed: int = 0  # model init and every draw: step generator seeded by (seed, rank, step)
+    init_from: str | None = None  # warm start: a model folder (`save_pretrained`, e.g. a run's model/) whose weights start the generator and its EMA; None = random init
     log_every: int = 10  # steps between metric rows (CSV, TensorBoard)
     checkpoint_every: int = 500  # steps between atomic checkpoints; 0 = only at the end and on signals
     preview_every: int = 1000  # steps between preview grids of fixed held-out prompts; 0 = never
@@ -222,6 +223,7 @@ class Trainer:
         dev = self.info.device
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = Instant3D(cfg.generator).to(dev).train()
+        if cfg.init_from: self.model.load_state_dict(warm_start_state(cfg.init_from, self.model))
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.ddp = self.model
@@ -253,6 +255,21 @@ def _load_guidance(cfg: TrainConfig, device):
 def _load_clip(cfg: TrainConfig, device):
     from instant3d.clip_loss import Clip
     return Clip.from_pretrained(cfg.clip.model, device=device)
+
+# %% ../nbs/45_train.ipynb #0a990d7d
+def warm_start_state(path, # a model folder written by `save_pretrained`
+                     model: torch.nn.Module, # the generator the weights are for
+                    ) -> dict: # state dict in `model`'s dtypes
+    "The weights of model folder `path` for `model`; `ValueError` naming the folder when the architectures differ."
+    from safetensors.torch import load_file
+    from instant3d.generator import load_config, WEIGHTS_NAME, CheckpointError
+    path = Path(path); load_config(path)  # CheckpointError when `path` is not a model folder
+    w = path / WEIGHTS_NAME
+    if not w.is_file(): raise CheckpointError(f"init_from {str(path)!r} is incomplete: {WEIGHTS_NAME} is missing")
+    state, own = load_file(str(w)), model.state_dict()
+    bad = sorted(set(own) ^ set(state)) + sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if bad: raise ValueError(f"init_from {str(path)!r} does not fit TrainConfig.generator: {len(bad)} tensors differ in name or shape, e.g. {bad[:3]}")
+    return {k: v.to(own[k].dtype) for k, v in state.items()}
 
 # %% ../nbs/45_train.ipynb #a229b83d
 from fastcore.basics import patch
