@@ -23,8 +23,8 @@ from .clip_loss import ClipLossConfig
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'VIEW_ORDER', 'METRIC_FIELDS', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split',
            'resolve_prompts', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'TrainingDiverged',
-           'Trainer', 'warm_start_state', 'write_json', 'load_train_config', 'evaluate_clip_rp', 'world_ground_truth',
-           'fingerprint', 'run_training', 'tiny_train_config']
+           'Trainer', 'warm_start_state', 'write_json', 'load_train_config', 'white_foreground', 'silhouette_iou',
+           'evaluate_clip_rp', 'world_ground_truth', 'fingerprint', 'run_training', 'tiny_train_config']
 
 # %% ../nbs/45_train.ipynb #04970324
 TRAIN_PRESETS = ("mini", "animals", "portraits", "dailylife")
@@ -415,6 +415,20 @@ def _log(self: Trainer, row: dict):
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool): self._tb.add_scalar(f"train/{k}", v, row["step"])
 
+# %% ../nbs/45_train.ipynb #039d4012
+def white_foreground(rgb: torch.Tensor, # [N, 3, H, W] in [0, 1], rendered on white
+                     threshold: float = 0.1, # a channel this far below white marks the object
+                    ) -> torch.Tensor: # [N, H, W] bool
+    "Object pixels of images rendered on a white background."
+    return (1 - rgb).amax(1) > threshold
+
+def silhouette_iou(rgb: torch.Tensor, gt: torch.Tensor, # [N, 3, H, W] in [0, 1] each, on white, same cameras
+                  ) -> torch.Tensor: # [N] intersection over union of the foregrounds (1 where both are empty)
+    "Silhouette agreement of generated and ground-truth views, read without any CLIP."
+    a, b = white_foreground(rgb), white_foreground(gt)
+    inter, union = (a & b).sum((1, 2)).float(), (a | b).sum((1, 2)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
 # %% ../nbs/45_train.ipynb #412b6af2
 def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prompts: list[str], views: int = 4, seed: int = 0,
                      batch: int = 16, progress: bool = False,
@@ -429,7 +443,7 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
     missing = [p for p in prompts if p not in pos]
     if missing: raise ValueError(f"evaluate_clip_rp: {missing[:3]} are not in the prompt set of the softmax")
     cam_cfg, rc = pipe.config.camera, pipe.config.render.for_test()
-    rp, hit, gt = [], [], []
+    rp, hit, gt, iou = [], [], [], []
     for i in tqdm(range(0, len(prompts), batch), desc="CLIP-RP", disable=not progress):
         chunk = prompts[i:i + batch]
         cams = sample_cameras(cam_cfg, len(chunk) * views, g)
@@ -443,14 +457,17 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
             p = clip_rp(emb, bank, true, clip.logit_scale).view(len(chunk), views)
             t1 = ((emb @ bank.T).argmax(1) == true).float().view(len(chunk), views)
             if ground_truth is not None:
-                gt_emb = clip.encode_images(ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device))
-                gt.append(clip_rp(gt_emb, bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
+                gt_rgb = ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device)
+                gt.append(clip_rp(clip.encode_images(gt_rgb), bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
+                iou.append(silhouette_iou(rgb, gt_rgb).view(len(chunk), views).mean(1).cpu())
         rp.append(p.mean(1).cpu()); hit.append(t1.mean(1).cpu())
     rp, hit = torch.cat(rp), torch.cat(hit)
-    gt = torch.cat(gt) if gt else torch.full_like(rp, float("nan"))
+    gt, iou = (torch.cat(x) if x else torch.full_like(rp, float("nan")) for x in (gt, iou))
     out = dict(clip_rp=rp.mean().item(), top1=hit.mean().item(), n_prompts=len(prompts), views=views, seed=seed,
-               per_prompt=[dict(prompt=q, clip_rp=a, top1=b, gt_clip_rp=c) for q, a, b, c in zip(prompts, rp.tolist(), hit.tolist(), gt.tolist())])
-    if ground_truth is not None: out.update(gt_clip_rp=gt.mean().item(), ratio_to_gt=rp.mean().item() / gt.mean().item())
+               per_prompt=[dict(prompt=q, clip_rp=a, top1=b, gt_clip_rp=c, silhouette_iou=d)
+                           for q, a, b, c, d in zip(prompts, rp.tolist(), hit.tolist(), gt.tolist(), iou.tolist())])
+    if ground_truth is not None:
+        out.update(gt_clip_rp=gt.mean().item(), ratio_to_gt=rp.mean().item() / gt.mean().item(), silhouette_iou=iou.mean().item())
     return out
 
 def world_ground_truth(size: int):

@@ -115,6 +115,7 @@ def test_cli_train_then_eval(tmp_path, teacher_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(r.stdout)
     assert 0 <= m["clip_rp"] <= 1 and 0 <= m["top1"] <= 1 and m["n_prompts"] == 3 and 0 < m["gt_clip_rp"] <= 1
+    assert 0 <= m["silhouette_iou"] <= 1
     assert len(list(csv.DictReader(open(tmp_path / "scores.csv")))) == 3
 
 
