@@ -9,13 +9,14 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from .cameras import CameraConfig, orbit_cameras, four_views
-from .viz import _atomic_save, image_grid, save_png, save_gif, depth_to_rgb, normal_to_rgb
+from .viz import _atomic_save, _umask, image_grid, save_png, save_gif, depth_to_rgb, normal_to_rgb
 
 # %% auto #0
 __all__ = ['FORMATS', 'MESH_FORMATS', 'VIEW_MODES', 'DEFAULT_THRESHOLD', 'STAGES', 'have_mp4', 'default_formats', 'parse_formats',
            'parse_seeds', 'view_camera', 'turntable_cameras', 'render_views', 'view_image', 'views_grid',
            'density_grid', 'Mesh', 'mesh_radius', 'extract_mesh', 'to_trimesh', 'mesh_bytes', 'save_mesh',
-           'mesh_figure', 'save_html', 'save_mp4', 'mp4_frame_count', 'seeds_figure', 'generate_outputs']
+           'mesh_figure', 'save_html', 'save_mp4', 'mp4_frame_count', 'seeds_figure', 'generate_outputs',
+           'read_prompt_file', 'prompt_problem', 'prompt_folder']
 
 # %% ../nbs/50_export.ipynb #1933cfaa
 FORMATS = ("png", "gif", "mp4", "glb", "obj", "ply", "html")
@@ -212,6 +213,7 @@ def save_mp4(frames, # [T, 3, H, W] in [0, 1]
         w.send(None)
         for fr in x: w.send(np.ascontiguousarray(fr))
         w.close()
+        os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
@@ -286,3 +288,24 @@ def generate_outputs(pipe, # Instant3DPipeline
                 formats=list(formats), files=[os.path.basename(f) for f in files], notes=notes,
                 mesh=[dict(seed=s, vertices=len(m.vertices), faces=len(m.faces)) for s, m in zip(seeds, meshes)],
                 seconds={k: round(v, 4) for k, v in times.items()}, seconds_total=round(sum(times.values()), 4))
+
+# %% ../nbs/50_export.ipynb #ca836910
+import re, unicodedata
+
+def read_prompt_file(path) -> list[tuple[int, str]]:
+    "(line number, prompt) of each non-blank, non-comment line of a UTF-8 file."
+    with open(path, encoding="utf-8", errors="replace") as f: lines = f.read().split("\n")
+    return [(i + 1, l.strip()) for i, l in enumerate(lines) if l.strip() and not l.strip().startswith("#")]
+
+def prompt_problem(pipe, prompt: str) -> str | None:
+    "Why `prompt` cannot be generated as written, or None."
+    if any(unicodedata.category(ch).startswith("C") for ch in prompt): return "control characters in the prompt"
+    tok = pipe.text_encoder.tokenizer
+    n = len(tok(prompt, truncation=False, verbose=False).input_ids)
+    if n > pipe.text_encoder.max_length: return f"{n} tokens, over the text encoder's {pipe.text_encoder.max_length} (incl. BOS/EOT)"
+    return None
+
+def prompt_folder(line: int, prompt: str, width: int = 4) -> str:
+    "'0007-a-red-cube-wearing-a-blue-hat': line number, then the prompt as a file-name-safe slug (at most 60 characters)."
+    slug = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()).strip("-")[:60].strip("-")
+    return f"{line:0{width}d}-{slug or 'prompt'}"
