@@ -372,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the style noise: which of the plausible objects (default 0)")
     g.add_argument("--seeds", default=None, help="several seeds side by side, e.g. 0-3 or 0,2,5")
     g.add_argument("--size", type=_size, default=None, help="render size in pixels (default: the checkpoint's test size, mini 64)")
-    g.add_argument("--frames", type=int, default=24, help="turntable frames (default 24)")
+    g.add_argument("--frames", type=int, default=16, help="turntable frames (default 16)")
     g.add_argument("--mesh-res", type=int, default=64, help="marching-cubes grid points per axis (default 64)")
     g.add_argument("--threshold", type=float, default=None, help="density iso level of the mesh (default 8, see nbs/50_export)")
     g.add_argument("--formats", default=None, help="comma list of png,gif,mp4,glb,obj,ply,html (default: all; mp4 when imageio-ffmpeg is installed)")

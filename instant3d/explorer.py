@@ -79,7 +79,7 @@ class Side:
     "The widgets of one prompt: title, mesh figure, rendered view, download link."
     def __init__(self, name: str):
         import ipywidgets as W
-        self.name, self.fig = name, None
+        self.name, self.fig, self.mesh = name, None, None
         self.title = W.HTML(f"<b>{name}</b>")
         self.figbox = W.Box(layout=W.Layout(width="360px", height="360px"))
         self.image = W.Image(format="png", width=256, height=256)
@@ -89,11 +89,13 @@ class Side:
     def show(self, prompt, seed, view, eye):
         import plotly.graph_objects as go
         m = view["mesh"]
+        self.image.value = _png(view["image"])
+        if self.fig is not None and m is self.mesh:  # same object, new camera: move the scene's camera only
+            self.fig.layout.scene.camera.eye = dict(zip("xyz", eye)); return
         fig = mesh_figure(m, camera_eye=eye).update_layout(width=360, height=360)
-        old, self.fig = self.fig, go.FigureWidget(fig)  # a new widget carries its data in its first state: the page draws it even if it missed updates
+        old, self.fig, self.mesh = self.fig, go.FigureWidget(fig), m  # a new widget carries its data in its first state: the page draws it even if it missed updates
         self.figbox.children = [self.fig]
         if old is not None: old.close()
-        self.image.value = _png(view["image"])
         self.title.value = f"<b>{html.escape(prompt)}</b> &middot; seed {seed} &middot; {len(m.faces):,} faces"
         slug = "".join(c if c.isalnum() else "_" for c in prompt)[:40]
         self.download.value = download_link(mesh_bytes(m, "glb"), f"{slug}_seed{seed}.glb") if len(m.faces) else "<i>no surface at this threshold</i>"
