@@ -111,3 +111,16 @@ def test_prompt_file_all_bad_is_an_error(tmp_path):
     assert r.returncode == 1 and "every line was skipped" in r.stderr
     one_line_error(run("generate", "--prompts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "o2")), 2)
     one_line_error(run("generate", "--out", str(tmp_path / "o3")), 2)  # neither PROMPT nor --prompts
+
+@pytest.mark.cuda
+def test_explorer_and_outputs_on_cuda(tmp_path):
+    "The same code paths with the model on a GPU (run with --runcuda on a GPU machine)."
+    import torch
+    from instant3d.explorer import ExplorerModel
+    from instant3d.export import generate_outputs
+    em = ExplorerModel.from_checkpoint(None, device="cuda")
+    assert next(em.pipe.model.parameters()).is_cuda
+    v = em.view("a red cube wearing a blue hat", seed=0, mode="normals", mesh_res=32)
+    assert v["image"].shape[0] == 3 and len(v["mesh"].faces) > 0
+    r = generate_outputs(em.pipe, "a red cube wearing a blue hat", tmp_path, frames=2, mesh_res=32)
+    assert "mesh.glb" in r["files"] and r["mesh"][0]["faces"] > 0
