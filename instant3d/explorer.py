@@ -125,8 +125,7 @@ class Explorer:
                        W.HBox([self.seed, self.mesh_res]), W.HBox([self.azimuth, self.elevation]), W.HBox([self.mode, self.status])])
         self.widget = W.VBox([W.HTML(f"<small>checkpoint: {html.escape(model.checkpoint)}</small>"), ctrl, self.outputs])
         self.generate.on_click(lambda _: self.update())
-        self.prompt.observe(lambda ch: None, "value")  # typing alone does not generate: press Generate (or Enter)
-        self.prompt.on_submit(lambda _: self.update()) if hasattr(self.prompt, "on_submit") else None
+        # typing alone does not generate (each key would start a forward pass): press Generate
         for w in (self.seed, self.azimuth, self.elevation, self.mode, self.mesh_res, self.compare):
             w.observe(lambda ch: self.update(), "value")
         self.update()
