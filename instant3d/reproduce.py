@@ -142,7 +142,7 @@ def world_views(prompts, cams, size):
 
 def pipeline_views(pipe, seed: int):
     "`render_views` of an Instant3D pipeline (style noise seeded)."
-    return lambda prompts, cams, size: pipe(prompts, seed=seed, cameras=cams, height=size, width=size)["rgb"].clamp(0, 1)
+    return lambda prompts, cams, size: pipe(prompts, seed=seed, cameras=cams, height=size, width=size)["rgb"].clamp(0, 1).cpu()
 
 def objects_views(objects, index: dict):
     "`render_views` of per-prompt baseline objects."
@@ -303,6 +303,7 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
         _write_rows(files["losses"], LOSS_FIELDS, [dict(key, **l) for l in losses])
         _write_rows(files["curves"], CURVE_FIELDS, [dict(key, **c) for c in curve])
         meta["runs"][f"{run['method']}/{run['variant']}/{run['seed']}"] = round(time.perf_counter() - t0, 1)
+        meta.setdefault("load", {})[f"{run['method']}/{run['variant']}/{run['seed']}"] = round(os.getloadavg()[0], 2)  # a shared CPU runs slower
         meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         write_json(meta, meta_path)
     return folder
@@ -381,6 +382,8 @@ def _f(x, nd=3) -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)): return "n/a"
     return f"{x:,.0f}" if isinstance(x, float) and abs(x) >= 100 else f"{x:.{nd}f}"
 
+def _v(x) -> str: return "n/a" if x is None else (f"{x:,.0f}" if x >= 100 else f"{x:.1f}")  # a Views-PP
+
 def _ms(t) -> str: return "n/a" if not t[2] else f"{t[0]:.3f} ± {t[1]:.3f}"
 
 def plot_results(summary: dict, folder) -> Path:
@@ -409,7 +412,8 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
          f"- Command: `{meta['command']}`; raw rows: `{folder}/` (curves.csv, losses.csv, per_prompt.csv, meta.json).",
          f"- Seeds {', '.join(map(str, p['seeds']))}; reduced world: {p['n_train']} training and {p['n_test']} test prompts (world seed {p['world_seed']}; listed in meta.json); CLIP-RP softmax over those {p['n_train'] + p['n_test']} prompts (chance {1 / (p['n_train'] + p['n_test']):.3f}), {p['eval_views']} views per prompt, camera seed {p['eval_seed']}.",
          f"- Hardware: {h['cpu']}, {h['cores']} cores ({h['torch_threads']} torch threads), GPU: {h['gpu'] or 'none'}, torch {h['torch']}; commit {meta.get('commit')}.",
-         f"- Time: {secs / 60:.1f} min over {len(meta['runs'])} runs (started {meta['started']}, last run finished {meta.get('finished', 'n/a')}).", "",
+         f"- Time: {secs / 60:.1f} min over {len(meta['runs'])} runs, wall clock, models loaded once (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
+         + (f"; 1-minute load average after the runs: {min(meta['load'].values()):.1f} to {max(meta['load'].values()):.1f} on {h['cores']} cores." if meta.get("load") else "."), "",
          "### Fig. 10 in miniature: CLIP-RP against Views-PP", "", f"![Fig. 10]({folder}/fig10.png)", "",
          "| Views-PP | Instant3D (test prompts) | per-prompt baseline |", "|---|---|---|"]
     inst, base = {q["views_pp"]: q for q in s["fig10"]["instant3d"]}, {q["views_pp"]: q for q in s["fig10"]["baseline"]}
@@ -418,7 +422,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
         L.append(f"| {v:,.0f} | {cell(inst)} | {cell(base)} |")
     L += [f"| ground truth | {_ms(s['ground_truth']['clip_rp'])} | |", ""]
     a = s["amortisation"]
-    need = _f(a["baseline_views_pp"]) if a["baseline_views_pp"] is not None else f"more than {_f(float(p['baseline_max']))} (not reached)"
+    need = _v(a["baseline_views_pp"]) if a["baseline_views_pp"] is not None else f"more than {_v(float(p['baseline_max']))} (not reached)"
     rt = _f(a["ratio"], 2) + "x" if a["ratio"] is not None else (f"more than {_f(a['ratio_lower_bound'], 1)}x" if a["ratio_lower_bound"] is not None else "n/a")
     L += [f"**Amortisation ratio.** Instant3D at {a['reference_budget']:,} Views-PP: CLIP-RP {_f(a['instant3d_clip_rp'])}. The baseline needs {need} Views-PP to reach it: ratio **{rt}** (paper: about 5x, 2,000 against 10,000+). Verdict: **{a['verdict']}** (rule: confirmed at 5x or more, refuted at 1x or less, inconclusive between).", "",
           f"### Ablations at {p['ablation_budget']:,} Views-PP (paper Figs. 12-13, quantified)", "",
@@ -428,7 +432,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
     g = s["sigmoid"]
     srt = _f(g["ratio"], 2) + "x" if g["ratio"] is not None else (f"more than {_f(g['ratio_lower_bound'], 1)}x" if g["ratio_lower_bound"] is not None else "n/a")
     L += ["### Sigmoid against scaled-sigmoid (paper Fig. 14)", "", f"![sigmoid]({folder}/sigmoid.png)", "",
-          f"Target CLIP-RP {_f(g['target'])} ({p['sigmoid_target']:.0%} of the scaled-sigmoid's at {p['instant3d_max']:,} Views-PP). Scaled-sigmoid reaches it at {_f(g['scaled_views_pp'])} Views-PP, plain sigmoid at {_f(g['sigmoid_views_pp']) if g['sigmoid_views_pp'] else 'never within ' + _f(float(p['instant3d_max']))}: ratio **{srt}** (paper: more than 10x). Verdict: **{g['verdict']}** (rule: confirmed at 10x or more, refuted at 1x or less). Loss curves: `losses.csv` (drawn in nbs/70_ablations).", "",
+          f"Target CLIP-RP {_f(g['target'])} ({p['sigmoid_target']:.0%} of the scaled-sigmoid's at {p['instant3d_max']:,} Views-PP). Scaled-sigmoid reaches it at {_v(g['scaled_views_pp'])} Views-PP, plain sigmoid at {_v(g['sigmoid_views_pp']) if g['sigmoid_views_pp'] else 'never within ' + _v(float(p['instant3d_max']))}: ratio **{srt}** (paper: more than 10x). Verdict: **{g['verdict']}** (rule: confirmed at 10x or more, refuted at 1x or less). Loss curves: `losses.csv` (drawn in nbs/70_ablations).", "",
           f"### Perp-Neg at {p['ablation_budget']:,} Views-PP (paper Fig. 15)", "",
           "| guidance | CLIP-RP | Janus rate (back views showing the front; under-correction) | front rate (front views showing it; 1 - over-correction) |", "|---|---|---|---|"]
     for r in s["perp_neg"]["rows"]: L.append(f"| {'adaptive' if r['variant'] == 'full' else r['variant'].replace('perp_neg_', '')} | {_ms(r['clip_rp'])} | {_ms(r['janus'])} | {_ms(r['front'])} |")
