@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 PROMPT ?= a red cube wearing a blue hat
 OUT ?= outputs/demo
 
-.PHONY: setup demo test sync nbtest pytest bench clean
+.PHONY: setup demo test sync browser nbtest pytest bench explorer clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -35,10 +35,20 @@ nbtest: setup
 pytest: setup
 	$(BIN)/python -m pytest -q tests
 
-test: sync nbtest pytest
+# Debian's chromium for tests/test_browser.py (Playwright drives it; no browser download). CI runs as root; when the
+# install is not possible the browser test is skipped and says why.
+browser:
+	@command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+		|| echo "could not install chromium (needs root and Debian's archive): tests/test_browser.py will be skipped"
+
+test: sync browser nbtest pytest
 
 bench: setup
 	$(BIN)/python benchmarks/bench_generator.py
+
+# The prompt explorer as a page on http://127.0.0.1:8866 (INSTANT3D_CHECKPOINT=folder for another checkpoint).
+explorer: setup
+	$(BIN)/voila apps/explorer.ipynb --no-browser --Voila.ip=127.0.0.1 --port 8866
 
 clean:
 	rm -rf $(VENV) *.egg-info _proc

@@ -54,12 +54,16 @@ def writable_dir(path, create: bool = True) -> Path:
     except OSError as e: raise CLIError(f"output folder {str(p)!r} is not writable: {e.strerror or e}") from None
     return p
 
+def _umask() -> int:
+    m = os.umask(0o22); os.umask(m); return m
+
 def write_json_atomic(obj, path):
     "Write JSON to a temporary file beside `path`, then rename it into place."
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f: json.dump(obj, f, indent=1)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)
@@ -116,24 +120,70 @@ def load_pipeline(preset: str | None, checkpoint: str | None):
     except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
 
 # %% ../nbs/90_cli.ipynb #9879e6ef
+def _generate_options(args):
+    "Validate every option of `generate` before any slow work; `CLIError` naming the bad value."
+    from instant3d.export import parse_formats, parse_seeds, DEFAULT_THRESHOLD
+    if (args.prompt is None) == (args.prompts is None): raise CLIError("give a PROMPT or --prompts FILE (one of the two)", 2)
+    if args.prompt is not None: _prompt(args.prompt)
+    elif not Path(args.prompts).is_file(): raise CLIError(f"--prompts {args.prompts!r}: no such file (one prompt per line expected)", 2)
+    if args.seeds is not None and args.seed is not None: raise CLIError("give --seed N or --seeds A-B, not both", 2)
+    try:
+        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed if args.seed is not None else 0]
+        formats = parse_formats(args.formats) if args.formats is not None else None
+    except ValueError as e: raise CLIError(str(e), 2) from None
+    if not 1 <= args.frames <= 720: raise CLIError(f"--frames {args.frames}: accepted an integer in [1, 720]", 2)
+    if not 8 <= args.mesh_res <= 512: raise CLIError(f"--mesh-res {args.mesh_res}: accepted an integer in [8, 512]", 2)
+    threshold = DEFAULT_THRESHOLD if args.threshold is None else args.threshold
+    if not threshold > 0: raise CLIError(f"--threshold {threshold}: must be > 0 (density per world unit)", 2)
+    return seeds, formats, threshold
+
+def _generate_one(pipe, prompt, out: Path, seeds, formats, threshold, args, ck, note, load_s):
+    "Outputs and metadata.json of one prompt in `out` (created here)."
+    from instant3d.conventions import config_to_dict
+    from instant3d.export import generate_outputs
+    writable_dir(out)
+    r = generate_outputs(pipe, prompt, out, seeds=seeds, size=args.size, frames=args.frames, mesh_res=args.mesh_res,
+                         formats=formats, threshold=threshold)
+    meta = {"prompt": r["prompt"], "seed": seeds[0], "seeds": seeds, "preset": pipe.config.preset, "checkpoint": ck,
+            "random_weights": ck == "random", "views": ["front", "left", "back", "right"], "views_rows": ["rgb", "normals", "depth"],
+            "size": r["size"], "frames": r["frames"], "mesh_res": r["mesh_res"], "threshold": threshold, "formats": r["formats"],
+            "files": r["files"], "mesh": r["mesh"], "seconds": round(load_s + r["seconds_total"], 3),
+            "timings": {"load": round(load_s, 4), **r["seconds"], "total_without_load": r["seconds_total"]},
+            "config": config_to_dict(pipe.config)}
+    notes = ([note] if note else []) + r["notes"]
+    if notes: meta["note"] = " | ".join(notes)
+    for n in r["notes"]: print(f"NOTE: {n}", file=sys.stderr)
+    write_json_atomic(meta, out / "metadata.json")
+    return r
+
 def cmd_generate(args):
-    from instant3d.viz import image_grid, save_png
-    prompt = _prompt(args.prompt)
+    from instant3d.export import read_prompt_file, prompt_problem, prompt_folder
+    seeds, formats, threshold = _generate_options(args)
     writable_dir(args.out, create=False)  # fail before the slow work, but create nothing yet
     t0 = time.perf_counter()
     pipe, ck, note = load_pipeline(args.preset, args.checkpoint)
+    load_s = time.perf_counter() - t0
     if note: print(f"NOTE: {note}", file=sys.stderr)
-    res = pipe(prompt, seed=args.seed, height=args.size, width=args.size)
-    seconds = time.perf_counter() - t0
-    out = writable_dir(args.out)
-    grid = image_grid(res["rgb"][0].clamp(0, 1), nrow=4)
-    save_png(grid, out / "views.png")
-    meta = {"prompt": res["prompts"][0], "seed": args.seed, "preset": pipe.config.preset, "checkpoint": ck,
-            "random_weights": ck == "random", "views": ["front", "left", "back", "right"], "size": args.size,
-            "seconds": round(seconds, 3)}
-    if note: meta["note"] = note
-    write_json_atomic(meta, out / "metadata.json")
-    print(f"wrote {out / 'views.png'} and {out / 'metadata.json'} ({seconds:.2f} s)")
+    if args.prompt is not None:
+        r = _generate_one(pipe, args.prompt, Path(args.out), seeds, formats, threshold, args, ck, note, load_s)
+        print(f"wrote {', '.join(r['files'] + ['metadata.json'])} to {args.out} ({time.perf_counter() - t0:.2f} s)")
+        return
+    from tqdm.auto import tqdm
+    lines, done, skipped = read_prompt_file(args.prompts), [], []
+    if not lines: raise CLIError(f"--prompts {args.prompts!r}: no prompts in the file (blank and # lines are skipped)", 2)
+    width = max(4, len(str(lines[-1][0])))
+    for no, p in tqdm(lines, desc="prompts", unit="prompt", disable=args.no_progress, file=sys.stderr):
+        why = prompt_problem(pipe, p)
+        if why is None:
+            folder = prompt_folder(no, p, width)
+            try: _generate_one(pipe, p, Path(args.out) / folder, seeds, formats, threshold, args, ck, note, 0.0); done.append(dict(line=no, prompt=p, folder=folder)); continue
+            except (ValueError, RuntimeError) as e: why = " ".join(str(e).split())
+        skipped.append(dict(line=no, prompt=p, reason=why))
+        tqdm.write(f"instant3d: skipped line {no} of {args.prompts}: {why}", file=sys.stderr)
+    writable_dir(args.out)
+    write_json_atomic({"prompts_file": str(args.prompts), "generated": done, "skipped": skipped, "checkpoint": ck}, Path(args.out) / "index.json")
+    if not done: raise CLIError(f"--prompts {args.prompts!r}: every line was skipped (see above)")
+    print(f"wrote {len(done)} of {len(lines)} prompts to {args.out} ({len(skipped)} skipped; index.json lists them) in {time.perf_counter() - t0:.1f} s")
 
 # %% ../nbs/90_cli.ipynb #e98e7420
 def cmd_prompts(args):
@@ -340,13 +390,20 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--preset", type=_preset, default="mini", help="paper | official | mini")
     i.add_argument("--json", action="store_true", help="print one JSON object")
     i.set_defaults(func=cmd_info)
-    g = sub.add_parser("generate", help="a 3D object from a prompt: 4-view PNG grid + metadata.json")
-    g.add_argument("prompt")
+    g = sub.add_parser("generate", help="a 3D object from a prompt: views, turntable, mesh (glb/obj/ply), HTML page, metadata.json")
+    g.add_argument("prompt", nargs="?", default=None, help="the prompt (or --prompts FILE)")
+    g.add_argument("--prompts", default=None, help="a file with one prompt per line: one folder per prompt under --out")
     g.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped mini model)")
     g.add_argument("--preset", type=_preset, default=None, help="paper | official | mini (default: mini)")
-    g.add_argument("--seed", type=int, default=0, help="seed of the style noise (which object)")
-    g.add_argument("--size", type=_size, default=128, help="render size in pixels (default 128)")
+    g.add_argument("--seed", type=int, default=None, help="seed of the style noise: which of the plausible objects (default 0)")
+    g.add_argument("--seeds", default=None, help="several seeds side by side, e.g. 0-3 or 0,2,5")
+    g.add_argument("--size", type=_size, default=None, help="render size in pixels (default: the checkpoint's test size, mini 64)")
+    g.add_argument("--frames", type=int, default=16, help="turntable frames (default 16)")
+    g.add_argument("--mesh-res", type=int, default=64, help="marching-cubes grid points per axis (default 64)")
+    g.add_argument("--threshold", type=float, default=None, help="density iso level of the mesh (default 8, see nbs/50_export)")
+    g.add_argument("--formats", default=None, help="comma list of png,gif,mp4,glb,obj,ply,html (default: all; mp4 when imageio-ffmpeg is installed)")
     g.add_argument("--out", default="outputs/generate", help="output folder")
+    g.add_argument("--no-progress", action="store_true", help="no progress bar with --prompts")
     g.set_defaults(func=cmd_generate)
     pr = sub.add_parser("prompts", help="print a prompt set, one prompt per line")
     pr.add_argument("set", help="mini | animals | portraits")

@@ -218,17 +218,26 @@ class Instant3DPipeline:
 # %% ../nbs/09_generator.ipynb #de5e3558
 @patch
 @torch.no_grad()
-def __call__(self: Instant3DPipeline, prompts, # str or list of str
-             seed: int | None = 0, # seeds the style noise; None -> fresh noise
-             cameras: Cameras | None = None, # one camera per view; default the 4 views front/left/back/right
-             height: int | None = None, width: int | None = None, shading: str = "albedo") -> dict:
-    "Triplanes of `prompts` and their renders from `cameras` (every prompt from every camera)."
+def triplanes(self: Instant3DPipeline, prompts, # str or list of str
+              seed: int | None = 0, # seeds the style noise (which of the plausible objects); None -> fresh noise
+             ) -> tuple[list[str], torch.Tensor]: # (normalised prompts, triplanes [B, 3, C, R, R])
+    "One forward pass per prompt: text tokens and seeded style noise to triplanes, no rendering."
     emb = self.text_encoder.encode(prompts)
     dev = next(self.model.parameters()).device
     g = torch.Generator(device="cpu")
     g.manual_seed(seed) if seed is not None else g.seed()
     noise = torch.randn(len(emb.prompts), self.config.style.noise_dim, generator=g).to(dev)
-    tp = self.model.triplane(emb.tokens.to(dev), noise=noise)
+    return emb.prompts, self.model.triplane(emb.tokens.to(dev), noise=noise)
+
+@patch
+@torch.no_grad()
+def __call__(self: Instant3DPipeline, prompts, # str or list of str
+             seed: int | None = 0, # seeds the style noise; None -> fresh noise
+             cameras: Cameras | None = None, # one camera per view; default the 4 views front/left/back/right
+             height: int | None = None, width: int | None = None, shading: str = "albedo") -> dict:
+    "Triplanes of `prompts` and their renders from `cameras` (every prompt from every camera)."
+    names, tp = self.triplanes(prompts, seed)
+    dev = tp.device
     cams = cameras if cameras is not None else four_views(self.config.camera)
     V, B = len(cams), tp.shape[0]
     test = self.config.render.for_test()
@@ -239,7 +248,7 @@ def __call__(self: Instant3DPipeline, prompts, # str or list of str
     out = self.model.render(tp_rep, cams_rep, cfg=rc, shading=shading, background=bg, perturb=False)
     H, W = rc.height, rc.width
     views = {k: v.reshape(B, V, *v.shape[1:]) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 4}
-    return dict(prompts=emb.prompts, triplane=tp, cameras=cams, **views)
+    return dict(prompts=names, triplane=tp, cameras=cams, **views)
 
 # %% ../nbs/09_generator.ipynb #da81f4c1
 @torch.no_grad()

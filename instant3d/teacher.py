@@ -20,7 +20,7 @@ __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'SAMPLERS
            'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
            'diffusion_loss', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'guide', 'ddim_sample',
            'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'cameras_with_view',
-           'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher']
+           'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher', 'view_caption_gap']
 
 # %% ../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -549,3 +549,26 @@ def run_train_teacher(args) -> Path:
     def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` checkpoints too
     return train_teacher(cfg, args.text_encoder, out, resume=args.resume, progress=not args.no_progress, time_limit_min=args.time_limit_min)
+
+# %% ../nbs/22_teacher.ipynb #23466960
+def view_caption_gap(teacher: Teacher, world: WorldConfig,
+                     n_prompts: int = 64, # test prompts (seeded subset)
+                     timesteps: tuple[int, ...] = (100, 300, 500, 700), # noise levels probed
+                     seed: int = 0,
+                    ) -> list[dict]: # one row per (image view, t): MSE under each caption and the relative gap
+    "Noise-prediction error on front and back ground-truth renders under each view caption of the same prompt (and, for scale, another prompt)."
+    g = torch.Generator().manual_seed(seed)
+    vp = _subset(world_prompts(world, "test"), n_prompts, g)
+    u, sch = teacher.unet, teacher.scheduler
+    caps = {v: [p + VIEW_SUFFIXES[v] for p in vp] for v in ("front", "side", "back")} | {"plain": vp, "other_prompt": vp[1:] + vp[:1]}
+    emb = {k: teacher.text_encoder.encode(c).tokens.to(u.dtype) for k, c in caps.items()}
+    rows = []
+    for view, other in (("front", "back"), ("back", "front")):
+        x0 = to_unet(render_scenes(vp, cameras_with_view(world, view, len(vp), g), cfg=world)["rgb"])
+        for t in timesteps:
+            ts = torch.full((len(vp),), int(t)); eps = torch.randn(x0.shape, generator=g)
+            xt = sch.add_noise(x0, eps, ts)
+            with torch.no_grad(): mse = {k: ((u(xt.to(u.dtype), ts, encoder_hidden_states=e).sample.float() - eps) ** 2).mean().item() for k, e in emb.items()}
+            rows.append(dict(image_view=view, t=int(t), **{f"mse_{k}": v for k, v in mse.items()}, gap=(mse[other] - mse[view]) / mse[view],
+                             prompt_gap=(mse["other_prompt"] - mse["plain"]) / mse["plain"]))
+    return rows

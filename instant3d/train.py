@@ -23,8 +23,8 @@ from .clip_loss import ClipLossConfig
 # %% auto #0
 __all__ = ['TRAIN_PRESETS', 'VIEW_ORDER', 'METRIC_FIELDS', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split',
            'resolve_prompts', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'TrainingDiverged',
-           'Trainer', 'write_json', 'load_train_config', 'evaluate_clip_rp', 'world_ground_truth', 'fingerprint',
-           'run_training', 'tiny_train_config']
+           'Trainer', 'warm_start_state', 'write_json', 'load_train_config', 'white_foreground', 'silhouette_iou',
+           'evaluate_clip_rp', 'world_ground_truth', 'fingerprint', 'run_training', 'tiny_train_config']
 
 # %% ../nbs/45_train.ipynb #04970324
 TRAIN_PRESETS = ("mini", "animals", "portraits", "dailylife")
@@ -74,6 +74,7 @@ class TrainConfig:
     grad_clip: float | None = None  # clip the generator's gradient norm; None = no clipping (paper silent)
     bf16: bool = False  # bf16 autocast of the generator on CUDA
     seed: int = 0  # model init and every draw: step generator seeded by (seed, rank, step)
+    init_from: str | None = None  # warm start: a model folder (`save_pretrained`, e.g. a run's model/) whose weights start the generator and its EMA; None = random init
     log_every: int = 10  # steps between metric rows (CSV, TensorBoard)
     checkpoint_every: int = 500  # steps between atomic checkpoints; 0 = only at the end and on signals
     preview_every: int = 1000  # steps between preview grids of fixed held-out prompts; 0 = never
@@ -222,6 +223,7 @@ class Trainer:
         dev = self.info.device
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         self.model = Instant3D(cfg.generator).to(dev).train()
+        if cfg.init_from: self.model.load_state_dict(warm_start_state(cfg.init_from, self.model))
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
         self.ddp = self.model
@@ -253,6 +255,21 @@ def _load_guidance(cfg: TrainConfig, device):
 def _load_clip(cfg: TrainConfig, device):
     from instant3d.clip_loss import Clip
     return Clip.from_pretrained(cfg.clip.model, device=device)
+
+# %% ../nbs/45_train.ipynb #0a990d7d
+def warm_start_state(path, # a model folder written by `save_pretrained`
+                     model: torch.nn.Module, # the generator the weights are for
+                    ) -> dict: # state dict in `model`'s dtypes
+    "The weights of model folder `path` for `model`; `ValueError` naming the folder when the architectures differ."
+    from safetensors.torch import load_file
+    from instant3d.generator import load_config, WEIGHTS_NAME, CheckpointError
+    path = Path(path); load_config(path)  # CheckpointError when `path` is not a model folder
+    w = path / WEIGHTS_NAME
+    if not w.is_file(): raise CheckpointError(f"init_from {str(path)!r} is incomplete: {WEIGHTS_NAME} is missing")
+    state, own = load_file(str(w)), model.state_dict()
+    bad = sorted(set(own) ^ set(state)) + sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
+    if bad: raise ValueError(f"init_from {str(path)!r} does not fit TrainConfig.generator: {len(bad)} tensors differ in name or shape, e.g. {bad[:3]}")
+    return {k: v.to(own[k].dtype) for k, v in state.items()}
 
 # %% ../nbs/45_train.ipynb #a229b83d
 from fastcore.basics import patch
@@ -398,6 +415,20 @@ def _log(self: Trainer, row: dict):
         for k, v in row.items():
             if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool): self._tb.add_scalar(f"train/{k}", v, row["step"])
 
+# %% ../nbs/45_train.ipynb #039d4012
+def white_foreground(rgb: torch.Tensor, # [N, 3, H, W] in [0, 1], rendered on white
+                     threshold: float = 0.1, # a channel this far below white marks the object
+                    ) -> torch.Tensor: # [N, H, W] bool
+    "Object pixels of images rendered on a white background."
+    return (1 - rgb).amax(1) > threshold
+
+def silhouette_iou(rgb: torch.Tensor, gt: torch.Tensor, # [N, 3, H, W] in [0, 1] each, on white, same cameras
+                  ) -> torch.Tensor: # [N] intersection over union of the foregrounds (1 where both are empty)
+    "Silhouette agreement of generated and ground-truth views, read without any CLIP."
+    a, b = white_foreground(rgb), white_foreground(gt)
+    inter, union = (a & b).sum((1, 2)).float(), (a | b).sum((1, 2)).float()
+    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
+
 # %% ../nbs/45_train.ipynb #412b6af2
 def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prompts: list[str], views: int = 4, seed: int = 0,
                      batch: int = 16, progress: bool = False,
@@ -412,7 +443,7 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
     missing = [p for p in prompts if p not in pos]
     if missing: raise ValueError(f"evaluate_clip_rp: {missing[:3]} are not in the prompt set of the softmax")
     cam_cfg, rc = pipe.config.camera, pipe.config.render.for_test()
-    rp, hit, gt = [], [], []
+    rp, hit, gt, iou = [], [], [], []
     for i in tqdm(range(0, len(prompts), batch), desc="CLIP-RP", disable=not progress):
         chunk = prompts[i:i + batch]
         cams = sample_cameras(cam_cfg, len(chunk) * views, g)
@@ -426,14 +457,17 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
             p = clip_rp(emb, bank, true, clip.logit_scale).view(len(chunk), views)
             t1 = ((emb @ bank.T).argmax(1) == true).float().view(len(chunk), views)
             if ground_truth is not None:
-                gt_emb = clip.encode_images(ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device))
-                gt.append(clip_rp(gt_emb, bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
+                gt_rgb = ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device)
+                gt.append(clip_rp(clip.encode_images(gt_rgb), bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
+                iou.append(silhouette_iou(rgb, gt_rgb).view(len(chunk), views).mean(1).cpu())
         rp.append(p.mean(1).cpu()); hit.append(t1.mean(1).cpu())
     rp, hit = torch.cat(rp), torch.cat(hit)
-    gt = torch.cat(gt) if gt else torch.full_like(rp, float("nan"))
+    gt, iou = (torch.cat(x) if x else torch.full_like(rp, float("nan")) for x in (gt, iou))
     out = dict(clip_rp=rp.mean().item(), top1=hit.mean().item(), n_prompts=len(prompts), views=views, seed=seed,
-               per_prompt=[dict(prompt=q, clip_rp=a, top1=b, gt_clip_rp=c) for q, a, b, c in zip(prompts, rp.tolist(), hit.tolist(), gt.tolist())])
-    if ground_truth is not None: out.update(gt_clip_rp=gt.mean().item(), ratio_to_gt=rp.mean().item() / gt.mean().item())
+               per_prompt=[dict(prompt=q, clip_rp=a, top1=b, gt_clip_rp=c, silhouette_iou=d)
+                           for q, a, b, c, d in zip(prompts, rp.tolist(), hit.tolist(), gt.tolist(), iou.tolist())])
+    if ground_truth is not None:
+        out.update(gt_clip_rp=gt.mean().item(), ratio_to_gt=rp.mean().item() / gt.mean().item(), silhouette_iou=iou.mean().item())
     return out
 
 def world_ground_truth(size: int):

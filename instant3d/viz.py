@@ -58,6 +58,9 @@ def to_pil(img, # [C, H, W] or [H, W, C] (C = 1 or 3) or [H, W]; float in [0, 1]
     return Image.fromarray(x.numpy())
 
 # %% ../nbs/10_viz.ipynb #ab154baa
+def _umask() -> int:
+    m = os.umask(0o22); os.umask(m); return m
+
 def _atomic_save(write, # callable(file object) writing the whole file
                  path, # destination; its folder must exist and be writable
                 ):
@@ -71,6 +74,7 @@ def _atomic_save(write, # callable(file object) writing the whole file
     except OSError as e: raise PermissionError(f"cannot write {path!r}: folder {folder!r} is not writable ({e.strerror})") from e
     try:
         with os.fdopen(fd, "wb") as f: write(f)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions of a new file
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.remove(tmp)

@@ -36,20 +36,20 @@ def test_info_json(preset):
 
 def test_generate_writes_grid_and_metadata(tmp_path):
     out = tmp_path / "out"
-    r = run("generate", "a red cube wearing a blue hat", "--seed", "3", "--size", "32", "--out", str(out))
+    r = run("generate", "a red cube wearing a blue hat", "--seed", "3", "--size", "32", "--formats", "png", "--out", str(out))
     assert r.returncode == 0, r.stderr
     meta = json.loads((out / "metadata.json").read_text())
     for k in ("prompt", "seed", "preset", "checkpoint", "seconds"): assert k in meta
     assert meta["prompt"] == "a red cube wearing a blue hat" and meta["seed"] == 3 and meta["preset"] == "mini"
     from PIL import Image
     im = Image.open(out / "views.png")
-    assert im.size[0] > 3 * im.size[1]  # 4 views in one row
+    assert im.size == (4 * 34 + 2, 3 * 34 + 2)  # 4 views in a row; rows RGB, normals, depth
     if meta["checkpoint"] == "random": assert "RANDOM" in r.stderr  # says plainly that the weights are untrained
     assert sorted(p.name for p in out.iterdir()) == ["metadata.json", "views.png"]  # no temp files left
 
 def test_generate_same_seed_same_image(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
-    for o in (a, b): assert run("generate", "a green sphere", "--size", "16", "--out", str(o)).returncode == 0
+    for o in (a, b): assert run("generate", "a green sphere", "--size", "16", "--formats", "png", "--out", str(o)).returncode == 0
     assert (a / "views.png").read_bytes() == (b / "views.png").read_bytes()
 
 def test_error_empty_prompt(tmp_path):

@@ -48,6 +48,19 @@ def test_resume_is_exact(tmp_path, teacher_dir):
     assert [int(r["step"]) for r in rows] == [1, 2, 3, 4]  # no duplicated rows after the resume
 
 
+def test_warm_start_from_a_model_folder(tmp_path, teacher_dir):
+    cfg = tiny_train_config(teacher_dir, steps=2)
+    run_training(cfg, tmp_path / "a", progress=False)
+    src = tmp_path / "a" / "model"
+    warm = Trainer(replace(cfg, init_from=str(src), seed=5), tmp_path / "b")  # another seed: the weights must still come from src
+    from instant3d.generator import Instant3D
+    assert fingerprint(warm.model) == fingerprint(warm.ema) == fingerprint(Instant3D.from_pretrained(src))
+    assert fingerprint(Trainer(replace(cfg, seed=5), tmp_path / "c").model) != fingerprint(warm.model)
+    with pytest.raises(ValueError, match="does not fit"):
+        Trainer(replace(cfg, init_from=str(src), generator=apply_overrides(cfg.generator, ["field.hidden=8"])), tmp_path / "d")
+    with pytest.raises(Exception, match="not found"): Trainer(replace(cfg, init_from=str(tmp_path / "nope")), tmp_path / "e")
+
+
 def test_resume_refuses_a_different_config(tmp_path, teacher_dir):
     cfg = tiny_train_config(teacher_dir, steps=2)
     run_training(cfg, tmp_path / "r", progress=False)
@@ -102,6 +115,7 @@ def test_cli_train_then_eval(tmp_path, teacher_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads(r.stdout)
     assert 0 <= m["clip_rp"] <= 1 and 0 <= m["top1"] <= 1 and m["n_prompts"] == 3 and 0 < m["gt_clip_rp"] <= 1
+    assert 0 <= m["silhouette_iou"] <= 1
     assert len(list(csv.DictReader(open(tmp_path / "scores.csv")))) == 3
 
 
