@@ -159,7 +159,7 @@ def objects_views(objects, index: dict):
 def _score(pipe, views_fn, world, shared, plan, cam_cfg) -> dict:
     m = evaluate_clip_rp(pipe, shared["clip"], world["test"], world["all"], views=plan.eval_views, seed=plan.eval_seed,
                          ground_truth=world_ground_truth(pipe.config.render.test_height))
-    return dict(clip_rp=m["clip_rp"], top1=m["top1"], gt_clip_rp=m["gt_clip_rp"], per_prompt=m["per_prompt"],
+    return dict(clip_rp=m["clip_rp"], top1=m["top1"], gt_clip_rp=m["gt_clip_rp"], silhouette_iou=m.get("silhouette_iou"), per_prompt=m["per_prompt"],
                 **view_feature_rates(views_fn, world["test"], cam_cfg, plan.view_size))
 
 def _marks_by_step(marks, to_step) -> dict[int, list]:
@@ -230,9 +230,9 @@ def plan_steps(plan: ReproducePlan, batch_size: int | None = None) -> dict:
     return dict(runs=len(runs), amortised_steps=amort, baseline_steps=base, scorings=scores)
 
 # %% ../nbs/55_reproduce.ipynb #117d9294
-CURVE_FIELDS = ("method", "variant", "seed", "views_pp", "step", "clip_rp", "top1", "gt_clip_rp", "janus", "front", "train_seconds")
+CURVE_FIELDS = ("method", "variant", "seed", "views_pp", "step", "clip_rp", "top1", "gt_clip_rp", "janus", "front", "train_seconds", "silhouette_iou")
 LOSS_FIELDS = ("method", "variant", "seed", "step", "views_pp", "loss", "sds", "clip", "alpha", "w_neg", "C")
-PROMPT_FIELDS = ("method", "variant", "seed", "views_pp", "prompt", "clip_rp", "top1", "gt_clip_rp")
+PROMPT_FIELDS = ("method", "variant", "seed", "views_pp", "prompt", "clip_rp", "top1", "gt_clip_rp", "silhouette_iou")  # IoU: rows written since main added it
 
 def read_rows(path) -> list[dict]:
     "Rows of a results CSV with numbers parsed (method, variant and prompt stay strings)."
