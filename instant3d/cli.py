@@ -11,7 +11,7 @@ from pathlib import Path
 __all__ = ['PRESET_NAMES', 'CLIError', 'writable_dir', 'write_json_atomic', 'preset_info', 'cmd_info', 'default_checkpoint',
            'load_pipeline', 'cmd_generate', 'cmd_prompts', 'cmd_world_render', 'cmd_world_train_clip',
            'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train', 'cmd_eval',
-           'build_parser', 'main']
+           'cmd_baseline', 'cmd_reproduce', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #1eb67e5d
 class CLIError(Exception):
@@ -356,6 +356,32 @@ def cmd_eval(args):
     if args.json: print(json.dumps(m)); return
     for k, v in m.items(): print(f"{k}: {v}")
 
+# %% ../nbs/90_cli.ipynb #b5e1a9c0
+def cmd_baseline(args):
+    from instant3d.baseline import baseline_from_args
+    from instant3d.text import WeightsNotFoundError
+    writable_dir(args.out, create=False)
+    try: s = baseline_from_args(args)
+    except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
+    except (ValueError, OSError) as e: raise CLIError(str(e), 2) from None
+    if args.json: print(json.dumps(s)); return
+    print(f"{s['prompts']} object(s) at {s['views_pp']} Views-PP in {s['out']}: CLIP-RP {s['clip_rp']:.3f} (softmax over {s['softmax_set']} prompts)"
+          + (f", ground truth {s['gt_clip_rp']:.3f}" if s["gt_clip_rp"] is not None else ""))
+
+def cmd_reproduce(args):
+    from instant3d.reproduce import reproduce_from_args
+    from instant3d.text import WeightsNotFoundError
+    if not args.dry_run: writable_dir(args.out, create=False)
+    command = " ".join(["instant3d reproduce", "--quick" if args.quick else "--full", *(["--seeds", *map(str, args.seeds)] if args.seeds else []),
+                        *(["--set", *args.set] if args.set else [])])
+    try: s = reproduce_from_args(args, command)
+    except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
+    except (ValueError, OSError) as e: raise CLIError(str(e), 2) from None
+    if args.dry_run: print(json.dumps(s)); return
+    a, g = s["amortisation"], s["sigmoid"]
+    print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {a['ratio'] or a['ratio_lower_bound']} ({a['verdict']}), "
+          f"sigmoid ratio {g['ratio'] or g['ratio_lower_bound']} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
+
 # %% ../nbs/90_cli.ipynb #fb886453
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="instant3d", description="Instant3D: instant text-to-3D generation (research companion).")
@@ -432,6 +458,10 @@ def build_parser() -> argparse.ArgumentParser:
     we.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance of the samples (default 3)")
     we.add_argument("--json", action="store_true", help="print one JSON object")
     we.set_defaults(func=cmd_world_eval)
+    from instant3d.baseline import add_baseline_args
+    add_baseline_args(sub.add_parser("baseline", help="per-prompt SDS optimisation (DreamFusion style) with the trainer's teacher, cameras and renderer")).set_defaults(func=cmd_baseline)
+    from instant3d.reproduce import add_reproduce_args
+    add_reproduce_args(sub.add_parser("reproduce", help="the paper's claims in a reduced mini world: Fig. 10, ablations, sigmoid, Perp-Neg -> results/, RESULTS.md")).set_defaults(func=cmd_reproduce)
     return p
 
 # %% ../nbs/90_cli.ipynb #36e7d0f6

@@ -1,0 +1,97 @@
+"Reproduction contracts: plans, dry runs, refusal to mix plans, and the claim arithmetic on synthetic rows with known answers."
+import json, os, subprocess, sys
+from dataclasses import replace
+from pathlib import Path
+import pytest
+from instant3d.reproduce import (QUICK, FULL, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world, summarise,
+                                 results_section, update_results_md, views_to_reach)
+from instant3d.world import parse_prompt
+
+EXE = str(Path(sys.executable).parent / "instant3d")
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+
+
+def test_reduced_world_is_held_out_and_covered():
+    for plan in (QUICK, FULL):
+        w = reduced_world(plan.n_train, plan.n_test, plan.world_seed)
+        assert len(w["train"]) == plan.n_train and len(w["test"]) == plan.n_test and not set(w["train"]) & set(w["test"])
+        seen = {s: {getattr(parse_prompt(p), s) for p in w["train"]} for s in ("colour", "body", "support", "gadget", "hat", "hat_colour")}
+        assert all(getattr(parse_prompt(p), s) in seen[s] for p in w["test"] for s in seen)
+    assert reduced_world(4, 4, 0) == reduced_world(4, 4, 0)
+
+
+def test_plans_cover_every_claim():
+    runs = plan_runs(FULL)
+    for s in FULL.seeds:
+        got = {r["variant"] for r in runs if r["seed"] == s}
+        assert got == set(VARIANTS) | {"baseline"}
+    full = next(r for r in runs if r["variant"] == "full")
+    assert {FULL.reference_budget, FULL.ablation_budget} <= set(full["marks"]) and max(full["marks"]) == FULL.instant3d_max
+    assert plan_steps(QUICK) == dict(runs=33, amortised_steps=72, baseline_steps=24, scorings=51)
+
+
+def _rows(ratio_base=10.0, sigmoid_slow=12.0, seeds=(0, 1, 2)):
+    "Synthetic curve rows: CLIP-RP = a log-linear function of Views-PP, so the ratios are known."
+    import math
+    rows = [dict(method="ground_truth", variant="ground_truth", seed=0, views_pp=0, step=0, clip_rp="", top1="", gt_clip_rp="", janus=0.0, front=1.0, train_seconds="")]
+    f = lambda v, slow: 0.1 * math.log10(v / slow) + 0.5
+    for s in seeds:
+        e = 0.001 * s
+        for v in (125, 250, 500, 1000, 2000):
+            for var, slow in (("full", 1.0), ("sigmoid", sigmoid_slow)):
+                rows.append(dict(method="instant3d", variant=var, seed=s, views_pp=v, clip_rp=f(v, slow) + e, janus=0.2, front=0.9, gt_clip_rp=0.9))
+        for var in set(VARIANTS) - {"full", "sigmoid"}:
+            bad = var in ABLATION_ROWS or var == "perp_neg_off"
+            rows.append(dict(method="instant3d", variant=var, seed=s, views_pp=500, clip_rp=f(500, 1.0) - (0.2 if bad else 0) + e,
+                             janus=0.5 if var in ("perp_neg_off", "perp_neg_fixed_1") else 0.25, front=0.5 if var == "perp_neg_fixed_4" else 0.9, gt_clip_rp=0.9))
+        for v in (125, 250, 500, 1000, 2000, 4000, 8000, 16000, 32000):
+            rows.append(dict(method="baseline", variant="baseline", seed=s, views_pp=v, clip_rp=f(v, ratio_base) + e, janus=0.0, front=1.0, gt_clip_rp=0.9))
+    return rows
+
+
+def test_summary_on_known_curves():
+    plan = replace(FULL, baseline_max=32000, sigmoid_target=0.8645)  # the scaled-sigmoid reaches the target at about 150 Views-PP
+    S = summarise(_rows(), plan)
+    assert S["amortisation"]["ratio"] == pytest.approx(10.0, rel=1e-2) and S["amortisation"]["verdict"] == "confirmed"
+    assert S["sigmoid"]["ratio"] == pytest.approx(12.0, rel=1e-2) and S["sigmoid"]["verdict"] == "confirmed"
+    assert all(a["verdict"] == "confirmed" for a in S["ablations"][1:])
+    assert S["perp_neg"]["verdict"] == "confirmed"
+    S2 = summarise(_rows(ratio_base=0.5, sigmoid_slow=3.0), plan)
+    assert S2["amortisation"]["verdict"] == "refuted" and S2["sigmoid"]["verdict"] == "inconclusive"
+    S3 = summarise(_rows(ratio_base=1000.0), plan)  # never reached on the grid (to 32,000): a lower bound
+    assert S3["amortisation"]["ratio"] is None and S3["amortisation"]["ratio_lower_bound"] == 16.0
+
+
+def test_results_section_replaces_its_own_markers(tmp_path):
+    S = summarise(_rows(), replace(FULL, baseline_max=32000, sigmoid_target=0.8645))
+    meta = dict(plan=dict(seeds=[0, 1, 2], n_train=16, n_test=8, world_seed=0, eval_views=4, eval_seed=1234, ablation_budget=500, sigmoid_target=0.8,
+                          instant3d_max=2000, baseline_max=32000), hardware=dict(cpu="x", cores=2, torch_threads=2, gpu=None, torch="2"),
+                command="instant3d reproduce --full", runs={"a": 60.0}, started="t0", finished="t1", commit="abc")
+    md = tmp_path / "R.md"; md.write_text("# Results\nintro\n")
+    sec = results_section(S, meta, "results/full")
+    update_results_md(md, "full", sec); update_results_md(md, "full", sec)
+    text = md.read_text()
+    assert text.startswith("# Results\nintro") and text.count("<!-- reproduce:full -->") == 1 and "10.00x" in text
+
+
+def test_cli_dry_run_and_errors(tmp_path):
+    r = subprocess.run([EXE, "reproduce", "--full", "--dry-run"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["runs"] == len(plan_runs(FULL))
+    r = subprocess.run([EXE, "reproduce", "--quick", "--full"], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
+    (tmp_path / "res" / "quick").mkdir(parents=True)
+    (tmp_path / "res" / "quick" / "meta.json").write_text(json.dumps(dict(plan={"name": "other"})))
+    r = subprocess.run([EXE, "reproduce", "--quick", "--out", str(tmp_path / "res"), "--results-md", str(tmp_path / "R.md")], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 2 and "different plan" in r.stderr and not (tmp_path / "R.md").exists()
+
+
+@pytest.mark.slow
+def test_cli_quick_end_to_end(tmp_path):
+    "The whole quick plan with the shipped mini teacher and CLIP (about 15 min on a shared 2-core CPU): every table gets numbers."
+    r = subprocess.run([EXE, "reproduce", "--quick", "--no-progress", "--out", str(tmp_path / "res"), "--results-md", str(tmp_path / "R.md")],
+                       capture_output=True, text=True, env=dict(ENV, OMP_NUM_THREADS="2"), timeout=3600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    S = json.loads((tmp_path / "res" / "quick" / "summary.json").read_text())
+    assert len(S["fig10"]["instant3d"]) == 3 and len(S["fig10"]["baseline"]) == 3 and all(a["clip_rp"][2] == 3 for a in S["ablations"])
+    assert "<!-- reproduce:quick -->" in (tmp_path / "R.md").read_text()
