@@ -69,8 +69,8 @@ def write_markdown(res: dict):
     shares = ", ".join(f"{k} {v:.2f} s ({100 * v / tot:.0f} %)" for k, v in st.items())
     block = "\n".join([START,
         f"Command: `python benchmarks/bench_outputs.py --threads {res['threads']}`  ",
-        f"Hardware: {res['hardware']}; load average {res['load_before']} before, {res['load_after']} after (the machine was shared "
-        "with a training run and other jobs: figures are upper bounds)", "",
+        f"Hardware: {res['hardware']}; load average {res['load_before']} before, {res['load_after']} after (1-minute, 5-minute, "
+        "15-minute; a 1-minute figure near 0 means nothing else ran)", "",
         "| measurement | wall | CPU (process) | target |", "|---|---|---|---|",
         f"| prompt -> all default outputs ({', '.join(res['formats'])}; {res['size']} px, {res['frames']} frames, mesh {res['mesh_res']}^3, "
         f"~{res['faces']:,} faces), models loaded, median of {res['repeats']} prompts | {res['outputs_wall_s']:.2f} s | {res['outputs_cpu_s']:.2f} s | under 2 s |",
