@@ -10,10 +10,9 @@ Measures:
     CLIP loss, the shipped teacher), median over `--train-steps` steps after 3 warm-up steps; views/s = batch / step time.
 Writes the JSON and rewrites the mini section of BENCHMARKS.md.
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
-from pathlib import Path
+import argparse, json, os, platform, tempfile, time
+from _common import ROOT, generate_cli, write_atomic, replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
 START, END = "<!-- mini:cpu start -->", "<!-- mini:cpu end -->"
 
 def median(xs): xs = sorted(xs); return xs[len(xs) // 2]
@@ -35,12 +34,7 @@ def bench_generate(repeats: int) -> dict:
                 views=int(r["rgb"].shape[1]), size=list(r["rgb"].shape[-2:]), repeats=repeats)
 
 def bench_cli() -> dict:
-    exe = Path(sys.executable).with_name("instant3d")
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        subprocess.run([str(exe), "generate", "a red cube wearing a blue hat", "--out", d], check=True, capture_output=True)
-        wall = time.perf_counter() - t0
-        meta = json.loads((Path(d) / "metadata.json").read_text())
+    wall, meta = generate_cli()
     return dict(cli_wall_s=round(wall, 2), cli_reported_s=meta["seconds"], checkpoint=meta["checkpoint"])
 
 def bench_train(steps: int) -> dict:
@@ -58,8 +52,6 @@ def bench_train(steps: int) -> dict:
                 batch_size=cfg.batch_size, render_size=cfg.render_size, train_steps_timed=steps)
 
 def write_markdown(res: dict):
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text()
     block = "\n".join([START,
         f"Command: `python benchmarks/bench_mini.py`  ",
         f"Hardware: {res['hardware']}", "",
@@ -71,11 +63,7 @@ def write_markdown(res: dict):
         f"| mini training step (batch {res['batch_size']}, {res['render_size']}x{res['render_size']} renders, adaptive Perp-Neg, CLIP loss; median of {res['train_steps_timed']}) | "
         f"{1000 * res['train_step_median_s']:.0f} ms = {res['train_views_per_s']:.1f} views/s | |",
         END])
-    if START in text: text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else: text = text.rstrip() + "\n\n## Mini Instant3D: generation and training (issue 4)\n" + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".BENCHMARKS.md", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: f.write(text)
-    os.replace(tmp, md)
+    replace_section(block, START, END, "## Mini Instant3D: generation and training (issue 4)")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -90,10 +78,7 @@ def main():
     res.update(bench_generate(a.repeats)); print(json.dumps(res), flush=True)
     res.update(bench_cli()); print(json.dumps(res), flush=True)
     res.update(bench_train(a.train_steps)); print(json.dumps(res), flush=True)
-    out = Path(a.out); out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(res, f, indent=1)
-    os.replace(tmp, out)
+    write_atomic(a.out, json.dumps(res, indent=1))
     if not a.no_markdown: write_markdown(res)
 
 if __name__ == "__main__": main()

@@ -13,10 +13,10 @@ Wall-clock and process CPU seconds are both recorded, with the load average: the
 machine, `--threads 1` gives the fairer figure: its process CPU time is about what the work takes on one idle core.
 Writes the JSON and rewrites the outputs section of BENCHMARKS.md.
 """
-import argparse, json, os, platform, subprocess, sys, tempfile, time
+import argparse, json, os, platform, tempfile, time
 from pathlib import Path
+from _common import ROOT, generate_cli, write_atomic, replace_section
 
-ROOT = Path(__file__).resolve().parents[1]
 def markers(threads): return f"<!-- outputs:cpu:t{threads} start -->", f"<!-- outputs:cpu:t{threads} end -->"
 
 def median(xs): xs = sorted(xs); return xs[len(xs) // 2]
@@ -41,12 +41,7 @@ def bench_outputs(pipe, prompts) -> dict:
                 frames=r["frames"], mesh_res=r["mesh_res"], faces=r["mesh"][0]["faces"], repeats=len(walls))
 
 def bench_cli() -> dict:
-    exe = Path(sys.executable).with_name("instant3d")
-    with tempfile.TemporaryDirectory() as d:
-        t0 = time.perf_counter()
-        subprocess.run([str(exe), "generate", "a red cube wearing a blue hat", "--out", d], check=True, capture_output=True)
-        wall = time.perf_counter() - t0
-        meta = json.loads((Path(d) / "metadata.json").read_text())
+    wall, meta = generate_cli()
     return dict(cli_wall_s=round(wall, 2), cli_load_s=meta["timings"]["load"], cli_outputs_s=meta["timings"]["total_without_load"])
 
 def bench_explorer(pipe, prompts) -> dict:
@@ -63,8 +58,6 @@ def bench_explorer(pipe, prompts) -> dict:
 
 def write_markdown(res: dict):
     START, END = markers(res["threads"])
-    md = ROOT / "BENCHMARKS.md"
-    text = md.read_text()
     st, tot = res["stage_s"], sum(res["stage_s"].values())
     shares = ", ".join(f"{k} {v:.2f} s ({100 * v / tot:.0f} %)" for k, v in st.items())
     block = "\n".join([START,
@@ -80,11 +73,7 @@ def write_markdown(res: dict):
         f"| explorer: camera move (one view, figure) | {res['explorer_camera_s']:.2f} s | | under 1 s |",
         f"| explorer: shading change (one view, figure) | {res['explorer_mode_s']:.2f} s | | under 1 s |",
         END])
-    if START in text: text = text[:text.index(START)] + block + text[text.index(END) + len(END):]
-    else: text = text.rstrip() + ("\n\n## Outputs and the prompt explorer (issue 6)\n" if "(issue 6)" not in text else "\n\n") + block + "\n"
-    fd, tmp = tempfile.mkstemp(dir=ROOT, prefix=".BENCHMARKS.md", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: f.write(text)
-    os.chmod(tmp, 0o644); os.replace(tmp, md)
+    replace_section(block, START, END, "## Outputs and the prompt explorer (issue 6)")
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -106,10 +95,7 @@ def main():
     res.update(bench_explorer(pipe, prompt_set("mini", "test")[20:21 + a.repeats])); print(json.dumps(res), flush=True)
     res.update(bench_cli()); print(json.dumps(res), flush=True)
     res["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    out = Path(a.out or ROOT / "benchmarks" / "results" / f"outputs_cpu_t{a.threads}.json"); out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(res, f, indent=1)
-    os.chmod(tmp, 0o644); os.replace(tmp, out)
+    write_atomic(a.out or ROOT / "benchmarks" / "results" / f"outputs_cpu_t{a.threads}.json", json.dumps(res, indent=1))
     if not a.no_markdown: write_markdown(res)
 
 if __name__ == "__main__": main()
