@@ -306,6 +306,10 @@ def cmd_train(args):
     from instant3d.train import run_training, TrainingDiverged
     from instant3d.text import WeightsNotFoundError
     cfg = resolve_train_config(args)
+    if cfg.init_from:  # checked before the run folder is created
+        from instant3d.generator import load_config, CheckpointError
+        try: load_config(cfg.init_from)
+        except CheckpointError as e: raise CLIError(f"--set init_from: {e}", 2) from None
     out = writable_dir(args.out, create=False)
     if args.resume and not (out / "checkpoint").is_dir(): raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
     if not args.resume and (out / "checkpoint").is_dir(): raise CLIError(f"--out {str(out)!r} already holds a run: add --resume to continue it, or pick another folder", 2)

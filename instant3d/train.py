@@ -263,7 +263,9 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
     "The weights of model folder `path` for `model`; `ValueError` naming the folder when the architectures differ."
     from safetensors.torch import load_file
     from instant3d.generator import load_config, WEIGHTS_NAME, CheckpointError
-    path = Path(path); load_config(path)  # CheckpointError when `path` is not a model folder
+    path = Path(path)
+    try: load_config(path)
+    except CheckpointError as e: raise CheckpointError(f"init_from: {e}") from None
     w = path / WEIGHTS_NAME
     if not w.is_file(): raise CheckpointError(f"init_from {str(path)!r} is incomplete: {WEIGHTS_NAME} is missing")
     state, own = load_file(str(w)), model.state_dict()

@@ -121,7 +121,7 @@ def test_cli_train_then_eval(tmp_path, teacher_dir):
 
 @pytest.mark.parametrize("args,match", [(["--preset", "zoo"], "zoo"), (["--preset", "dailylife"], "prompts"),
                                         (["--prompts", "/nonexistent/p.txt"], "no such file"), (["--set", "bogus=1"], "bogus"),
-                                        (["--max-steps", "0"], "max-steps")])
+                                        (["--max-steps", "0"], "max-steps"), (["--set", "init_from=/nonexistent/model"], "init_from")])
 def test_cli_train_errors(tmp_path, args, match):
     r = subprocess.run([EXE, "train", "--out", str(tmp_path / "o"), *args], capture_output=True, text=True, env=ENV, timeout=300)
     assert r.returncode == 2 and match in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
