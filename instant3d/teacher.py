@@ -12,15 +12,16 @@ import torch
 import torch.nn.functional as F
 from .conventions import GUIDANCE_ORDER, check_images, config_to_dict, config_from_dict
 from .cameras import VIEW_NAMES, sample_cameras, view_labels, orbit_cameras
-from .world import WorldConfig, VIEW_SUFFIXES, prompts as world_prompts, render_scenes, sample_dataset, front_feature_visible
+from .world import WorldConfig, VIEW_SUFFIXES, prompts as world_prompts, render_scenes, sample_dataset, front_feature_visible, front_feature_mask
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'SAMPLERS', 'WEIGHTS_DIR', 'DEFAULT_CLIP_DIR',
            'DEFAULT_TEACHER_DIR', 'TeacherConfig', 'build_unet', 'build_scheduler', 'to_unet', 'from_unet',
            'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
-           'diffusion_loss', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'guide', 'ddim_sample',
-           'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'cameras_with_view',
-           'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher', 'view_caption_gap']
+           'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'guide',
+           'ddim_sample', 'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form',
+           'cameras_with_view', 'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher',
+           'view_caption_gap']
 
 # %% ../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -52,6 +53,8 @@ def _check_teacher_config(c):
     need(c.fresh_per_batch <= c.batch_size, "fresh_per_batch", f"an int in [0, batch_size={c.batch_size}]")
     need(c.background in ("white", "black", "grey"), "background", "'white', 'black' or 'grey'")
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
+    need(c.init_from is None or (isinstance(c.init_from, str) and c.init_from), "init_from", "None or a teacher folder path (str)")
+    need(isinstance(c.front_weight, (int, float)) and 0 <= c.front_weight <= 1000, "front_weight", "a number in [0, 1000]")
 
 # %% ../nbs/22_teacher.ipynb #79533c73
 @dataclass(frozen=True)
@@ -84,6 +87,8 @@ class TeacherConfig:
     checkpoint_every: int = 100  # steps between atomic checkpoints
     log_every: int = 10  # steps between loss-log rows
     threads: int = 2  # torch threads (the machine has 2 cores)
+    init_from: str | None = None  # teacher folder (unet/) whose weights start the run, EMA included; None = fresh init. Ours: staged training
+    front_weight: float = 0.0  # extra loss weight on pixels showing the front feature: w = 1 + front_weight * mask; 0 = plain MSE (see "Loss weighting")
 
     def __post_init__(self): _check_teacher_config(self)
     @classmethod
@@ -174,12 +179,21 @@ def batch_captions(prompt_idx: torch.Tensor, view_idx: torch.Tensor, cfg: Teache
 
 def diffusion_loss(unet, scheduler, x0: torch.Tensor, # [B, 3, H, W] in [-1, 1]
                    tokens: torch.Tensor, # [B, L, D] caption tokens
-                   generator: torch.Generator) -> torch.Tensor:
-    "The epsilon-prediction MSE at uniform random timesteps (the loss above)."
+                   generator: torch.Generator,
+                   weight: torch.Tensor | None = None, # [B, 1, H, W] per-pixel loss weights (None: plain MSE)
+                  ) -> torch.Tensor:
+    "The epsilon-prediction MSE at uniform random timesteps (the loss above), optionally pixel-weighted (sum w e^2 / sum w)."
     noise = torch.randn(x0.shape, generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator)
     x_t = scheduler.add_noise(x0, noise, t)
-    return F.mse_loss(unet(x_t, t, encoder_hidden_states=tokens).sample, noise)
+    err = (unet(x_t, t, encoder_hidden_states=tokens).sample - noise) ** 2
+    return err.mean() if weight is None else (weight * err).mean() / weight.mean()
+
+def front_weight_map(images: torch.Tensor, # [B, 3, H, W] in [0, 1] (the clean renders)
+                     front_weight: float) -> torch.Tensor: # [B, 1, H, W]: 1 + front_weight on the nose and its 1-pixel rim
+    "Loss weights that single out the front feature, found by the world's colour detector (dilated by one pixel)."
+    m = front_feature_mask(images).float()[:, None]
+    return 1 + front_weight * F.max_pool2d(m, 3, stride=1, padding=1)
 
 # %% ../nbs/22_teacher.ipynb #75889b91
 TEACHER_SUBFOLDERS = ("unet", "scheduler", "text_encoder", "tokenizer")
@@ -211,11 +225,27 @@ def _replace_dir(tmp: Path, final: Path):
     if old.exists(): shutil.rmtree(old)
 
 # %% ../nbs/22_teacher.ipynb #96d3aed7
+def _init_weights(cfg: TeacherConfig) -> dict:
+    "The UNet state dict of `cfg.init_from` (fp32), checked against the architecture of `cfg`."
+    from diffusers import UNet2DConditionModel
+    folder = Path(cfg.init_from)
+    if not (folder / "unet" / "config.json").is_file():
+        raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there (expected {folder / 'unet' / 'config.json'})")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32, local_files_only=True)
+    want = build_unet(cfg).state_dict()
+    got = src.state_dict()
+    bad = [k for k in want if k not in got or got[k].shape != want[k].shape]
+    if bad: raise ValueError(f"TeacherConfig.init_from={cfg.init_from!r}: its UNet does not match this config ({len(bad)} tensors differ, first {bad[0]!r})")
+    return {k: got[k].float() for k in want}
+
 class _Run:
     "State of one training run (model, EMA, optimiser, RNG, step): built fresh or from a checkpoint."
     def __init__(self, cfg: TeacherConfig):
         torch.manual_seed(cfg.seed)
         self.cfg, self.unet, self.scheduler = cfg, build_unet(cfg), build_scheduler(cfg)
+        if cfg.init_from is not None: self.unet.load_state_dict(_init_weights(cfg))
         self.ema = build_unet(cfg).requires_grad_(False)
         self.ema.load_state_dict(self.unet.state_dict())
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -256,9 +286,9 @@ def _prepare_run(cfg: TeacherConfig, out: Path, text_encoder_dir, resume: bool) 
     if resume:
         if not ck.exists(): raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck})")
         stored = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())["teacher"])
-        diff = [k for k in config_to_dict(cfg) if k != "steps" and config_to_dict(cfg)[k] != config_to_dict(stored)[k]]
-        if diff: raise ValueError(f"--resume: the config differs from {cfg_path} in {diff}; only `steps` may change")
-        cfg = dataclasses.replace(stored, steps=cfg.steps)
+        diff = [k for k in config_to_dict(cfg) if k not in ("steps", "threads") and config_to_dict(cfg)[k] != config_to_dict(stored)[k]]
+        if diff: raise ValueError(f"--resume: the config differs from {cfg_path} in {diff}; only `steps` and `threads` may change")
+        cfg = dataclasses.replace(stored, steps=cfg.steps, threads=cfg.threads)
     elif ck.exists() or (out / "teacher").exists():
         raise ValueError(f"{out} already holds a teacher run: pass resume=True (--resume) or choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)
@@ -325,7 +355,9 @@ def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir
                 imgs, p, v = _draw_batch(run, cache)
                 tokens = bank.tokens[batch_captions(p, v, cfg, run.gen)]
                 for grp in run.opt.param_groups: grp["lr"] = run.lr_at(run.step)
-                loss = diffusion_loss(run.unet, run.scheduler, to_unet(imgs.float() / 255), tokens, run.gen)
+                x01 = imgs.float() / 255
+                w = front_weight_map(x01, cfg.front_weight) if cfg.front_weight > 0 else None
+                loss = diffusion_loss(run.unet, run.scheduler, to_unet(x01), tokens, run.gen, w)
                 run.opt.zero_grad(set_to_none=True); loss.backward()
                 torch.nn.utils.clip_grad_norm_(run.unet.parameters(), cfg.grad_clip)
                 run.opt.step(); run.step += 1; run.update_ema(); run.seconds = time.time() - t0
@@ -385,7 +417,7 @@ def ddim_sample(eps_fn: Callable, # eps_fn(x_t [2B, 3, H, W], t [2B], cond) -> e
     x = torch.randn((n, 3, size, size), generator=generator) * sch.init_noise_sigma
     for t in sch.timesteps:
         e_u, e_c = eps_fn(torch.cat([x, x]), t.repeat(2 * n), cond).chunk(2)
-        kw = {} if sampler == "ddim" else dict(generator=generator)
+        kw = dict(use_clipped_model_output=True) if sampler == "ddim" else dict(generator=generator)  # DDIM: see "Which sampler"
         x = sch.step(guide(e_u, e_c, guidance_scale), t, x, **kw).prev_sample
     return from_unet(x)
 
@@ -533,6 +565,10 @@ def add_train_teacher_args(p):
     p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
     p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's; may grow on --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--init-from", default=None, help="start from this teacher folder's UNet (a staged run; e.g. the shipped teacher)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--front-weight", type=float, default=None, help="extra loss weight on front-feature pixels (default 0: plain MSE)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's 2; use 1 beside another job)")
     p.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes with a resumable checkpoint")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p
@@ -542,9 +578,10 @@ def run_train_teacher(args) -> Path:
     out = Path(args.out)
     if args.resume and (out / "config.json").exists(): cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
     else: cfg = TeacherConfig.tiny() if args.preset == "tiny" else TeacherConfig.mini()
-    over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
-    if over and not args.resume: cfg = dataclasses.replace(cfg, **over)
-    elif "steps" in over: cfg = dataclasses.replace(cfg, steps=over["steps"])
+    over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight), ("threads", args.threads),
+                              ("init_from", args.init_from)) if v is not None}
+    if args.resume and set(over) - {"steps", "threads"}: raise ValueError(f"--resume takes the stored recipe; only --steps and --threads may be given, not {sorted(set(over) - {'steps', 'threads'})}")
+    if over: cfg = dataclasses.replace(cfg, **over)
     import signal, threading
     def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
     if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` checkpoints too

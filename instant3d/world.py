@@ -21,8 +21,8 @@ __all__ = ['COLOURS', 'FRONT_RGB', 'SCARF_RGB', 'SUPPORT_RGB', 'BODIES', 'SUPPOR
            'WORLD_LIFT', 'NOSE_RADIUS', 'NOSE_SINK', 'PRIM_FIELDS', 'N_SLOTS', 'NO_CLIP', 'FRONT_HUE_DEG', 'Scene',
            'parse_prompt', 'split_view_suffix', 'WorldConfig', 'all_scenes', 'split_indices', 'split_scenes', 'prompts',
            'save_split', 'load_split', 'caption_with_view', 'BodyGeometry', 'scene_primitives', 'scene_sdf',
-           'scene_aabb', 'ray_aabb', 'sphere_trace', 'render_scenes', 'rgb_to_hsv', 'front_feature_visible',
-           'janus_rate', 'sample_dataset']
+           'scene_aabb', 'ray_aabb', 'sphere_trace', 'render_scenes', 'rgb_to_hsv', 'front_feature_mask',
+           'front_feature_visible', 'janus_rate', 'sample_dataset']
 
 # %% ../nbs/20_world.ipynb #348a8a32
 COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.68, 0.15), "blue": (0.12, 0.25, 0.90),
@@ -547,18 +547,23 @@ def rgb_to_hsv(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
 # %% ../nbs/20_world.ipynb #3fe72724
 FRONT_HUE_DEG = 180.0  # hue of FRONT_RGB
 
-def front_feature_visible(images: torch.Tensor, # [B, 3, H, W] in [0, 1], any size and shading
-                          min_fraction: float = 1 / 1024, # share of the image that must look like the nose (1 px at 32x32)
-                          hue_tol_deg: float = 15.0, # accepted distance from cyan's hue
-                          min_saturation: float = 0.8, # the nose has 0.94; blends of two other colours reach cyan's hue only below 0.76
-                          min_value: float = 0.15, # excludes near-black pixels, whose hue is noise
-                         ) -> tuple[torch.Tensor, torch.Tensor]: # visible [B] bool, score [B] (share of nose-coloured pixels)
-    "Detect the front feature (the cyan nose) in images, without any ground truth."
+def front_feature_mask(images: torch.Tensor, # [B, 3, H, W] in [0, 1], any size and shading
+                       hue_tol_deg: float = 15.0, # accepted distance from cyan's hue
+                       min_saturation: float = 0.8, # the nose has 0.94; blends of two other colours reach cyan's hue only below 0.76
+                       min_value: float = 0.15, # excludes near-black pixels, whose hue is noise
+                      ) -> torch.Tensor: # [B, H, W] bool: the pixels that look like the nose
+    "Per-pixel detector of the front feature (the cyan nose), from the images alone."
     check_images(images)
     hsv = rgb_to_hsv(images.float())
     dh = ((hsv[:, 0] - FRONT_HUE_DEG + 180) % 360 - 180).abs()
-    nose = (dh <= hue_tol_deg) & (hsv[:, 1] >= min_saturation) & (hsv[:, 2] >= min_value)
-    score = nose.float().mean((1, 2))
+    return (dh <= hue_tol_deg) & (hsv[:, 1] >= min_saturation) & (hsv[:, 2] >= min_value)
+
+def front_feature_visible(images: torch.Tensor, # [B, 3, H, W] in [0, 1], any size and shading
+                          min_fraction: float = 1 / 1024, # share of the image that must look like the nose (1 px at 32x32)
+                          **mask_kwargs, # hue_tol_deg, min_saturation, min_value of `front_feature_mask`
+                         ) -> tuple[torch.Tensor, torch.Tensor]: # visible [B] bool, score [B] (share of nose-coloured pixels)
+    "Detect the front feature (the cyan nose) in images, without any ground truth."
+    score = front_feature_mask(images, **mask_kwargs).float().mean((1, 2))
     return score >= min_fraction, score
 
 # %% ../nbs/20_world.ipynb #6825f68d
