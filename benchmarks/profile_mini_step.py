@@ -1,6 +1,8 @@
 """Where the mini training step spends its time, and whether a gather-based bilinear lookup would beat `grid_sample` on this CPU.
 
-Run: `python benchmarks/profile_mini_step.py` (one torch thread). Prints the profile table and writes
+Run: `python benchmarks/profile_mini_step.py` (one torch thread); `--shading` instead times the step with albedo against Lambertian
+shading (what the normals cost) for random weights and for the shipped mini model, alternating, 3 rounds, and writes
+benchmarks/results/shading_cost.json. Prints the profile table and writes
 benchmarks/results/profile_mini_step.json: the share of self CPU time of the top operators in one mini forward+backward
 (batch 8, 64x64, 32+32 samples, Lambertian, random mini generator), and forward/backward times of `grid_sample` and of a
 4-corner gather at 150,000 points on a mini-sized atlas.
@@ -53,7 +55,46 @@ def gather_vs_grid_sample(M: int = 150_000, C: int = 16, B: int = 8, H: int = 32
         res[name] = dict(forward_ms=round(1e3 * min(f), 1), backward_ms=round(1e3 * min(b), 1))
     return res
 
+def shading_cost(rounds: int = 3) -> dict:
+    "Median seconds of one mini forward+backward (batch 8, 64x64, 32+32) with albedo and with Lambertian shading, alternating."
+    from instant3d.generator import Instant3D, Instant3DPipeline, preset_config
+    from instant3d.cameras import sample_cameras
+    from instant3d.world import prompts as world_prompts
+    out = {}
+    for name in ("random", "shipped"):
+        if name == "shipped":
+            pipe = Instant3DPipeline.from_pretrained(Path(__file__).parent.parent / "instant3d" / "weights" / "mini")
+            m, cfg = pipe.model.float(), pipe.config
+            tok = pipe.text_encoder.encode(world_prompts(None, "train")[:8]).tokens.float()
+        else:
+            torch.manual_seed(0); cfg = preset_config("mini"); m = Instant3D(cfg)
+            tok = torch.randn(8, cfg.token_to_plane.n_tokens, cfg.token_to_plane.token_dim)
+        m.train()
+        rc = dataclasses.replace(cfg.render, height=64, width=64, n_samples=32, n_importance=32)
+        cams = sample_cameras(cfg.camera, 8, generator=torch.Generator().manual_seed(0))
+        def step(shading):
+            m.zero_grad(set_to_none=True)
+            t0 = time.perf_counter()
+            m(tok, cams, generator=torch.Generator().manual_seed(0), cfg=rc, shading=shading)["rgb"].mean().backward()
+            return time.perf_counter() - t0
+        step("lambertian")  # warm-up
+        ts = {"albedo": [], "lambertian": []}
+        for _ in range(rounds):
+            for k in ts: ts[k].append(step(k))
+        med = {k: sorted(v)[len(v) // 2] for k, v in ts.items()}
+        out[name] = dict(albedo_s=round(med["albedo"], 3), lambertian_s=round(med["lambertian"], 3),
+                         normals_share=round(1 - med["albedo"] / med["lambertian"], 3))
+        print(name, out[name], flush=True)
+    return out
+
 if __name__ == "__main__":
+    import sys
+    if "--shading" in sys.argv:
+        threads = torch.get_num_threads()
+        out = dict(threads=threads, shading_cost=shading_cost())
+        path = Path(__file__).parent / "results" / "shading_cost.json"
+        tmp = path.with_suffix(".json.tmp"); tmp.write_text(json.dumps(out, indent=1)); tmp.replace(path)
+        sys.exit(0)
     torch.set_num_threads(1)
     out = dict(threads=1, step_self_cpu_percent=profile_step(), lookup_150k_points=gather_vs_grid_sample())
     print(json.dumps(out, indent=1))
