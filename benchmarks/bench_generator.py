@@ -78,19 +78,9 @@ def case(name, device, dtype, repeats):
     if name.startswith("train_step_mini"):
         from instant3d.cameras import sample_cameras
         import dataclasses
-        if name == "train_step_mini_trained":  # the shipped mini model on 8 real prompts: what a training step meets after warm-up
-            from instant3d.generator import Instant3DPipeline
-            from instant3d.world import prompts as world_prompts
-            pipe = Instant3DPipeline.from_pretrained(Path(__file__).parent.parent / "instant3d" / "weights" / "mini")
-            m, cfg = pipe.model.float().to(device), pipe.config
-            tok = pipe.text_encoder.encode(world_prompts(None, "train")[:8]).tokens.float().to(device)
-        else:  # random weights: density everywhere, so normals at nearly every sample (the costliest case)
-            cfg = preset_config("mini")
-            m = Instant3D(cfg).to(device)
-            t = cfg.token_to_plane
-            tok = torch.randn(8, t.n_tokens, t.token_dim, device=device)
+        from _common import mini_step_inputs
+        m, cfg, tok = mini_step_inputs("shipped" if name == "train_step_mini_trained" else "random", device)
         rc = dataclasses.replace(cfg.render, height=64, width=64, n_samples=32, n_importance=32)
-        m.train()
         cams = sample_cameras(cfg.camera, 8, generator=torch.Generator().manual_seed(0)).to(device)
         def fn():
             m.zero_grad(set_to_none=True)

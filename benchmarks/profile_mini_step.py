@@ -1,8 +1,10 @@
 """Where the mini training step spends its time, and whether a gather-based bilinear lookup would beat `grid_sample` on this CPU.
 
-Run: `python benchmarks/profile_mini_step.py` (one torch thread); `--shading` instead times the step with albedo against Lambertian
+`python benchmarks/profile_mini_step.py --shading` (torch's default threads) instead times the step with albedo against Lambertian
 shading (what the normals cost) for random weights and for the shipped mini model, alternating, 3 rounds, and writes
-benchmarks/results/shading_cost.json. Prints the profile table and writes
+benchmarks/results/shading_cost.json.
+
+Run: `python benchmarks/profile_mini_step.py` (one torch thread). Prints the profile table and writes
 benchmarks/results/profile_mini_step.json: the share of self CPU time of the top operators in one mini forward+backward
 (batch 8, 64x64, 32+32 samples, Lambertian, random mini generator), and forward/backward times of `grid_sample` and of a
 4-corner gather at 150,000 points on a mini-sized atlas.
@@ -57,19 +59,11 @@ def gather_vs_grid_sample(M: int = 150_000, C: int = 16, B: int = 8, H: int = 32
 
 def shading_cost(rounds: int = 3) -> dict:
     "Median seconds of one mini forward+backward (batch 8, 64x64, 32+32) with albedo and with Lambertian shading, alternating."
-    from instant3d.generator import Instant3D, Instant3DPipeline, preset_config
     from instant3d.cameras import sample_cameras
-    from instant3d.world import prompts as world_prompts
+    from _common import mini_step_inputs
     out = {}
     for name in ("random", "shipped"):
-        if name == "shipped":
-            pipe = Instant3DPipeline.from_pretrained(Path(__file__).parent.parent / "instant3d" / "weights" / "mini")
-            m, cfg = pipe.model.float(), pipe.config
-            tok = pipe.text_encoder.encode(world_prompts(None, "train")[:8]).tokens.float()
-        else:
-            torch.manual_seed(0); cfg = preset_config("mini"); m = Instant3D(cfg)
-            tok = torch.randn(8, cfg.token_to_plane.n_tokens, cfg.token_to_plane.token_dim)
-        m.train()
+        m, cfg, tok = mini_step_inputs(name)
         rc = dataclasses.replace(cfg.render, height=64, width=64, n_samples=32, n_importance=32)
         cams = sample_cameras(cfg.camera, 8, generator=torch.Generator().manual_seed(0))
         def step(shading):

@@ -242,10 +242,10 @@ def _init_weights(cfg: TeacherConfig) -> dict:
 
 class _Run:
     "State of one training run (model, EMA, optimiser, RNG, step): built fresh or from a checkpoint."
-    def __init__(self, cfg: TeacherConfig):
+    def __init__(self, cfg: TeacherConfig, init: bool = True): # init=False: weights will come from a checkpoint (resume), skip `init_from`
         torch.manual_seed(cfg.seed)
         self.cfg, self.unet, self.scheduler = cfg, build_unet(cfg), build_scheduler(cfg)
-        if cfg.init_from is not None: self.unet.load_state_dict(_init_weights(cfg))
+        if init and cfg.init_from is not None: self.unet.load_state_dict(_init_weights(cfg))
         self.ema = build_unet(cfg).requires_grad_(False)
         self.ema.load_state_dict(self.unet.state_dict())
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
@@ -332,7 +332,7 @@ def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may diffe
     enc = TextEncoder.from_pretrained(text_encoder_dir, local_files_only=True)
     bank = caption_bank(enc, world_prompts(cfg.world))
     cache = _load_cache(cfg, out, progress)
-    run = _Run(cfg)
+    run = _Run(cfg, init=not resume)  # a resumed staged run needs its checkpoint, not its init_from folder
     if resume: run.load(torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)); _trim_log(out / "loss_log.csv", run.step)
     log_path = out / "loss_log.csv"
     if not log_path.exists(): log_path.write_text("step,loss,lr,seconds\n")

@@ -204,13 +204,16 @@ def test_weighted_loss_is_plain_loss_for_uniform_weights():
 
 
 def test_cli_staged_run_and_resume_flags(run_dir, enc_dir, tmp_path):
+    import shutil
     p = add_train_teacher_args(argparse.ArgumentParser())
-    out = tmp_path / "stage2"
+    out, init = tmp_path / "stage2", tmp_path / "init"
+    shutil.copytree(run_dir / "teacher", init)
     base = ["--out", str(out), "--text-encoder", str(enc_dir), "--no-progress"]
-    run_train_teacher(p.parse_args(base + ["--preset", "tiny", "--steps", "3", "--init-from", str(run_dir / "teacher"), "--lr", "3e-4",
+    run_train_teacher(p.parse_args(base + ["--preset", "tiny", "--steps", "3", "--init-from", str(init), "--lr", "3e-4",
                                            "--front-weight", "4", "--threads", "1"]))
     stored = json.loads((out / "config.json").read_text())["teacher"]
-    assert (stored["lr"], stored["front_weight"], stored["threads"], stored["init_from"]) == (3e-4, 4.0, 1, str(run_dir / "teacher"))
+    assert (stored["lr"], stored["front_weight"], stored["threads"], stored["init_from"]) == (3e-4, 4.0, 1, str(init))
     with pytest.raises(ValueError, match="only --steps"): run_train_teacher(p.parse_args(base + ["--resume", "--steps", "5", "--lr", "1e-3"]))
+    shutil.rmtree(init)  # a resumed staged run takes its weights from the checkpoint, not from init_from
     run_train_teacher(p.parse_args(base + ["--resume", "--steps", "5", "--threads", "2"]))
     assert torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)["step"] == 5
