@@ -77,10 +77,13 @@ def case(name, device, dtype, repeats):
         return timed(fn, device, repeats)
     if name.startswith("train_step_mini"):
         from instant3d.cameras import sample_cameras
+        from instant3d.field import set_lookup
         import dataclasses
         from _common import mini_step_inputs
-        m, cfg, tok = mini_step_inputs("shipped" if name == "train_step_mini_trained" else "random", device)
-        rc = dataclasses.replace(cfg.render, height=64, width=64, n_samples=32, n_importance=32)
+        m, cfg, tok = mini_step_inputs("shipped" if "trained" in name else "random", device)
+        rc = dataclasses.replace(preset_config("mini").render, height=64, width=64, n_samples=32, n_importance=32)  # the mini preset's renderer
+        if name.endswith("_before"):  # the renderer and lookup before the numba kernel and surface normals
+            set_lookup("grid_sample"); rc = dataclasses.replace(rc, normals_at="samples")
         cams = sample_cameras(cfg.camera, 8, generator=torch.Generator().manual_seed(0)).to(device)
         def fn():
             m.zero_grad(set_to_none=True)
@@ -89,7 +92,8 @@ def case(name, device, dtype, repeats):
         return timed(fn, device, repeats)
     raise ValueError(name)
 
-CASES = [("forward_mini", 10), ("forward_official", 3), ("render_64", 5), ("render_256", 2), ("train_step_mini", 5), ("train_step_mini_trained", 5)]
+CASES = [("forward_mini", 10), ("forward_official", 3), ("render_64", 5), ("render_256", 2), ("train_step_mini", 7), ("train_step_mini_trained", 7),
+         ("train_step_mini_before", 5), ("train_step_mini_trained_before", 5)]
 
 def main():
     ap = argparse.ArgumentParser()
@@ -127,7 +131,9 @@ LABELS = {"forward_mini": "generator forward, mini, batch 1 (triplane)",
           "render_64": "render one 64x64 view, 64+64 samples (official field)",
           "render_256": "render one 256x256 view, 64+64 samples (official field)",
           "train_step_mini": "mini forward+backward, batch 8, 64x64, 32+32 samples, Lambertian",
-          "train_step_mini_trained": "the same with the shipped mini model and 8 training prompts"}
+          "train_step_mini_trained": "the same with the shipped mini model and 8 training prompts",
+          "train_step_mini_before": "random weights, before: `grid_sample` lookup, a normal per sample",
+          "train_step_mini_trained_before": "shipped model, before: `grid_sample` lookup, a normal per sample"}
 
 def update_benchmarks_md(results, command):
     "Rewrite this device's section of BENCHMARKS.md between its markers (atomically)."

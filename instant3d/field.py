@@ -4,7 +4,8 @@
 
 # %% ../nbs/07_field.ipynb #30425fb3
 from __future__ import annotations
-import dataclasses, math
+import dataclasses, functools, math, os
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -13,9 +14,10 @@ from fastcore.basics import patch
 from .scaled_sigmoid import ALBEDO_KINDS, albedo_activation, check_alpha
 
 # %% auto #0
-__all__ = ['AGGREGATIONS', 'PLANE_AXES', 'TriplaneFieldConfig', 'project_points', 'check_triplane', 'check_points',
+__all__ = ['AGGREGATIONS', 'PLANE_AXES', 'LOOKUPS', 'TriplaneFieldConfig', 'project_points', 'check_triplane', 'check_points',
            'sample_planes', 'sample_triplane', 'triplane_atlas', 'atlas_grid', 'sample_atlas', 'sample_planes_packed',
-           'EqualizedLinear', 'build_mlp', 'apply_mlp', 'TriplaneField']
+           'set_lookup', 'triplane_atlas_hwc', 'atlas_lookup', 'use_numba_lookup', 'EqualizedLinear', 'build_mlp',
+           'apply_mlp', 'TriplaneField']
 
 # %% ../nbs/07_field.ipynb #eef18d74
 AGGREGATIONS = ("mean", "concat")
@@ -145,6 +147,131 @@ def sample_planes_packed(triplane: torch.Tensor, # [B, 3, C, H, W] planes xy, xz
         raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and {tuple(batch.shape)}")
     return sample_atlas(triplane_atlas(triplane), atlas_grid(points, batch, B, H, W, box_radius), chunks)
 
+# %% ../nbs/07_field.ipynb #lk0002
+LOOKUPS = ("auto", "numba", "grid_sample")
+_LOOKUP = [os.environ.get("INSTANT3D_LOOKUP", "auto")]
+
+def set_lookup(name: str) -> str: # the previous choice
+    "Choose the packed field's CPU lookup: 'auto' (numba when installed), 'numba' (error if missing) or 'grid_sample'."
+    if name not in LOOKUPS: raise ValueError(f"lookup must be one of {LOOKUPS}, got {name!r}")
+    old, _LOOKUP[0] = _LOOKUP[0], name
+    return old
+
+def triplane_atlas_hwc(triplane: torch.Tensor, # [B, 3, C, H, W] planes xy, xz, zy
+                      ) -> torch.Tensor: # [B * 3 * (H + 2), W + 2, C]
+    "`triplane_atlas` with channels last: the same tiles and zero borders, each texel's channels contiguous."
+    B, _, C, H, W = check_triplane(triplane).shape
+    return F.pad(triplane, (1, 1, 1, 1)).permute(0, 1, 3, 4, 2).reshape(B * 3 * (H + 2), W + 2, C)
+
+
+# %% ../nbs/07_field.ipynb #lk0003
+try:
+    import numba
+    _prange = numba.prange
+except ImportError: numba, _prange = None, range
+_taps_jit = None  # set to the jitted `_taps` on first use
+
+def _taps(gx, gy, Ha, Wa): # atlas coordinates in [-1, 1] -> 4 clamped (y, x) taps and their weights (0 outside the atlas)
+    x, y = ((gx + 1.0) * Wa - 1.0) * 0.5, ((gy + 1.0) * Ha - 1.0) * 0.5  # grid_sample's unnormalisation, align_corners=False
+    xf, yf = np.floor(x), np.floor(y)
+    fx, fy = x - xf, y - yf
+    x0, y0 = int(xf), int(yf)
+    x1, y1 = x0 + 1, y0 + 1
+    w00, w10, w01, w11 = (1 - fx) * (1 - fy), fx * (1 - fy), (1 - fx) * fy, fx * fy
+    if x0 < 0 or x0 >= Wa: w00, w01 = 0.0, 0.0
+    if x1 < 0 or x1 >= Wa: w10, w11 = 0.0, 0.0
+    if y0 < 0 or y0 >= Ha: w00, w10 = 0.0, 0.0
+    if y1 < 0 or y1 >= Ha: w01, w11 = 0.0, 0.0
+    x0, x1, y0, y1 = min(max(x0, 0), Wa - 1), min(max(x1, 0), Wa - 1), min(max(y0, 0), Ha - 1), min(max(y1, 0), Ha - 1)
+    return y0, y1, x0, x1, w00, w10, w01, w11
+
+def _lookup_forward(grid, atlas, out, n_threads): # grid [P, M, 2], atlas [Ha, Wa, C], out [M, 1 or P, C] (overwritten)
+    P, M = grid.shape[0], grid.shape[1]
+    Ha, Wa, C = atlas.shape
+    summed = out.shape[1] == 1
+    for k in _prange(n_threads):
+        for m in range(k * M // n_threads, (k + 1) * M // n_threads):
+            for p in range(P):
+                y0, y1, x0, x1, w00, w10, w01, w11 = _taps_jit(grid[p, m, 0], grid[p, m, 1], Ha, Wa)
+                q = 0 if summed else p
+                if p == 0 or not summed:
+                    for c in range(C):
+                        out[m, q, c] = w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c] + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c]
+                else:
+                    for c in range(C):
+                        out[m, q, c] += w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c] + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c]
+
+def _lookup_backward(grid, gout, buf): # grid [P, M, 2], gout [M, 1 or P, C], buf [threads, Ha, Wa, C] zeros (one per thread)
+    P, M = grid.shape[0], grid.shape[1]
+    n_threads, Ha, Wa, C = buf.shape
+    summed = gout.shape[1] == 1
+    for k in _prange(n_threads):
+        b = buf[k]
+        for m in range(k * M // n_threads, (k + 1) * M // n_threads):
+            for p in range(P):
+                y0, y1, x0, x1, w00, w10, w01, w11 = _taps_jit(grid[p, m, 0], grid[p, m, 1], Ha, Wa)
+                q = 0 if summed else p
+                for c in range(C):
+                    g = gout[m, q, c]
+                    b[y0, x0, c] += w00 * g
+                    b[y0, x1, c] += w10 * g
+                    b[y1, x0, c] += w01 * g
+                    b[y1, x1, c] += w11 * g
+
+@functools.cache
+def _kernels(): # (forward, backward) compiled on first use; None without numba
+    if numba is None: return None
+    cache = os.path.isfile(_lookup_forward.__code__.co_filename)  # cache on disk only from a real file (not a notebook cell)
+    _lookup_forward.__globals__["_taps_jit"] = numba.njit(cache=cache)(_taps)  # what the kernels call
+    return tuple(numba.njit(parallel=True, cache=cache)(f) for f in (_lookup_forward, _lookup_backward))
+
+def _threads() -> int:
+    n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(n)
+    return n
+
+
+# %% ../nbs/07_field.ipynb #lk0004
+class _AtlasLookup(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, atlas, grid, summed):
+        fwd, _ = _kernels()
+        a, g = atlas.detach().contiguous(), grid.detach().to(atlas.dtype)  # the kernels take strided arrays: no copy of the grid
+        out = atlas.new_empty(g.shape[1], 1 if summed else g.shape[0], a.shape[-1])
+        fwd(g.numpy(), a.numpy(), out.numpy(), _threads())
+        ctx.save_for_backward(g)
+        ctx.atlas_shape = a.shape
+        return out[:, 0] if summed else out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, gout):
+        g, = ctx.saved_tensors
+        _, bwd = _kernels()
+        go = gout.unsqueeze(1) if gout.ndim == 2 else gout  # [M, 1 or 3, C], strided as it comes
+        buf = gout.new_zeros(_threads(), *ctx.atlas_shape)
+        bwd(g.numpy(), go.numpy(), buf.numpy())
+        return buf.sum(0), None, None
+
+def atlas_lookup(atlas: torch.Tensor, # [Ha, Wa, C] from `triplane_atlas_hwc`, float32 or float64, on the CPU
+                 grid: torch.Tensor, # [3, M, 2] from `atlas_grid` (no gradient to it)
+                 summed: bool = False, # add the three planes' features
+                ) -> torch.Tensor: # [M, C] if summed else [M, 3, C]
+    "Bilinear features at atlas coordinates (numba kernel; the same values as `sample_atlas`), differentiable in `atlas`."
+    if _kernels() is None: raise ImportError("atlas_lookup needs numba: pip install numba (or set_lookup('grid_sample'))")
+    if atlas.ndim != 3 or grid.ndim != 3 or grid.shape[-1] != 2 or atlas.device.type != "cpu" or atlas.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"atlas_lookup: expected a float32/float64 CPU atlas [Ha, Wa, C] and a grid [P, M, 2], got {atlas.dtype} {tuple(atlas.shape)} on {atlas.device} and {tuple(grid.shape)}")
+    return _AtlasLookup.apply(atlas, grid, summed)
+
+def use_numba_lookup(planes: torch.Tensor, points: torch.Tensor) -> bool:
+    "Whether the packed field reads `planes` with `atlas_lookup` (see `set_lookup`)."
+    if _LOOKUP[0] == "grid_sample": return False
+    if _kernels() is None:
+        if _LOOKUP[0] == "numba": raise ImportError("set_lookup('numba') needs numba: pip install numba")
+        return False
+    return planes.device.type == "cpu" and planes.dtype in (torch.float32, torch.float64) and not (points.requires_grad and torch.is_grad_enabled())
+
+
 # %% ../nbs/07_field.ipynb #047dd041
 class EqualizedLinear(nn.Module):
     "Linear layer with run-time weight scale 1/sqrt(in_features) (EG3D FullyConnectedLayer, lr_mul 1, bias init 0)."
@@ -233,11 +360,20 @@ def raw_packed(self: TriplaneField, triplane, points, batch): # [B, 3, C, R, R],
     if points.ndim != 2 or points.shape[-1] != 3 or batch.shape != points.shape[:1]:
         raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and {tuple(batch.shape)}")
     planes = self.first_layer_planes(triplane)
-    atlas, grid, out = triplane_atlas(triplane if planes is None else planes), atlas_grid(points, batch, B, H, W, self.cfg.box_radius), []
+    src, grid, out = triplane if planes is None else planes, atlas_grid(points, batch, B, H, W, self.cfg.box_radius), []
+    fast = use_numba_lookup(src, points)
+    atlas = triplane_atlas_hwc(src) if fast else triplane_atlas(src)
+    concat = 3 if self.cfg.aggregation == "concat" else 1
     for g in grid.split(self.piece, 1):
+        if fast:  # [L, hidden] (summed over planes) or [L, 3, C] -> channels first [1, ., L], (channel, plane) order for concat
+            f = atlas_lookup(atlas, g, summed=planes is not None)
+            if planes is not None: o = apply_mlp(self.mlp[1:], (f + self.mlp[0].bias).T[None])
+            else: o = apply_mlp(self.mlp, (f.mean(1) if concat == 1 else f.transpose(1, 2).flatten(1)).T[None], planes=concat)
+            out.append(o[0])
+            continue
         f = sample_atlas(atlas, g, max(1, min(torch.get_num_threads(), g.shape[1] // 1024)))  # [n, C or hidden, 3, L]
         if planes is not None: o = apply_mlp(self.mlp[1:], f.sum(2) + self.mlp[0].bias[:, None])  # first layer done per texel
-        else: o = apply_mlp(self.mlp, f.mean(2) if self.cfg.aggregation == "mean" else f.flatten(1, 2), planes=3 if self.cfg.aggregation == "concat" else 1)
+        else: o = apply_mlp(self.mlp, f.mean(2) if concat == 1 else f.flatten(1, 2), planes=concat)
         out.append(o.transpose(0, 1).reshape(4, -1)[:, :g.shape[1]])  # [n, 4, L] -> [4, n * L] -> [4, piece]
     out = torch.cat(out, 1) if len(out) != 1 else out[0]
     return out[0] + self.blob(points) + self.cfg.density_shift, out[1:].T

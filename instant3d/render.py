@@ -10,16 +10,18 @@ import torch.nn.functional as F
 from .conventions import BOX_RADIUS
 
 # %% auto #0
-__all__ = ['SHADING_MODES', 'BACKGROUNDS', 'NORMAL_METHODS', 'IMPORTANCE_SMOOTHING', 'RenderConfig', 'ray_box_intersect',
-           'ray_sphere_intersect', 'ray_segments', 'stratified_samples', 'composite_weights', 'composite',
-           'smooth_weights', 'sample_pdf', 'query_field', 'query_density', 'estimate_normals', 'visible_normals',
-           'shade', 'sample_shading', 'sample_background', 'fine_samples', 'render_rays', 'render']
+__all__ = ['SHADING_MODES', 'BACKGROUNDS', 'NORMAL_METHODS', 'IMPORTANCE_SMOOTHING', 'NORMALS_AT', 'RenderConfig',
+           'ray_box_intersect', 'ray_sphere_intersect', 'ray_segments', 'stratified_samples', 'composite_weights',
+           'composite', 'smooth_weights', 'sample_pdf', 'query_field', 'query_density', 'estimate_normals',
+           'visible_normals', 'shade', 'surface_normals', 'sample_shading', 'sample_background', 'fine_samples',
+           'render_rays', 'render']
 
 # %% ../nbs/08_render.ipynb #956bac79
 SHADING_MODES = ("albedo", "lambertian", "textureless", "normal")
 BACKGROUNDS = {"white": 1.0, "black": 0.0, "grey": 0.5}  # plus "random": one uniform colour per image
 NORMAL_METHODS = ("finite_difference", "forward_difference", "autograd")
 IMPORTANCE_SMOOTHING = ("released", "none")
+NORMALS_AT = ("samples", "surface")
 
 @dataclasses.dataclass(frozen=True)
 class RenderConfig:
@@ -39,6 +41,7 @@ class RenderConfig:
     normals: str = "finite_difference" # "finite_difference" (central, released) | "forward_difference" | "autograd"
     normal_eps: float = 1e-2 # finite-difference step, world units; released renderer.py:370-395
     normal_min_weight: float = 1e-4 # normals only at samples with a larger weight (ours, for speed); 0 = at every sample with weight > 0
+    normals_at: str = "samples" # "samples": per sample, shaded, then composited (DreamFusion, released) | "surface": one per ray at its depth, shaded after compositing (ours, mini)
     chunk_rays: int | None = 16384 # rays per chunk over the whole batch, used under no_grad (big test renders); None = one pass
     near_far: str = "box" # ray segment inside the box [-box_radius, box_radius]^3 (released 'auto'); misses get zero weight
     box_radius: float = BOX_RADIUS # must equal the field's box radius
@@ -52,7 +55,7 @@ class RenderConfig:
     def official(cls): return cls(test_height=128, test_width=128, lambert_min=0.1)
     @classmethod
     def mini(cls): return cls(test_height=64, test_width=64, n_samples=32, n_importance=32, normals="forward_difference", chunk_rays=32768,
-                              bound_radius=1.25, min_transmittance=1e-4, normal_min_weight=1e-3)  # mini-world objects reach 1.17 from the origin (20_world: stone slab rim)
+                              bound_radius=1.25, min_transmittance=1e-4, normal_min_weight=1e-3, normals_at="surface")  # mini-world objects reach 1.17 from the origin (20_world: stone slab rim)
     def for_test(self): return dataclasses.replace(self, height=self.test_height, width=self.test_width, background=self.test_background)
 
 # %% ../nbs/08_render.ipynb #026816a4
@@ -63,7 +66,7 @@ def _check_render_config(c: RenderConfig):
     for n in ("height", "width", "test_height", "test_width", "n_samples"): pos_int(n, getattr(c, n))
     pos_int("n_importance", c.n_importance, 0)
     if c.chunk_rays is not None: pos_int("chunk_rays", c.chunk_rays)
-    for name, v, ok in (("importance_smoothing", c.importance_smoothing, IMPORTANCE_SMOOTHING), ("normals", c.normals, NORMAL_METHODS),
+    for name, v, ok in (("importance_smoothing", c.importance_smoothing, IMPORTANCE_SMOOTHING), ("normals", c.normals, NORMAL_METHODS), ("normals_at", c.normals_at, NORMALS_AT),
                         ("near_far", c.near_far, ("box",)), ("background", c.background, ("random", *BACKGROUNDS)),
                         ("test_background", c.test_background, ("random", *BACKGROUNDS))):
         if v not in ok: raise ValueError(f"RenderConfig.{name} must be one of {ok}, got {v!r}")
@@ -280,6 +283,28 @@ def shade(mode: str, # one of SHADING_MODES
     if mode == "textureless": return lam.expand_as(albedo)
     raise ValueError(f"shading must be one of {SHADING_MODES}, got {mode!r}")
 
+# %% ../nbs/08_render.ipynb #sn0002
+def surface_normals(field, triplane,
+                    points: torch.Tensor, # [R, 3] one point per ray (the expected surface point), world units
+                    ray_batch: torch.Tensor, # [R] long, batch element of each ray
+                    opacity: torch.Tensor, # [R] opacity of each ray
+                    cfg: RenderConfig,
+                    rays: torch.Tensor | None = None, # [R] bool, the rays that need normals; None = all
+                   ) -> torch.Tensor: # [R, 3] unit normals where opacity > cfg.normal_min_weight (on `rays`), else 0
+    "`estimate_normals` at one point per ray, for the rays that show something."
+    mask = opacity.detach() > cfg.normal_min_weight
+    if rays is not None: mask = mask & rays
+    out = torch.zeros_like(points)
+    if not mask.any(): return out
+    return torch.index_put(out, (mask,), estimate_normals(field, triplane, points[mask], cfg.normals, cfg.normal_eps, None, ray_batch[mask]))
+
+def _shade_surface(modes, counts: list[int], albedo, opacity, normals, light_dir, cfg: RenderConfig) -> torch.Tensor: # [R, 3]
+    "Deferred shading of packed rays sorted by batch element: composited albedo [R, 3] (premultiplied) and one normal per ray."
+    normals = normals.split(counts) if normals is not None else [None] * len(counts)
+    return torch.cat([shade(m, a, n, light_dir[b], cfg.ambient, cfg.lambert_min) * (1 if m in ("albedo", "lambertian") else o[:, None])
+                      for b, (m, a, o, n) in enumerate(zip(modes, albedo.split(counts), opacity.split(counts), normals))])
+
+
 # %% ../nbs/08_render.ipynb #33acde18
 def sample_shading(cfg: RenderConfig, n: int, generator: torch.Generator | None = None) -> tuple[str, ...]:
     "One training shading mode per batch element, drawn with the probabilities of `cfg.shading`."
@@ -367,17 +392,25 @@ def _render_chunk(field, triplane, o, d, cfg: RenderConfig, modes, background, l
         weights_sorted = composite_weights(density.gather(-1, order), t_sorted, far_r)[0]
         weights = torch.zeros_like(weights_sorted).scatter(-1, order, weights_sorted)  # ... the sums below do not: back to sample order
     need = torch.tensor([return_normal or m != "albedo" for m in modes], device=o.device)
-    normals = visible_normals(field, triplane, ro[:, None] + t[..., None] * rd[:, None], rb, weights, density, cfg, need[rb]) if need.any() else None
-    colors = _shade_rays(modes, torch.bincount(rb, minlength=B).tolist(), albedo, normals, light_dir, cfg)
+    counts = torch.bincount(rb, minlength=B).tolist()
     opacity, wt = weights.sum(-1), (weights * t).sum(-1)
+    if cfg.normals_at == "surface":  # one normal per ray at its depth, shading after compositing
+        surface = (ro + (wt / opacity.clamp_min(1e-10))[:, None] * rd).detach()  # placed without gradient, like the samples
+        normals = surface_normals(field, triplane, surface, rb, opacity, cfg, need[rb]) if need.any() else None
+        rgb = _shade_surface(modes, counts, composite(weights, albedo), opacity, normals, light_dir, cfg) + (1 - opacity)[:, None] * background[rb]
+        normal = None if normals is None else opacity[:, None] * normals
+    else:  # a normal per sample, shaded per sample, then composited
+        normals = visible_normals(field, triplane, ro[:, None] + t[..., None] * rd[:, None], rb, weights, density, cfg, need[rb]) if need.any() else None
+        rgb = composite(weights, _shade_rays(modes, counts, albedo, normals, light_dir, cfg), background[rb])
+        normal = None if normals is None else composite(weights, normals)
     t_bg = o.norm(dim=-1) + math.sqrt(3) * cfg.box_radius  # background placed beyond the whole box
     put = lambda base, v: torch.index_put(base, (rb, ri), v.to(base.dtype))  # packed rays -> [B, N, ...] images
     zeros = lambda *shape: weights.new_zeros(B, N, *shape)
-    res = dict(rgb=put(background[:, None].expand(B, N, 3).to(weights.dtype), composite(weights, colors, background[rb])),
+    res = dict(rgb=put(background[:, None].expand(B, N, 3).to(weights.dtype), rgb),
                opacity=put(zeros(), opacity), depth=put(zeros(), wt / opacity.clamp_min(1e-10)),
                depth_expected=put(t_bg.to(weights.dtype), wt + (1 - opacity) * t_bg[rb, ri]),
                weights=put(zeros(t.shape[-1]), weights_sorted), t=put(zeros(t.shape[-1]), t_sorted), hit=hit)
-    if normals is not None: res["normal"] = put(zeros(3), composite(weights, normals))
+    if normal is not None: res["normal"] = put(zeros(3), normal)
     return res
 
 # %% ../nbs/08_render.ipynb #d37628ac

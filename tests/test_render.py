@@ -227,7 +227,7 @@ def test_render_rejects_bad_inputs():
     with pytest.raises(ValueError, match="triplanes"): render(field, tp[:1], cams, cfg)
     with pytest.raises(ValueError, match="box_radius"): render(field, tp, cams, dataclasses.replace(cfg, box_radius=1.0))
     with pytest.raises(ValueError, match="unit"): render_rays(field, tp, torch.zeros(2, 3, 3), torch.ones(2, 3, 3), cfg)
-    for bad in (dict(n_samples=0), dict(background="pink"), dict(shading=(("albedo", 0.7),)), dict(normals="analytic")):
+    for bad in (dict(n_samples=0), dict(background="pink"), dict(shading=(("albedo", 0.7),)), dict(normals="analytic"), dict(normals_at="ray")):
         with pytest.raises(ValueError): RenderConfig(**bad)
     for name in ("paper", "official", "mini"):
         c = getattr(RenderConfig, name)()
@@ -372,3 +372,117 @@ def test_all_rays_miss_and_mini_gradients():
     r = render(field, tp, cams, dataclasses.replace(RenderConfig.mini(), height=10, width=10), shading=("textureless", "albedo"), generator=g)
     (r["rgb"].mean() + r["depth"].mean()).backward()
     assert tp.grad.abs().sum() > 0 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
+
+
+# ---------------------------------------------------------------- the numba lookup and one normal per ray (issue 2: mini step speed)
+from instant3d.field import atlas_lookup, triplane_atlas_hwc, sample_atlas, set_lookup, use_numba_lookup, LOOKUPS
+from instant3d.render import NORMALS_AT
+
+
+@pytest.fixture
+def lookup():
+    "Set the field's lookup for one test, restored afterwards."
+    old = set_lookup("auto")
+    yield set_lookup
+    set_lookup(old)
+
+
+def _lookup_pair(dtype, summed, B=3, C=5, H=8, W=12, n=40):
+    g = torch.Generator().manual_seed(2)
+    tp = torch.randn(B, 3, C, H, W, generator=g, dtype=torch.float64).to(dtype)
+    pts = torch.randn(B * n, 3, generator=g, dtype=torch.float64) * 1.2
+    pts[:4] = torch.tensor([[1.75, 0.3, -1.75], [1.8, -1.8, 0.0], [2.5, 0.1, 0.2], [0.0, 0.0, -3.0]])  # edge and outside
+    grid = atlas_grid(pts.to(dtype), torch.arange(B).repeat_interleave(n), B, H, W, 1.75)
+    w = torch.cos(torch.arange(B * n * 3 * C, dtype=dtype)).view(B * n, 3, C)
+    res = []
+    for fast in (False, True):
+        t = tp.clone().requires_grad_(True)
+        f = atlas_lookup(triplane_atlas_hwc(t), grid, summed) if fast else sample_atlas(triplane_atlas(t), grid)[0].permute(2, 1, 0)
+        if summed and not fast: f = f.sum(1)
+        f.backward(w.sum(1) if summed else w)
+        res.append((f.detach(), t.grad))
+    return res
+
+
+@pytest.mark.parametrize("summed", [False, True])
+def test_numba_lookup_matches_grid_sample(summed):
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+        (f0, g0), (f1, g1) = _lookup_pair(dtype, summed)
+        torch.testing.assert_close(f1, f0, atol=tol, rtol=0)
+        torch.testing.assert_close(g1, g0, atol=tol, rtol=0)
+
+
+@pytest.mark.parametrize("cfg", [TriplaneFieldConfig.mini(), TriplaneFieldConfig.official(), dataclasses.replace(TriplaneFieldConfig.mini(), hidden=24)])
+def test_packed_field_same_with_either_lookup(cfg, lookup):
+    "First layer per texel (mini), mean of planes (official), per-point first layer with concatenation (hidden 24)."
+    g = torch.Generator().manual_seed(4)
+    f = TriplaneField(cfg).double()
+    tp0 = torch.randn(3, 3, cfg.channels, 8, 8, generator=g, dtype=torch.float64)
+    pts, b = torch.randn(300, 3, generator=g, dtype=torch.float64), torch.randint(0, 3, (300,), generator=g)
+    res = []
+    for name in ("grid_sample", "numba"):
+        lookup(name); f.zero_grad(); tp = tp0.clone().requires_grad_(True)
+        assert use_numba_lookup(tp, pts) == (name == "numba")
+        o = f.forward_packed(tp, pts, b, alpha=0.5)
+        (o["density"].sum() + o["albedo"].square().sum()).backward()
+        res.append(([o["density"], o["albedo"]], [tp.grad] + [p.grad.clone() for p in f.parameters()]))
+    for a, c in zip(res[0][0] + res[0][1], res[1][0] + res[1][1]): torch.testing.assert_close(c, a, atol=1e-10, rtol=1e-10)
+
+
+def test_lookup_choice_and_fallbacks(lookup):
+    with pytest.raises(ValueError, match="'bilinear'"): set_lookup("bilinear")
+    assert LOOKUPS == ("auto", "numba", "grid_sample")
+    tp = torch.zeros(1, 3, 4, 4, 4)
+    pts = torch.zeros(5, 3, requires_grad=True)
+    assert not use_numba_lookup(tp, pts)  # gradients to the points (autograd normals): grid_sample
+    assert use_numba_lookup(tp, pts.detach()) and not use_numba_lookup(tp.half(), pts.detach())
+    lookup("grid_sample"); assert not use_numba_lookup(tp, pts.detach())
+    with pytest.raises(ValueError, match="float32/float64 CPU atlas"): atlas_lookup(torch.zeros(4, 4), torch.zeros(3, 2, 2))
+    # autograd normals through the packed field still work (they need the point gradient)
+    field = TriplaneField(TriplaneFieldConfig.mini())
+    t = 0.5 * torch.randn(1, 3, 16, 8, 8, generator=torch.Generator().manual_seed(0))
+    n = estimate_normals(field, t, torch.randn(20, 3) * 0.5, "autograd", batch=torch.zeros(20, dtype=torch.long))
+    fd = estimate_normals(field, t, torch.randn(20, 3) * 0.5, "finite_difference", eps=1e-3, batch=torch.zeros(20, dtype=torch.long))
+    assert n.shape == fd.shape == (20, 3) and torch.isfinite(n).all()
+
+
+def test_normals_at_defaults():
+    assert RenderConfig.paper().normals_at == RenderConfig.official().normals_at == "samples"  # released: per-sample normals
+    assert RenderConfig.mini().normals_at == "surface" and NORMALS_AT == ("samples", "surface")
+    assert config_from_dict(RenderConfig, {k: v for k, v in config_to_dict(RenderConfig.mini()).items() if k != "normals_at"}).normals_at == "samples"
+
+
+def test_surface_normals_agree_with_per_sample_on_sharp_surfaces():
+    o, d = rays_towards(torch.stack([torch.linspace(-0.45, 0.45, 15).repeat(15), torch.linspace(-0.45, 0.45, 15).repeat_interleave(15), torch.zeros(225)], -1))
+    at = lambda w: dataclasses.replace(RenderConfig.mini(), normals_at=w, background="white")
+    worst = []
+    for rho in (30.0, 300.0):
+        ball = BallField(rho=rho, a=0.5, smooth=True)
+        alb = [render_rays(ball, None, o, d, at(w), shading="albedo", perturb=False)["rgb"] for w in NORMALS_AT]
+        assert torch.equal(alb[0], alb[1])
+        lam = {w: render_rays(ball, None, o, d, at(w), shading="lambertian", perturb=False) for w in NORMALS_AT}
+        worst.append((lam["surface"]["rgb"] - lam["samples"]["rgb"]).abs().max().item())
+        s = lam["surface"]
+        cos = F.cosine_similarity(s["normal"], F.normalize(o + s["depth"][..., None] * d, dim=-1), dim=-1)
+        assert cos[s["opacity"] > 0.5].min() > 0.99
+    assert worst[1] < 0.015 and worst[1] < worst[0] < 0.06  # closer as the surface sharpens
+
+
+def test_surface_normals_shading_modes_and_gradients():
+    g = torch.Generator().manual_seed(0)
+    field = TriplaneField(TriplaneFieldConfig.mini())
+    tp = (0.5 * torch.randn(4, 3, 16, 16, 16, generator=g)).requires_grad_(True)
+    cams = sample_cameras(CameraConfig.mini(), 4, generator=g)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=10, width=10)
+    assert cfg.normals_at == "surface"
+    bg = torch.rand(4, 3, generator=g)
+    out = render(field, tp, cams, cfg, shading=("albedo", "lambertian", "textureless", "normal"), background=bg, generator=g)
+    op, rgb = out["opacity"], out["rgb"]
+    (rgb.mean() + out["normal"].mean()).backward()
+    assert tp.grad.abs().sum() > 0 and all(p.grad.abs().sum() > 0 for p in field.parameters())
+    # textureless: grey levels (equal channels) over the background; normal: (n + 1) / 2 premultiplied by the opacity
+    tl = (rgb[2] - (1 - op[2]) * bg[2][:, None, None]).detach()
+    torch.testing.assert_close(tl[0], tl[1]); torch.testing.assert_close(tl[1], tl[2])
+    nm = (rgb[3] - (1 - op[3]) * bg[3][:, None, None]).detach()
+    n_unit = out["normal"][3].detach() / op[3].detach().clamp_min(1e-10)
+    torch.testing.assert_close(nm, op[3].detach() * (n_unit + 1) / 2, atol=1e-5, rtol=0)
