@@ -18,12 +18,12 @@ from .baseline import BaselineConfig
 
 # %% auto #0
 __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP_NEG_ROWS', 'CURVE_VARIANTS', 'FRONT_AZIMUTHS',
-           'BACK_AZIMUTHS', 'CURVE_FIELDS', 'LOSS_FIELDS', 'PROMPT_FIELDS', 'ReproducePlan', 'reduced_world',
-           'variant_config', 'load_shared', 'subset_trainer', 'rate_cameras', 'view_feature_rates', 'world_views',
-           'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs', 'plan_steps', 'read_rows',
-           'hardware', 'reproduce', 'mean_std', 'curve', 'views_to_reach', 'differs', 'summarise', 'plot_results',
-           'results_section', 'update_results_md', 'write_report', 'add_reproduce_args', 'plan_from_args',
-           'reproduce_from_args']
+           'BACK_AZIMUTHS', 'LOSS_KEYS', 'CURVE_FIELDS', 'LOSS_FIELDS', 'PROMPT_FIELDS', 'ReproducePlan',
+           'reduced_world', 'variant_config', 'load_shared', 'subset_trainer', 'rate_cameras', 'view_feature_rates',
+           'world_views', 'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs',
+           'plan_steps', 'read_rows', 'hardware', 'reproduce', 'mean_std', 'curve', 'views_to_reach', 'differs',
+           'summarise', 'plot_results', 'results_section', 'update_results_md', 'write_report', 'add_reproduce_args',
+           'plan_from_args', 'reproduce_from_args']
 
 # %% ../nbs/55_reproduce.ipynb #60bc112c
 @dataclass(frozen=True)
@@ -168,27 +168,47 @@ def _marks_by_step(marks, to_step) -> dict[int, list]:
     for v in sorted(set(marks)): out.setdefault(to_step(v), []).append(v)
     return out
 
+LOSS_KEYS = ("loss", "sds", "clip", "alpha", "w_neg", "C")
+
+def _load_partial(path) -> dict | None:
+    "The saved state of an unfinished run (see `run_amortised`), or None."
+    return torch.load(path, map_location="cpu", weights_only=True) if path is not None and Path(path).is_file() else None
+
+def _save_partial(path, state: dict):
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp"); torch.save(state, tmp); os.replace(tmp, path)
+
 def run_amortised(plan: ReproducePlan, variant: str, seed: int, world: dict, shared: dict, views_pp: int, marks, out_dir=None,
-                  n_loss_rows: int = 200) -> tuple[list[dict], list[dict]]:
+                  n_loss_rows: int = 200,
+                  partial=None, # file for the state of the unfinished run: saved every `save_every` steps, resumed from when present
+                  save_every: int = 250, progress: bool = False) -> tuple[list[dict], list[dict]]:
     "Train one variant on the reduced world to `views_pp`, scoring the EMA model at the Views-PP `marks`; (curve rows, loss rows)."
+    from tqdm.auto import tqdm
     cfg = variant_config(plan, variant, seed, views_pp, len(world["train"]))
     n, B = len(world["train"]), cfg.batch_size
     t = subset_trainer(cfg, out_dir or Path("."), world, shared)  # nothing is written there: the loop below never checkpoints
     at = _marks_by_step(marks, lambda v: min(cfg.steps, math.ceil(v * n / B)))
     every, window, curve, losses, train_s = max(1, cfg.steps // n_loss_rows), [], [], [], 0.0
+    if (state := _load_partial(partial)) is not None:  # every step draws from step_generator(seed, step): the resumed run is the same run
+        t.load_state_dict(state["trainer"]); window, curve, losses, train_s = state["window"], state["curve"], state["losses"], state["train_s"]
+    bar = tqdm(total=cfg.steps, initial=t.step, desc=f"{variant} seed {seed}", leave=False, disable=not progress)
     while t.step < cfg.steps:
         t0 = time.perf_counter(); r = t.train_step(); train_s += time.perf_counter() - t0
-        window.append(r)
+        window.append({k: float(r.get(k, 0.0)) for k in LOSS_KEYS}); bar.update(1)
         if t.step % every == 0 or t.step == cfg.steps:
-            losses.append(dict(step=t.step, views_pp=t.views_pp, **{k: sum(w.get(k, 0.0) for w in window) / len(window) for k in ("loss", "sds", "clip", "alpha", "w_neg", "C")}))
+            losses.append(dict(step=t.step, views_pp=t.views_pp, **{k: sum(w[k] for w in window) / len(window) for k in LOSS_KEYS}))
             window = []
         if t.step in at:
             pipe = Instant3DPipeline(shared["gen_text"], t.ema)
             s = _score(pipe, pipeline_views(pipe, plan.eval_seed), world, shared, plan, cfg.generator.camera)
             curve += [dict(views_pp=v, step=t.step, train_seconds=round(train_s, 2), **s) for v in at[t.step]]
+        if partial is not None and t.step % save_every == 0 and t.step < cfg.steps:
+            _save_partial(partial, dict(trainer=t.state_dict(), window=window, curve=curve, losses=losses, train_s=train_s))
+    bar.close()
     return curve, losses
 #| export
-def baseline_rows(plan: ReproducePlan, seed: int, world: dict, shared: dict, marks) -> list[dict]:
+def baseline_rows(plan: ReproducePlan, seed: int, world: dict, shared: dict, marks,
+                  partial=None, save_every: int = 250, progress: bool = False) -> list[dict]: # partial, save_every: as in `run_amortised`
     "The per-prompt baseline on the test prompts, scored (CLIP-RP, ground truth, Janus, front) at each Views-PP of `marks`."
     from instant3d.baseline import PromptTrainer, baseline_pipeline
     tc = replace(plan.train_config(), seed=seed)
@@ -198,14 +218,23 @@ def baseline_rows(plan: ReproducePlan, seed: int, world: dict, shared: dict, mar
     objects = [t.model for t in trainers]
     pipe, views = baseline_pipeline(objects, prompts, tc.generator), objects_views(objects, {p: i for i, p in enumerate(prompts)})
     at = _marks_by_step(marks, lambda v: math.ceil(v / cfg.views_per_step))
-    rows, train_s = [], 0.0
-    for step in range(1, cfg.steps + 1):
+    from tqdm.auto import tqdm
+    rows, train_s, start = [], 0.0, 1
+    if (state := _load_partial(partial)) is not None:
+        for t, s in zip(trainers, state["trainers"]): t.load_state_dict(s)
+        rows, train_s, start = state["rows"], state["train_s"], state["step"] + 1
+    bar = tqdm(total=cfg.steps, initial=start - 1, desc=f"baseline seed {seed}", leave=False, disable=not progress)
+    for step in range(start, cfg.steps + 1):
         t0 = time.perf_counter()
         for t in trainers: t.train_step()
         train_s += time.perf_counter() - t0
+        bar.update(1)
         if step in at:
             s = _score(pipe, views, world, shared, plan, tc.generator.camera)
             rows += [dict(views_pp=v, step=step, train_seconds=round(train_s, 2), **s) for v in at[step]]
+        if partial is not None and step % save_every == 0 and step < cfg.steps:
+            _save_partial(partial, dict(trainers=[t.state_dict() for t in trainers], rows=rows, train_s=train_s, step=step))
+    bar.close()
     return rows
 
 # %% ../nbs/55_reproduce.ipynb #21a43a2b
@@ -279,7 +308,7 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
         raise ValueError(f"{folder} holds results of a different plan: pass fresh=True (--fresh) to start again, or another --out")
     files = {k: folder / f"{k}.csv" for k in ("curves", "losses", "per_prompt")}
     if meta is None:
-        for f in files.values(): f.unlink(missing_ok=True)
+        for f in [*files.values(), *(folder / "partial").glob("*.pt")]: f.unlink(missing_ok=True)
     world = reduced_world(plan.n_train, plan.n_test, plan.world_seed)
     runs, rows = plan_runs(plan), read_rows(files["curves"])
     done = [r for r in runs if _done(rows, r)]
@@ -297,8 +326,10 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
     for run in tqdm(todo, desc=f"reproduce {plan.name}", disable=not progress):
         t0 = time.perf_counter()
         key = dict(method=run["method"], variant=run["variant"], seed=run["seed"])
-        if run["method"] == "baseline": curve, losses = baseline_rows(plan, run["seed"], world, shared, run["marks"]), []
-        else: curve, losses = run_amortised(plan, run["variant"], run["seed"], world, shared, run["views_pp"], run["marks"])
+        partial = folder / "partial" / f"{run['method']}_{run['variant']}_{run['seed']}.pt"  # the unfinished run's state (not committed)
+        if partial.is_file(): meta.setdefault("resumed", []).append(f"{run['method']}/{run['variant']}/{run['seed']}")
+        if run["method"] == "baseline": curve, losses = baseline_rows(plan, run["seed"], world, shared, run["marks"], partial=partial, progress=progress), []
+        else: curve, losses = run_amortised(plan, run["variant"], run["seed"], world, shared, run["views_pp"], run["marks"], partial=partial, progress=progress)
         _write_rows(files["per_prompt"], PROMPT_FIELDS, [dict(key, views_pp=c["views_pp"], **p) for c in curve for p in c["per_prompt"]])
         _write_rows(files["losses"], LOSS_FIELDS, [dict(key, **l) for l in losses])
         _write_rows(files["curves"], CURVE_FIELDS, [dict(key, **c) for c in curve])
@@ -306,6 +337,7 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
         meta.setdefault("load", {})[f"{run['method']}/{run['variant']}/{run['seed']}"] = round(os.getloadavg()[0], 2)  # a shared CPU runs slower
         meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
         write_json(meta, meta_path)
+        partial.unlink(missing_ok=True)  # its rows are written
     return folder
 
 # %% ../nbs/55_reproduce.ipynb #0d23cefe

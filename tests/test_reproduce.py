@@ -94,3 +94,34 @@ def test_cli_quick_end_to_end(tmp_path):
     S = json.loads((tmp_path / "res" / "quick" / "summary.json").read_text())
     assert len(S["fig10"]["instant3d"]) == 3 and len(S["fig10"]["baseline"]) == 3 and all(a["clip_rp"][2] == 3 for a in S["ablations"])
     assert "<!-- reproduce:quick -->" in (tmp_path / "R.md").read_text()
+
+
+class _Stop(Exception): pass
+
+@pytest.mark.parametrize("method", ["instant3d", "baseline"])
+def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch, method):
+    "A run stopped after its last saved state and started again gives the rows of an uninterrupted run."
+    from instant3d import reproduce as R
+    from instant3d.train import Trainer
+    world = R.reduced_world(QUICK.n_train, QUICK.n_test, QUICK.world_seed)
+    shared = R.load_shared(QUICK.train_config(), "cpu")
+    marks = [2, 4, 8]
+    def run(partial=None):
+        if method == "baseline": return R.baseline_rows(QUICK, 0, world, shared, marks, partial=partial, save_every=1)
+        return R.run_amortised(QUICK, "full", 0, world, shared, 8, marks, partial=partial, save_every=2)
+    straight = run()
+    partial, calls, real = tmp_path / "p.pt", [0], Trainer.train_step
+    def failing(self):
+        calls[0] += 1
+        if calls[0] == (5 if method == "baseline" else 3): raise _Stop  # baseline: 4 trainers per step, stops in its 2nd step
+        return real(self)
+    monkeypatch.setattr(Trainer, "train_step", failing)
+    with pytest.raises(_Stop): run(partial)
+    assert partial.is_file()
+    monkeypatch.setattr(Trainer, "train_step", real)
+    resumed = run(partial)
+    rows = lambda res: res if method == "baseline" else res[0]
+    for a, b in zip(rows(straight), rows(resumed), strict=True):
+        for k in ("views_pp", "step", "clip_rp", "top1", "janus", "front"): assert a[k] == pytest.approx(b[k], abs=1e-5), k
+    if method == "instant3d":
+        for a, b in zip(straight[1], resumed[1], strict=True): assert a == pytest.approx(b, abs=1e-5)
