@@ -60,7 +60,8 @@ class ReproducePlan:
 
 QUICK = ReproducePlan("quick", n_train=4, n_test=4, grid=(2, 4, 8), instant3d_max=8, baseline_max=8, ablation_budget=4, reference_budget=8, view_size=32,
                       overrides=("generator.render.test_height=32", "generator.render.test_width=32"))  # scoring at the training size: 4x cheaper
-FULL = ReproducePlan("full", n_train=16, n_test=8)
+FULL = ReproducePlan("full", n_train=972, n_test=12, grid=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024), instant3d_max=16, baseline_max=1024,
+                     ablation_budget=8, reference_budget=16)  # the whole training split: with 16 prompts Instant3D memorised (see the pilot)
 PLANS = {"quick": QUICK, "full": FULL}
 
 # %% ../nbs/55_reproduce.ipynb #c42caa30
