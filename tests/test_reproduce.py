@@ -3,7 +3,7 @@ import json, os, subprocess, sys
 from dataclasses import replace
 from pathlib import Path
 import pytest
-from instant3d.reproduce import (QUICK, FULL, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world, summarise,
+from instant3d.reproduce import (QUICK, FULL, ReproducePlan, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world, summarise,
                                  results_section, update_results_md, views_to_reach)
 from instant3d.world import parse_prompt
 
@@ -50,7 +50,7 @@ def _rows(ratio_base=10.0, sigmoid_slow=12.0, seeds=(0, 1, 2)):
 
 
 def test_summary_on_known_curves():
-    plan = replace(FULL, baseline_max=32000, sigmoid_target=0.8645)  # the scaled-sigmoid reaches the target at about 150 Views-PP
+    plan = ReproducePlan("synthetic", n_train=16, n_test=8, baseline_max=32000, sigmoid_target=0.8645)  # the class's default budgets (2,000 / 500 Views-PP); the scaled-sigmoid reaches the target at about 150
     S = summarise(_rows(), plan)
     assert S["amortisation"]["ratio"] == pytest.approx(10.0, rel=1e-2) and S["amortisation"]["verdict"] == "confirmed"
     assert S["sigmoid"]["ratio"] == pytest.approx(12.0, rel=1e-2) and S["sigmoid"]["verdict"] == "confirmed"
@@ -63,7 +63,7 @@ def test_summary_on_known_curves():
 
 
 def test_results_section_replaces_its_own_markers(tmp_path):
-    S = summarise(_rows(), replace(FULL, baseline_max=32000, sigmoid_target=0.8645))
+    S = summarise(_rows(), ReproducePlan("full", n_train=16, n_test=8, baseline_max=32000, sigmoid_target=0.8645))  # the synthetic rows use the default budgets
     meta = dict(plan=dict(seeds=[0, 1, 2], n_train=16, n_test=8, world_seed=0, eval_views=4, eval_seed=1234, ablation_budget=500, sigmoid_target=0.8,
                           instant3d_max=2000, baseline_max=32000), hardware=dict(cpu="x", cores=2, torch_threads=2, gpu=None, torch="2"),
                 command="instant3d reproduce --full", runs={"a": 60.0}, started="t0", finished="t1", commit="abc")
