@@ -382,6 +382,9 @@ def cmd_reproduce(args):
     except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
     except (ValueError, OSError) as e: raise CLIError(str(e), 2) from None
     if args.dry_run: print(json.dumps(s)); return
+    if "unfinished" in s:
+        print(f"plan {s['plan']}: {len(s['unfinished'])} of {s['runs']} runs are still held by other processes ({', '.join(s['unfinished'][:3])}{', ...' if len(s['unfinished']) > 3 else ''}); "
+              "the last process to finish writes the tables"); return
     a, g = s["amortisation"], s["sigmoid"]
     print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {a['ratio'] or a['ratio_lower_bound']} ({a['verdict']}), "
           f"sigmoid ratio {g['ratio'] or g['ratio_lower_bound']} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")

@@ -4,7 +4,8 @@
 
 # %% ../nbs/55_reproduce.ipynb #58f71f55
 from __future__ import annotations
-import csv, json, math, os, platform, random, subprocess, time
+import csv, json, math, os, platform, random, socket, subprocess, tempfile, time
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -21,9 +22,9 @@ __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP
            'BACK_AZIMUTHS', 'LOSS_KEYS', 'CURVE_FIELDS', 'LOSS_FIELDS', 'PROMPT_FIELDS', 'ReproducePlan',
            'reduced_world', 'variant_config', 'load_shared', 'subset_trainer', 'rate_cameras', 'view_feature_rates',
            'world_views', 'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs',
-           'plan_steps', 'read_rows', 'hardware', 'reproduce', 'mean_std', 'curve', 'views_to_reach', 'differs',
-           'summarise', 'plot_results', 'results_section', 'update_results_md', 'write_report', 'add_reproduce_args',
-           'plan_from_args', 'reproduce_from_args']
+           'plan_steps', 'read_rows', 'hardware', 'claim_next', 'reproduce', 'unfinished', 'mean_std', 'curve',
+           'views_to_reach', 'differs', 'summarise', 'plot_results', 'results_section', 'update_results_md',
+           'write_report', 'add_reproduce_args', 'plan_from_args', 'reproduce_from_args']
 
 # %% ../nbs/55_reproduce.ipynb #60bc112c
 @dataclass(frozen=True)
@@ -298,48 +299,99 @@ def _plan_dict(plan: ReproducePlan) -> dict:
     d = config_to_dict(replace(plan, base=None)); d["base"] = config_to_dict(plan.train_config()); return d
 
 # %% ../nbs/55_reproduce.ipynb #73bc4dc8
+@contextmanager
+def _locked(folder):
+    "An exclusive lock on a results folder (`fcntl.flock` on `.lock`), so processes sharing it write in turn; no lock where fcntl is missing."
+    try: import fcntl
+    except ImportError: fcntl = None
+    with open(Path(folder) / ".lock", "a") as f:
+        if fcntl: fcntl.flock(f, fcntl.LOCK_EX)
+        try: yield
+        finally:
+            if fcntl: fcntl.flock(f, fcntl.LOCK_UN)
+
+def _run_name(run) -> str: return f"{run['method']}_{run['variant']}_{run['seed']}"
+
+def _claim_alive(path) -> bool:
+    "Whether the process named in claim file `path` still runs (a claim from another host counts as alive)."
+    try: c = json.loads(Path(path).read_text())
+    except (OSError, ValueError): return False
+    if c.get("host") != socket.gethostname(): return True
+    try: os.kill(int(c["pid"]), 0)
+    except ProcessLookupError: return False
+    except PermissionError: pass  # someone else's live process
+    return True
+
+def claim_next(folder, runs) -> dict | None:
+    "The first of `runs` with no rows in `folder` and no live claim, now claimed by this process (`partial/<run>.claim`); None when none is left."
+    folder = Path(folder)
+    with _locked(folder):
+        rows = read_rows(folder / "curves.csv")
+        for run in runs:
+            claim = folder / "partial" / f"{_run_name(run)}.claim"
+            if _done(rows, run) or (claim.is_file() and _claim_alive(claim)): continue
+            write_json(dict(pid=os.getpid(), host=socket.gethostname(), since=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())), claim)
+            return run
+    return None
+
 def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str | None = None, fresh: bool = False, progress: bool = True) -> Path:
-    "Run (or continue) every run of `plan`, writing raw rows to `out/<plan.name>/`; returns that folder. `summarise` makes the tables."
+    "Run (or continue) the runs of `plan` that no other process has claimed, writing raw rows to `out/<plan.name>/`; returns that folder."
     from tqdm.auto import tqdm
     folder = Path(out) / plan.name
     folder.mkdir(parents=True, exist_ok=True)
     meta_path, pd = folder / "meta.json", _plan_dict(plan)
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() and not fresh else None
-    if meta is not None and meta["plan"] != pd:
-        raise ValueError(f"{folder} holds results of a different plan: pass fresh=True (--fresh) to start again, or another --out")
     files = {k: folder / f"{k}.csv" for k in ("curves", "losses", "per_prompt")}
-    if meta is None:
-        for f in [*files.values(), *(folder / "partial").glob("*.pt")]: f.unlink(missing_ok=True)
-    world = reduced_world(plan.n_train, plan.n_test, plan.world_seed)
-    runs, rows = plan_runs(plan), read_rows(files["curves"])
-    done = [r for r in runs if _done(rows, r)]
-    keep = lambda r: r["method"] == "ground_truth" or any(r["method"] == d["method"] and r["variant"] == d["variant"] and r["seed"] == d["seed"] for d in done)
-    for k, fields in (("curves", CURVE_FIELDS), ("losses", LOSS_FIELDS), ("per_prompt", PROMPT_FIELDS)):  # drop rows of unfinished runs
-        _write_rows(files[k], fields, [r for r in read_rows(files[k]) if keep(r)], mode="w")
-    meta = meta or dict(plan=pd, world=world, command=command, hardware=hardware(), commit=_git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), runs={})
-    meta.update(command=command or meta.get("command", ""), hardware=hardware())
-    write_json(meta, meta_path)
+    world, runs = reduced_world(plan.n_train, plan.n_test, plan.world_seed), plan_runs(plan)
+    with _locked(folder):  # start-up: another process may be writing rows
+        meta = json.loads(meta_path.read_text()) if meta_path.is_file() and not fresh else None
+        if meta is not None and meta["plan"] != pd:
+            raise ValueError(f"{folder} holds results of a different plan: pass fresh=True (--fresh) to start again, or another --out")
+        if meta is None:
+            live = [c.name for c in (folder / "partial").glob("*.claim") if _claim_alive(c)]
+            if fresh and live: raise ValueError(f"{folder}: another process is running {', '.join(live)}; stop it before --fresh")
+            for f in [*files.values(), *(folder / "partial").glob("*.pt"), *(folder / "partial").glob("*.claim")]: f.unlink(missing_ok=True)
+        rows = read_rows(files["curves"])
+        done = [r for r in runs if _done(rows, r)]
+        keep = lambda r: r["method"] == "ground_truth" or any(r["method"] == d["method"] and r["variant"] == d["variant"] and r["seed"] == d["seed"] for d in done)
+        for k, fields in (("curves", CURVE_FIELDS), ("losses", LOSS_FIELDS), ("per_prompt", PROMPT_FIELDS)):  # drop rows of unfinished runs
+            _write_rows(files[k], fields, [r for r in read_rows(files[k]) if keep(r)], mode="w")
+        meta = meta or dict(plan=pd, world=world, command=command, hardware=hardware(), commit=_git_commit(), started=time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()), runs={})
+        meta.update(command=command or meta.get("command", ""), hardware=hardware())
+        write_json(meta, meta_path)
     shared = load_shared(plan.train_config(), device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if not any(r["method"] == "ground_truth" for r in read_rows(files["curves"])):
-        rates = view_feature_rates(world_views, world["test"], plan.train_config().generator.camera, plan.view_size)
-        _write_rows(files["curves"], CURVE_FIELDS, [dict(method="ground_truth", variant="ground_truth", seed=0, views_pp=0, step=0, **rates)])
-    todo = [r for r in runs if not _done(read_rows(files["curves"]), r)]
-    for run in tqdm(todo, desc=f"reproduce {plan.name}", disable=not progress):
-        t0 = time.perf_counter()
+    with _locked(folder):
+        if not any(r["method"] == "ground_truth" for r in read_rows(files["curves"])):
+            rates = view_feature_rates(world_views, world["test"], plan.train_config().generator.camera, plan.view_size)
+            _write_rows(files["curves"], CURVE_FIELDS, [dict(method="ground_truth", variant="ground_truth", seed=0, views_pp=0, step=0, **rates)])
+    bar = tqdm(total=sum(not _done(read_rows(files["curves"]), r) for r in runs), desc=f"reproduce {plan.name}", disable=not progress)
+    while (run := claim_next(folder, runs)) is not None:
+        t0, name = time.perf_counter(), f"{run['method']}/{run['variant']}/{run['seed']}"
         key = dict(method=run["method"], variant=run["variant"], seed=run["seed"])
-        partial = folder / "partial" / f"{run['method']}_{run['variant']}_{run['seed']}.pt"  # the unfinished run's state (not committed)
-        if partial.is_file(): meta.setdefault("resumed", []).append(f"{run['method']}/{run['variant']}/{run['seed']}")
+        partial = folder / "partial" / f"{_run_name(run)}.pt"  # the unfinished run's state (not committed)
+        resumed = partial.is_file()
         if run["method"] == "baseline": curve, losses = baseline_rows(plan, run["seed"], world, shared, run["marks"], partial=partial, progress=progress), []
         else: curve, losses = run_amortised(plan, run["variant"], run["seed"], world, shared, run["views_pp"], run["marks"], partial=partial, progress=progress)
-        _write_rows(files["per_prompt"], PROMPT_FIELDS, [dict(key, views_pp=c["views_pp"], **p) for c in curve for p in c["per_prompt"]])
-        _write_rows(files["losses"], LOSS_FIELDS, [dict(key, **l) for l in losses])
-        _write_rows(files["curves"], CURVE_FIELDS, [dict(key, **c) for c in curve])
-        meta["runs"][f"{run['method']}/{run['variant']}/{run['seed']}"] = round(time.perf_counter() - t0, 1)
-        meta.setdefault("load", {})[f"{run['method']}/{run['variant']}/{run['seed']}"] = round(os.getloadavg()[0], 2)  # a shared CPU runs slower
-        meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
-        write_json(meta, meta_path)
-        partial.unlink(missing_ok=True)  # its rows are written
+        with _locked(folder):  # the rows and the meta of one run go in together
+            _write_rows(files["per_prompt"], PROMPT_FIELDS, [dict(key, views_pp=c["views_pp"], **p) for c in curve for p in c["per_prompt"]])
+            _write_rows(files["losses"], LOSS_FIELDS, [dict(key, **l) for l in losses])
+            _write_rows(files["curves"], CURVE_FIELDS, [dict(key, **c) for c in curve])
+            meta = json.loads(meta_path.read_text())  # other processes may have added their runs
+            meta["runs"][name] = round(time.perf_counter() - t0, 1)
+            meta.setdefault("load", {})[name] = round(os.getloadavg()[0], 2)  # a shared CPU runs slower
+            meta.setdefault("threads", {})[name] = torch.get_num_threads()
+            if resumed: meta.setdefault("resumed", []).append(name)
+            meta["finished"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+            write_json(meta, meta_path)
+            partial.unlink(missing_ok=True)  # its rows are written
+            (folder / "partial" / f"{_run_name(run)}.claim").unlink(missing_ok=True)
+        bar.update()
+    bar.close()
     return folder
+
+def unfinished(folder, plan: ReproducePlan) -> list[str]:
+    "Names of the runs of `plan` with no rows in `folder` yet."
+    rows = read_rows(Path(folder) / "curves.csv")
+    return [f"{r['method']}/{r['variant']}/{r['seed']}" for r in plan_runs(plan) if not _done(rows, r)]
 
 # %% ../nbs/55_reproduce.ipynb #0d23cefe
 def mean_std(xs) -> tuple[float, float, int]:
@@ -445,7 +497,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
          f"- Command: `{meta['command']}`; raw rows: `{folder}/` (curves.csv, losses.csv, per_prompt.csv, meta.json).",
          f"- Seeds {', '.join(map(str, p['seeds']))}; reduced world: {p['n_train']} training and {p['n_test']} test prompts (world seed {p['world_seed']}; listed in meta.json); CLIP-RP softmax over those {p['n_train'] + p['n_test']} prompts (chance {1 / (p['n_train'] + p['n_test']):.3f}), {p['eval_views']} views per prompt, camera seed {p['eval_seed']}.",
          f"- Hardware: {h['cpu']}, {h['cores']} cores ({h['torch_threads']} torch threads), GPU: {h['gpu'] or 'none'}, torch {h['torch']}; commit {meta.get('commit')}.",
-         f"- Time: {secs / 60:.1f} min over {len(meta['runs'])} runs, wall clock, models loaded once (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
+         f"- Time: {secs / 60:.1f} min summed over {len(meta['runs'])} runs (each run's wall clock; runs of parallel processes overlap), models loaded once per process (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
          + (f"; 1-minute load average after the runs: {min(meta['load'].values()):.1f} to {max(meta['load'].values()):.1f} on {h['cores']} cores." if meta.get("load") else "."), "",
          "### Fig. 10 in miniature: CLIP-RP against Views-PP", "", f"![Fig. 10]({folder}/fig10.png)", "",
          "| Views-PP | Instant3D (test prompts) | per-prompt baseline |", "|---|---|---|"]
@@ -481,12 +533,17 @@ def update_results_md(path, plan_name: str, section: str) -> Path:
     a, b = f"<!-- reproduce:{plan_name} -->", f"<!-- /reproduce:{plan_name} -->"
     if a in text and b in text: text = text[:text.index(a)] + section + text[text.index(b) + len(b):]
     else: text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text.rstrip("\n") + "\n")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")  # a half-written RESULTS.md is never left behind
+    with os.fdopen(fd, "w") as f: f.write(text.rstrip("\n") + "\n")
+    os.chmod(tmp, 0o644); os.replace(tmp, path)
     return path
 
 def write_report(folder, plan: ReproducePlan, results_md=None, rel: str | None = None) -> dict:
     "summary.json, fig10.png, sigmoid.png in `folder`, and the plan's RESULTS.md section; returns the summary."
     folder = Path(folder)
+    with _locked(folder): return _write_report(folder, plan, results_md, rel)
+
+def _write_report(folder, plan, results_md, rel):
     summary = summarise(read_rows(folder / "curves.csv"), plan)
     write_json(summary, folder / "summary.json")
     plot_results(summary, folder)
@@ -519,8 +576,9 @@ def plan_from_args(args) -> ReproducePlan:
     return plan
 
 def reproduce_from_args(args, command: str) -> dict:
-    "Run `instant3d reproduce` from parsed options; returns the summary (or the dry-run listing)."
+    "Run `instant3d reproduce` from parsed options; returns the summary (or the dry-run listing, or the runs other processes still hold)."
     plan = plan_from_args(args)
     if args.dry_run: return dict(plan=plan.name, **plan_steps(plan), runs_list=[{k: r[k] for k in ("method", "variant", "seed", "views_pp")} for r in plan_runs(plan)])
     folder = reproduce(plan, args.out, command=command, device=args.device, fresh=args.fresh, progress=not args.no_progress)
+    if left := unfinished(folder, plan): return dict(plan=plan.name, unfinished=left, runs=len(plan_runs(plan)))  # other processes hold them; the last one writes the tables
     return write_report(folder, plan, args.results_md, rel=f"{Path(args.out).as_posix()}/{plan.name}")

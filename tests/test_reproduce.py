@@ -125,3 +125,34 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch, method)
         for k in ("views_pp", "step", "clip_rp", "top1", "janus", "front"): assert a[k] == pytest.approx(b[k], abs=1e-5), k
     if method == "instant3d":
         for a, b in zip(straight[1], resumed[1], strict=True): assert a == pytest.approx(b, abs=1e-5)
+
+
+def test_parallel_processes_share_a_plan(tmp_path, monkeypatch):
+    "Two workers on one folder (threads here: the lock and the claims are per open file and per process): every run is trained once, rows and meta are complete."
+    import threading, time
+    from instant3d import reproduce as R
+    calls, lock = [], threading.Lock()
+    def fake_run(*key, marks):
+        with lock: calls.append(key)
+        time.sleep(0.02)
+        return [dict(views_pp=m, step=m, clip_rp=0.01 * m, top1=0.0, gt_clip_rp=0.9, janus=0.0, front=1.0, train_seconds=0.0, per_prompt=[dict(prompt="p", clip_rp=0.1)]) for m in marks]
+    monkeypatch.setattr(R, "load_shared", lambda cfg, device="cpu": dict(device=device))
+    monkeypatch.setattr(R, "view_feature_rates", lambda *a, **k: dict(janus=0.0, front=1.0))
+    monkeypatch.setattr(R, "run_amortised", lambda plan, v, s, w, sh, vpp, marks, **k: (fake_run("instant3d", v, s, marks=marks), [dict(step=1, views_pp=1, loss=1.0)]))
+    monkeypatch.setattr(R, "baseline_rows", lambda plan, s, w, sh, marks, **k: fake_run("baseline", "baseline", s, marks=marks))
+    errors = []
+    def worker():
+        try: R.reproduce(QUICK, tmp_path, progress=False)
+        except Exception as e: errors.append(e)
+    ts = [threading.Thread(target=worker) for _ in range(2)]
+    for t in ts: t.start()
+    for t in ts: t.join()
+    assert not errors, errors
+    runs = plan_runs(QUICK)
+    assert sorted(calls) == sorted((r["method"], r["variant"], r["seed"]) for r in runs)  # each run once
+    folder = tmp_path / "quick"
+    assert R.unfinished(folder, QUICK) == [] and not list((folder / "partial").glob("*.claim"))
+    meta = json.loads((folder / "meta.json").read_text())
+    assert len(meta["runs"]) == len(runs)
+    assert len(R.read_rows(folder / "per_prompt.csv")) == sum(len(r["marks"]) for r in runs)
+    assert sum(r["method"] == "ground_truth" for r in R.read_rows(folder / "curves.csv")) == 1
