@@ -219,15 +219,17 @@ def _lookup_backward(grid, gout, buf): # grid [P, M, 2], gout [M, 1 or P, C], bu
                     b[y1, x1, c] += w11 * g
 
 @functools.cache
-def _kernels(): # (forward, backward) compiled on first use; None without numba
+def _kernels(parallel: bool = True): # (forward, backward) compiled on first use; None without numba
     if numba is None: return None
     cache = os.path.isfile(_lookup_forward.__code__.co_filename)  # cache on disk only from a real file (not a notebook cell)
     _lookup_forward.__globals__["_taps_jit"] = numba.njit(cache=cache)(_taps)  # what the kernels call
-    return tuple(numba.njit(parallel=True, cache=cache)(f) for f in (_lookup_forward, _lookup_backward))
+    # serial kernels for one thread: numba's thread pool, once started, keeps a worker spinning between calls, which
+    # took half a core from a second single-threaded process on a 2-core machine (2-3x slower steps in both; nbs/55)
+    return tuple(numba.njit(parallel=parallel, cache=cache)(f) for f in (_lookup_forward, _lookup_backward))
 
 def _threads() -> int:
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
-    numba.set_num_threads(n)
+    if n > 1: numba.set_num_threads(n)  # this starts numba's pool: not for the serial kernels
     return n
 
 
@@ -235,10 +237,11 @@ def _threads() -> int:
 class _AtlasLookup(torch.autograd.Function):
     @staticmethod
     def forward(ctx, atlas, grid, summed):
-        fwd, _ = _kernels()
+        n = _threads()
+        fwd, _ = _kernels(n > 1)
         a, g = atlas.detach().contiguous(), grid.detach().to(atlas.dtype)  # the kernels take strided arrays: no copy of the grid
         out = atlas.new_empty(g.shape[1], 1 if summed else g.shape[0], a.shape[-1])
-        fwd(g.numpy(), a.numpy(), out.numpy(), _threads())
+        fwd(g.numpy(), a.numpy(), out.numpy(), n)
         ctx.save_for_backward(g)
         ctx.atlas_shape = a.shape
         return out[:, 0] if summed else out
@@ -247,9 +250,10 @@ class _AtlasLookup(torch.autograd.Function):
     @torch.autograd.function.once_differentiable
     def backward(ctx, gout):
         g, = ctx.saved_tensors
-        _, bwd = _kernels()
+        n = _threads()
+        _, bwd = _kernels(n > 1)
         go = gout.unsqueeze(1) if gout.ndim == 2 else gout  # [M, 1 or 3, C], strided as it comes
-        buf = gout.new_zeros(_threads(), *ctx.atlas_shape)
+        buf = gout.new_zeros(n, *ctx.atlas_shape)
         bwd(g.numpy(), go.numpy(), buf.numpy())
         return buf.sum(0), None, None
 

@@ -404,12 +404,17 @@ def _lookup_pair(dtype, summed, B=3, C=5, H=8, W=12, n=40):
     return res
 
 
+@pytest.mark.parametrize("threads", [2, 1])  # 1: the serial kernels
 @pytest.mark.parametrize("summed", [False, True])
-def test_numba_lookup_matches_grid_sample(summed):
-    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
-        (f0, g0), (f1, g1) = _lookup_pair(dtype, summed)
-        torch.testing.assert_close(f1, f0, atol=tol, rtol=0)
-        torch.testing.assert_close(g1, g0, atol=tol, rtol=0)
+def test_numba_lookup_matches_grid_sample(summed, threads):
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 1e-4)):
+            (f0, g0), (f1, g1) = _lookup_pair(dtype, summed)
+            torch.testing.assert_close(f1, f0, atol=tol, rtol=0)
+            torch.testing.assert_close(g1, g0, atol=tol, rtol=0)
+    finally: torch.set_num_threads(before)
 
 
 @pytest.mark.parametrize("cfg", [TriplaneFieldConfig.mini(), TriplaneFieldConfig.official(), dataclasses.replace(TriplaneFieldConfig.mini(), hidden=24)])
