@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_field.ipynb #30425fb3
 from __future__ import annotations
-import dataclasses, functools, math, os
+import dataclasses, functools, math, os, types
 import numpy as np
 import torch
 import torch.nn as nn
@@ -223,9 +223,15 @@ def _kernels(parallel: bool = True): # (forward, backward) compiled on first use
     if numba is None: return None
     cache = os.path.isfile(_lookup_forward.__code__.co_filename)  # cache on disk only from a real file (not a notebook cell)
     _lookup_forward.__globals__["_taps_jit"] = numba.njit(cache=cache)(_taps)  # what the kernels call
-    # serial kernels for one thread: numba's thread pool, once started, keeps a worker spinning between calls, which
-    # took half a core from a second single-threaded process on a 2-core machine (2-3x slower steps in both; nbs/55)
-    return tuple(numba.njit(parallel=parallel, cache=cache)(f) for f in (_lookup_forward, _lookup_backward))
+    # serial kernels for one thread. Compiling or running a parallel kernel starts numba's thread pool, which sets
+    # OpenMP's thread count (torch's too) to the core count and keeps a worker spinning between calls: two
+    # single-threaded processes on 2 cores then ran 2 threads each, 3x slower (benchmarks/bench_parallel.py)
+    return tuple(numba.njit(parallel=parallel, cache=cache)(f if parallel else _renamed(f, "_serial")) for f in (_lookup_forward, _lookup_backward))
+
+def _renamed(f, suffix): # a copy of `f` under another name: numba's disk cache keys on the name, not on `parallel`
+    g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__, f.__closure__)
+    g.__qualname__ = f.__qualname__ + suffix
+    return g
 
 def _threads() -> int:
     n = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
@@ -262,7 +268,7 @@ def atlas_lookup(atlas: torch.Tensor, # [Ha, Wa, C] from `triplane_atlas_hwc`, f
                  summed: bool = False, # add the three planes' features
                 ) -> torch.Tensor: # [M, C] if summed else [M, 3, C]
     "Bilinear features at atlas coordinates (numba kernel; the same values as `sample_atlas`), differentiable in `atlas`."
-    if _kernels() is None: raise ImportError("atlas_lookup needs numba: pip install numba (or set_lookup('grid_sample'))")
+    if numba is None: raise ImportError("atlas_lookup needs numba: pip install numba (or set_lookup('grid_sample'))")
     if atlas.ndim != 3 or grid.ndim != 3 or grid.shape[-1] != 2 or atlas.device.type != "cpu" or atlas.dtype not in (torch.float32, torch.float64):
         raise ValueError(f"atlas_lookup: expected a float32/float64 CPU atlas [Ha, Wa, C] and a grid [P, M, 2], got {atlas.dtype} {tuple(atlas.shape)} on {atlas.device} and {tuple(grid.shape)}")
     return _AtlasLookup.apply(atlas, grid, summed)
@@ -270,7 +276,7 @@ def atlas_lookup(atlas: torch.Tensor, # [Ha, Wa, C] from `triplane_atlas_hwc`, f
 def use_numba_lookup(planes: torch.Tensor, points: torch.Tensor) -> bool:
     "Whether the packed field reads `planes` with `atlas_lookup` (see `set_lookup`)."
     if _LOOKUP[0] == "grid_sample": return False
-    if _kernels() is None:
+    if numba is None:
         if _LOOKUP[0] == "numba": raise ImportError("set_lookup('numba') needs numba: pip install numba")
         return False
     return planes.device.type == "cpu" and planes.dtype in (torch.float32, torch.float64) and not (points.requires_grad and torch.is_grad_enabled())
