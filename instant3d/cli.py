@@ -382,6 +382,13 @@ def cmd_reproduce(args):
     except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
     except (ValueError, OSError) as e: raise CLIError(str(e), 2) from None
     if args.dry_run: print(json.dumps(s)); return
+    if "status" in s:
+        st = s["status"]
+        print(f"plan {st['plan']}: {st['finished']} of {st['runs']} runs finished ({st['minutes']} min of run time)"
+              + (f"; about {st['minutes_left']} min of run time left (one process; the mean of finished runs of each kind)" if st["minutes_left"] is not None else ""))
+        for r in st["running"]: print(f"  running {r['run']}: pid {r['pid']} on {r['host']} since {r['since']}" + (f", state saved {r['saved']}" if r["saved"] else ""))
+        for r in st["left"]: print(f"  left    {r['run']}" + (f" (state saved {r['saved']}: continues from it)" if r["saved"] else ""))
+        return
     if "unfinished" in s:
         print(f"plan {s['plan']}: {len(s['unfinished'])} of {s['runs']} runs are still held by other processes ({', '.join(s['unfinished'][:3])}{', ...' if len(s['unfinished']) > 3 else ''}); "
               "the last process to finish writes the tables"); return

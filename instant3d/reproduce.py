@@ -22,8 +22,8 @@ __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP
            'BACK_AZIMUTHS', 'LOSS_KEYS', 'CURVE_FIELDS', 'LOSS_FIELDS', 'PROMPT_FIELDS', 'ReproducePlan',
            'reduced_world', 'variant_config', 'load_shared', 'subset_trainer', 'rate_cameras', 'view_feature_rates',
            'world_views', 'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs',
-           'plan_steps', 'read_rows', 'hardware', 'claim_next', 'reproduce', 'unfinished', 'mean_std', 'curve',
-           'views_to_reach', 'differs', 'summarise', 'plot_results', 'results_section', 'update_results_md',
+           'plan_steps', 'read_rows', 'hardware', 'claim_next', 'reproduce', 'plan_status', 'unfinished', 'mean_std',
+           'curve', 'views_to_reach', 'differs', 'summarise', 'plot_results', 'results_section', 'update_results_md',
            'write_report', 'add_reproduce_args', 'plan_from_args', 'reproduce_from_args']
 
 # %% ../nbs/55_reproduce.ipynb #60bc112c
@@ -388,6 +388,26 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
     bar.close()
     return folder
 
+def plan_status(folder, plan: ReproducePlan) -> dict:
+    "How far a plan folder has got: finished runs, runs held by live processes, runs left (and whether each has a saved state), run time so far and an estimate of what is left."
+    folder = Path(folder)
+    rows = read_rows(folder / "curves.csv")
+    secs = json.loads((folder / "meta.json").read_text()).get("runs", {}) if (folder / "meta.json").is_file() else {}
+    kind = lambda name: name.rsplit("/", 1)[0]  # method/variant
+    mean = lambda k: (lambda t: sum(t) / len(t) if t else None)([s for n, s in secs.items() if kind(n) == k])
+    done, running, left = [], [], []
+    for r in plan_runs(plan):
+        name, base = f"{r['method']}/{r['variant']}/{r['seed']}", folder / "partial" / _run_name(r)
+        saved = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(base.with_suffix(".pt").stat().st_mtime)) if base.with_suffix(".pt").is_file() else None
+        if _done(rows, r): done.append(name)
+        elif base.with_suffix(".claim").is_file() and _claim_alive(base.with_suffix(".claim")):
+            running.append(dict(run=name, saved=saved, **{k: v for k, v in json.loads(base.with_suffix(".claim").read_text()).items() if k in ("pid", "host", "since")}))
+        else: left.append(dict(run=name, saved=saved))
+    todo = [x["run"] for x in running + left]
+    est = [mean(kind(n)) for n in todo]
+    return dict(plan=plan.name, runs=len(done) + len(todo), finished=len(done), minutes=round(sum(secs.values()) / 60, 1), running=running, left=left,
+                minutes_left=round(sum(e for e in est if e) / 60, 1) if est and all(est) else None)  # None: some kind has no finished run to go by
+
 def unfinished(folder, plan: ReproducePlan) -> list[str]:
     "Names of the runs of `plan` with no rows in `folder` yet."
     rows = read_rows(Path(folder) / "curves.csv")
@@ -564,6 +584,7 @@ def add_reproduce_args(p):
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training-config overrides for every run")
     p.add_argument("--fresh", action="store_true", help="discard earlier rows of this plan")
     p.add_argument("--dry-run", action="store_true", help="print the runs and step counts; train nothing")
+    p.add_argument("--status", action="store_true", help="print how far OUT/<plan>/ has got (finished, running, left); train nothing")
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
     p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     return p
@@ -579,6 +600,7 @@ def reproduce_from_args(args, command: str) -> dict:
     "Run `instant3d reproduce` from parsed options; returns the summary (or the dry-run listing, or the runs other processes still hold)."
     plan = plan_from_args(args)
     if args.dry_run: return dict(plan=plan.name, **plan_steps(plan), runs_list=[{k: r[k] for k in ("method", "variant", "seed", "views_pp")} for r in plan_runs(plan)])
+    if args.status: return dict(status=plan_status(Path(args.out) / plan.name, plan))
     folder = reproduce(plan, args.out, command=command, device=args.device, fresh=args.fresh, progress=not args.no_progress)
     if left := unfinished(folder, plan): return dict(plan=plan.name, unfinished=left, runs=len(plan_runs(plan)))  # other processes hold them; the last one writes the tables
     return write_report(folder, plan, args.results_md, rel=f"{Path(args.out).as_posix()}/{plan.name}")

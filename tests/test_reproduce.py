@@ -156,3 +156,11 @@ def test_parallel_processes_share_a_plan(tmp_path, monkeypatch):
     assert len(meta["runs"]) == len(runs)
     assert len(R.read_rows(folder / "per_prompt.csv")) == sum(len(r["marks"]) for r in runs)
     assert sum(r["method"] == "ground_truth" for r in R.read_rows(folder / "curves.csv")) == 1
+
+
+def test_cli_status(tmp_path):
+    "`--status` trains nothing and says how far a folder has got: here nothing finished, every run left."
+    r = subprocess.run([EXE, "reproduce", "--quick", "--status", "--out", str(tmp_path)], capture_output=True, text=True, env=ENV, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"0 of {len(plan_runs(QUICK))} runs finished" in r.stdout and r.stdout.count("  left ") == len(plan_runs(QUICK))
+    assert not (tmp_path / "quick" / "meta.json").exists()
