@@ -509,6 +509,13 @@ def plot_results(summary: dict, folder) -> Path:
     return folder / "fig10.png"
 
 # %% ../nbs/55_reproduce.ipynb #17ecd184
+def _threads_text(meta: dict, h: dict) -> str:
+    "Torch threads of the runs: one count, or how many runs had each (runs of parallel processes have 1)."
+    th = meta.get("threads") or {}
+    if not th or len(set(th.values())) == 1: return f"{next(iter(th.values()), h['torch_threads'])} torch threads"
+    by = {n: sum(v == n for v in th.values()) for n in sorted(set(th.values()), reverse=True)}
+    return "torch threads per run: " + ", ".join(f"{n} in {k} runs" for n, k in by.items()) + " (meta.json `threads`)"
+
 def results_section(summary: dict, meta: dict, folder: str) -> str:
     "The RESULTS.md section of one plan (markdown)."
     p, s, h = meta["plan"], summary, meta["hardware"]
@@ -516,7 +523,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
     L = [f"<!-- reproduce:{s['plan']} -->", f"## Plan `{s['plan']}`" + (" (QUICK RUN: budgets far too small to test any claim; it proves the pipeline only)" if s["plan"] == "quick" else ""), "",
          f"- Command: `{meta['command']}`; raw rows: `{folder}/` (curves.csv, losses.csv, per_prompt.csv, meta.json).",
          f"- Seeds {', '.join(map(str, p['seeds']))}; reduced world: {p['n_train']} training and {p['n_test']} test prompts (world seed {p['world_seed']}; listed in meta.json); CLIP-RP softmax over those {p['n_train'] + p['n_test']} prompts (chance {1 / (p['n_train'] + p['n_test']):.3f}), {p['eval_views']} views per prompt, camera seed {p['eval_seed']}.",
-         f"- Hardware: {h['cpu']}, {h['cores']} cores ({h['torch_threads']} torch threads), GPU: {h['gpu'] or 'none'}, torch {h['torch']}; commit {meta.get('commit')}.",
+         f"- Hardware: {h['cpu']}, {h['cores']} cores ({_threads_text(meta, h)}), GPU: {h['gpu'] or 'none'}, torch {h['torch']}; commit {meta.get('commit')}.",
          f"- Time: {secs / 60:.1f} min summed over {len(meta['runs'])} runs (each run's wall clock; runs of parallel processes overlap), models loaded once per process (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
          + (f"; 1-minute load average after the runs: {min(meta['load'].values()):.1f} to {max(meta['load'].values()):.1f} on {h['cores']} cores." if meta.get("load") else "."), "",
          "### Fig. 10 in miniature: CLIP-RP against Views-PP", "", f"![Fig. 10]({folder}/fig10.png)", "",
