@@ -471,6 +471,7 @@ def summarise(rows: list[dict], plan: ReproducePlan) -> dict:
     s_ratio = vg / vs if (vs and vg) else None
     s_lower = plan.instant3d_max / vs if (vs and vg is None) else None
     sig = dict(target=s_target, scaled_views_pp=vs, sigmoid_views_pp=vg, ratio=s_ratio, ratio_lower_bound=s_lower,
+               max_ratio=plan.instant3d_max / vs if vs else None,  # the largest ratio this plan can show: its sigmoid runs stop at instant3d_max
                verdict=("confirmed" if (s_ratio or s_lower or 0) >= 10 else "refuted" if s_ratio is not None and s_ratio <= 1 else "inconclusive"))
     pn = [dict(variant=v, clip_rp=at(v, plan.ablation_budget), janus=at(v, plan.ablation_budget, "janus"), front=at(v, plan.ablation_budget, "front"))
           for v in PERP_NEG_ROWS]
@@ -544,7 +545,9 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
     g = s["sigmoid"]
     srt = _f(g["ratio"], 2) + "x" if g["ratio"] is not None else (f"more than {_f(g['ratio_lower_bound'], 1)}x" if g["ratio_lower_bound"] is not None else "n/a")
     L += ["### Sigmoid against scaled-sigmoid (paper Fig. 14)", "", f"![sigmoid]({folder}/sigmoid.png)", "",
-          f"Target CLIP-RP {_f(g['target'])} ({p['sigmoid_target']:.0%} of the scaled-sigmoid's at {p['instant3d_max']:,} Views-PP). Scaled-sigmoid reaches it at {_v(g['scaled_views_pp'])} Views-PP, plain sigmoid at {_v(g['sigmoid_views_pp']) if g['sigmoid_views_pp'] else 'never within ' + _v(float(p['instant3d_max']))}: ratio **{srt}** (paper: more than 10x). Verdict: **{g['verdict']}** (rule: confirmed at 10x or more, refuted at 1x or less). Loss curves: `losses.csv` (drawn in nbs/70_ablations).", "",
+          f"Target CLIP-RP {_f(g['target'])} ({p['sigmoid_target']:.0%} of the scaled-sigmoid's at {p['instant3d_max']:,} Views-PP). Scaled-sigmoid reaches it at {_v(g['scaled_views_pp'])} Views-PP, plain sigmoid at {_v(g['sigmoid_views_pp']) if g['sigmoid_views_pp'] else 'never within ' + _v(float(p['instant3d_max']))}: ratio **{srt}** (paper: more than 10x). Verdict: **{g['verdict']}** (rule: confirmed at 10x or more, refuted at 1x or less)."
+          + (f" The sigmoid runs stop at {_v(float(p['instant3d_max']))} Views-PP, so this plan can show a ratio of at most {_f(g['max_ratio'], 1)}x" + (": it cannot confirm the paper's 10x." if g['max_ratio'] < 10 else ".") if g.get('max_ratio') else "")
+          + f" Loss curves: `losses.csv` (drawn in nbs/70_ablations).", "",
           f"### Perp-Neg at {p['ablation_budget']:,} Views-PP (paper Fig. 15)", "",
           "| guidance | CLIP-RP | Janus rate (back views showing the front; under-correction) | front rate (front views showing it; 1 - over-correction) |", "|---|---|---|---|"]
     for r in s["perp_neg"]["rows"]: L.append(f"| {'adaptive' if r['variant'] == 'full' else r['variant'].replace('perp_neg_', '')} | {_ms(r['clip_rp'])} | {_ms(r['janus'])} | {_ms(r['front'])} |")
