@@ -489,3 +489,5 @@ def main(argv=None) -> int:
         print(f"instant3d: error: {e}", file=sys.stderr); return e.status
     except KeyboardInterrupt:
         print("instant3d: interrupted", file=sys.stderr); return 130
+    except BrokenPipeError:  # the reader went away (`instant3d ... | head`): say nothing more
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 141

@@ -79,3 +79,11 @@ def test_error_unwritable_output(tmp_path):
     blocker = tmp_path / "a_file"; blocker.write_text("x")
     line = one_line_error(run("generate", "a cube", "--out", str(blocker / "sub")))
     assert "not writable" in line
+
+
+def test_closed_pipe_is_quiet():
+    "`instant3d prompts mini | head -1`: the reader has gone; no traceback, exit status 141 as from SIGPIPE."
+    p = subprocess.Popen([EXE, "prompts", "mini"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    p.stdout.close()  # before it writes: its first full buffer meets a closed pipe
+    err = p.stderr.read().decode(); p.wait(timeout=120)
+    assert "Traceback" not in err and p.returncode == 141, err
