@@ -4,7 +4,7 @@
 
 # %% ../nbs/55_reproduce.ipynb #58f71f55
 from __future__ import annotations
-import csv, json, math, os, platform, random, socket, subprocess, tempfile, time
+import csv, json, math, os, platform, random, socket, subprocess, time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -567,9 +567,8 @@ def update_results_md(path, plan_name: str, section: str) -> Path:
     a, b = f"<!-- reproduce:{plan_name} -->", f"<!-- /reproduce:{plan_name} -->"
     if a in text and b in text: text = text[:text.index(a)] + section + text[text.index(b) + len(b):]
     else: text = text.rstrip("\n") + "\n\n" + section
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")  # a half-written RESULTS.md is never left behind
-    with os.fdopen(fd, "w") as f: f.write(text.rstrip("\n") + "\n")
-    os.chmod(tmp, 0o644); os.replace(tmp, path)
+    from instant3d.viz import _atomic_save  # a half-written RESULTS.md is never left behind
+    _atomic_save(lambda f: f.write((text.rstrip("\n") + "\n").encode()), path)
     return path
 
 def write_report(folder, plan: ReproducePlan, results_md=None, rel: str | None = None) -> dict:
