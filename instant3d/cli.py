@@ -393,8 +393,9 @@ def cmd_reproduce(args):
         print(f"plan {s['plan']}: {len(s['unfinished'])} of {s['runs']} runs are still held by other processes ({', '.join(s['unfinished'][:3])}{', ...' if len(s['unfinished']) > 3 else ''}); "
               "the last process to finish writes the tables"); return
     a, g = s["amortisation"], s["sigmoid"]
-    print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {a['ratio'] or a['ratio_lower_bound']} ({a['verdict']}), "
-          f"sigmoid ratio {g['ratio'] or g['ratio_lower_bound']} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
+    rt = lambda d: f"{d['ratio']:.2f}x" if d["ratio"] is not None else (f"more than {d['ratio_lower_bound']:.1f}x" if d["ratio_lower_bound"] is not None else "n/a")
+    print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {rt(a)} ({a['verdict']}), "
+          f"sigmoid ratio {rt(g)} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
 
 # %% ../nbs/90_cli.ipynb #fb886453
 def build_parser() -> argparse.ArgumentParser:

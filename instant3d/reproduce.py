@@ -519,6 +519,11 @@ def _threads_text(meta: dict, h: dict) -> str:
     by = {n: sum(v == n for v in th.values()) for n in sorted(set(th.values()), reverse=True)}
     return "torch threads per run: " + ", ".join(f"{n} in {k} runs" for n, k in by.items()) + " (meta.json `threads`)"
 
+def _resumed_text(meta: dict) -> str:
+    "A note on runs continued from a saved state: their wall clock in meta.json counts only the last segment."
+    res = meta.get("resumed", [])
+    return f"; {len(res)} run{'s' if len(res) > 1 else ''} continued from a saved state count{'' if len(res) > 1 else 's'} only {'their' if len(res) > 1 else 'its'} last segment (meta.json `resumed`)" if res else ""
+
 def results_section(summary: dict, meta: dict, folder: str) -> str:
     "The RESULTS.md section of one plan (markdown)."
     p, s, h = meta["plan"], summary, meta["hardware"]
@@ -527,7 +532,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
          f"- Command: `{meta['command']}`; raw rows: `{folder}/` (curves.csv, losses.csv, per_prompt.csv, meta.json).",
          f"- Seeds {', '.join(map(str, p['seeds']))}; reduced world: {p['n_train']} training and {p['n_test']} test prompts (world seed {p['world_seed']}; listed in meta.json); CLIP-RP softmax over those {p['n_train'] + p['n_test']} prompts (chance {1 / (p['n_train'] + p['n_test']):.3f}), {p['eval_views']} views per prompt, camera seed {p['eval_seed']}.",
          f"- Hardware: {h['cpu']}, {h['cores']} cores ({_threads_text(meta, h)}), GPU: {h['gpu'] or 'none'}, torch {h['torch']}; commit {meta.get('commit')}.",
-         f"- Time: {secs / 60:.1f} min summed over {len(meta['runs'])} runs (each run's wall clock; runs of parallel processes overlap), models loaded once per process (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
+         f"- Time: {secs / 60:.1f} min summed over {len(meta['runs'])} runs (each run's wall clock; runs of parallel processes overlap{_resumed_text(meta)}), models loaded once per process (started {meta['started']}, last run finished {meta.get('finished', 'n/a')})"
          + (f"; 1-minute load average after the runs: {min(meta['load'].values()):.1f} to {max(meta['load'].values()):.1f} on {h['cores']} cores." if meta.get("load") else "."), "",
          "### Fig. 10 in miniature: CLIP-RP against Views-PP", "", f"![Fig. 10]({folder}/fig10.png)", "",
          "| Views-PP | Instant3D (test prompts) | per-prompt baseline |", "|---|---|---|"]

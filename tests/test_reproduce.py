@@ -72,6 +72,9 @@ def test_results_section_replaces_its_own_markers(tmp_path):
     update_results_md(md, "full", sec); update_results_md(md, "full", sec)
     text = md.read_text()
     assert text.startswith("# Results\nintro") and text.count("<!-- reproduce:full -->") == 1 and "10.00x" in text
+    assert "saved state" not in sec  # no run was continued: no note
+    two = results_section(S, dict(meta, runs={"a": 60.0, "b": 30.0}, resumed=["b"]), "results/full")
+    assert "1 run continued from a saved state counts only its last segment" in two and "1.5 min summed over 2 runs" in two
 
 
 def test_cli_dry_run_and_errors(tmp_path):
