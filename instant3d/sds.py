@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .conventions import GUIDANCE_ORDER, check_images
 from .text import DTYPES, SD21_BASE, TextEncoder, WeightsNotFoundError, hf_offline, tiny_text_encoder_folder
-from .teacher import DEFAULT_TEACHER_DIR, TeacherConfig, build_scheduler, build_unet, guide, save_teacher, to_unet
+from .teacher import DEFAULT_TEACHER_DIR, TeacherConfig, low_mem_kwargs, build_scheduler, build_unet, guide, save_teacher, to_unet
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'SDSConfig', 'timestep_bounds', 'sample_timesteps', 'sds_weight', 'sds_loss',
@@ -235,10 +235,10 @@ def from_pretrained(cls: SDSGuidance, cfg: SDSConfig, device=None,
     name, lfo, has_vae = _teacher_source(cfg, local_files_only)
     dt = DTYPES[cfg.dtype]
     try:
-        unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", local_files_only=lfo, torch_dtype=dt)
+        unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", local_files_only=lfo, torch_dtype=dt, **low_mem_kwargs())
         sch = DDPMScheduler.from_pretrained(name, subfolder="scheduler", local_files_only=lfo)
         if has_vae is None: has_vae = unet.config.in_channels != 3  # hub id: a latent UNet implies the repo's vae/
-        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", local_files_only=lfo, torch_dtype=dt) if has_vae else None
+        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", local_files_only=lfo, torch_dtype=dt, **low_mem_kwargs()) if has_vae else None
     except OSError as e: raise WeightsNotFoundError(missing_teacher_message(name, lfo, e)) from e
     enc = TextEncoder.from_pretrained(name, local_files_only=lfo, dtype=dt)
     g = cls(cfg, unet, sch, enc, vae)

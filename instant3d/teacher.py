@@ -18,10 +18,10 @@ from .world import WorldConfig, VIEW_SUFFIXES, prompts as world_prompts, render_
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'SAMPLERS', 'WEIGHTS_DIR', 'DEFAULT_CLIP_DIR',
            'DEFAULT_TEACHER_DIR', 'TeacherConfig', 'build_unet', 'build_scheduler', 'to_unet', 'from_unet',
            'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
-           'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'guide',
-           'ddim_sample', 'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form',
-           'cameras_with_view', 'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args', 'run_train_teacher',
-           'view_caption_gap']
+           'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher', 'low_mem_kwargs',
+           'load_teacher', 'guide', 'ddim_sample', 'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser',
+           'sample_closed_form', 'cameras_with_view', 'view_accuracy', 'evaluate_teacher', 'add_train_teacher_args',
+           'run_train_teacher', 'view_caption_gap']
 
 # %% ../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -233,7 +233,7 @@ def _init_weights(cfg: TeacherConfig) -> dict:
         raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there (expected {folder / 'unet' / 'config.json'})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32, local_files_only=True)
+        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32, local_files_only=True, **low_mem_kwargs())
     want = build_unet(cfg).state_dict()
     got = src.state_dict()
     bad = [k for k in want if k not in got or got[k].shape != want[k].shape]
@@ -381,6 +381,11 @@ class Teacher(NamedTuple):
     scheduler: object  # diffusers DDPMScheduler (training schedule; samplers are built from its config)
     text_encoder: object  # instant3d.text.TextEncoder
 
+def low_mem_kwargs() -> dict:
+    "`low_cpu_mem_usage` for diffusers' `from_pretrained`: on where accelerate is installed; off without it (diffusers would fall back and warn on every load)."
+    import importlib.util
+    return dict(low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+
 def load_teacher(folder, # a teacher folder in the diffusers layout (unet/, scheduler/, text_encoder/, tokenizer/)
                  device=None, dtype: torch.dtype = torch.float32) -> Teacher:
     "Load a teacher from local files only; fp16-stored weights are upcast to `dtype`."
@@ -389,7 +394,7 @@ def load_teacher(folder, # a teacher folder in the diffusers layout (unet/, sche
     folder = Path(folder)
     missing = [s for s in TEACHER_SUBFOLDERS if not (folder / s).is_dir()]
     if missing: raise FileNotFoundError(f"load_teacher: {folder} lacks {missing}; expected a folder with {list(TEACHER_SUBFOLDERS)}")
-    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True, torch_dtype=dtype)
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True, torch_dtype=dtype, **low_mem_kwargs())
     sch = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True)
     enc = TextEncoder.from_pretrained(folder, local_files_only=True, device=device, dtype=dtype)
     return Teacher(unet.to(device).eval().requires_grad_(False), sch, enc)

@@ -217,3 +217,12 @@ def test_cli_staged_run_and_resume_flags(run_dir, enc_dir, tmp_path):
     shutil.rmtree(init)  # a resumed staged run takes its weights from the checkpoint, not from init_from
     run_train_teacher(p.parse_args(base + ["--resume", "--steps", "5", "--threads", "2"]))
     assert torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)["step"] == 5
+
+
+def test_loading_the_shipped_teacher_prints_no_accelerate_warning():
+    "diffusers warns on every load when low_cpu_mem_usage is on and accelerate is absent: `low_mem_kwargs` asks for it only where accelerate is installed."
+    import subprocess, sys
+    code = "from instant3d.sds import SDSConfig, SDSGuidance; SDSGuidance.from_pretrained(SDSConfig(teacher='mini'))"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "accelerate" not in r.stderr, r.stderr
