@@ -373,7 +373,7 @@ def cmd_baseline(args):
           + (f", ground truth {s['gt_clip_rp']:.3f}" if s["gt_clip_rp"] is not None else ""))
 
 def cmd_reproduce(args):
-    from instant3d.reproduce import reproduce_from_args
+    from instant3d.reproduce import ratio_text, reproduce_from_args
     from instant3d.text import WeightsNotFoundError
     if not args.dry_run: writable_dir(args.out, create=False)
     command = " ".join(["instant3d reproduce", "--quick" if args.quick else "--full", *(["--seeds", *map(str, args.seeds)] if args.seeds else []),
@@ -393,9 +393,8 @@ def cmd_reproduce(args):
         print(f"plan {s['plan']}: {len(s['unfinished'])} of {s['runs']} runs are still held by other processes ({', '.join(s['unfinished'][:3])}{', ...' if len(s['unfinished']) > 3 else ''}); "
               "the last process to finish writes the tables"); return
     a, g = s["amortisation"], s["sigmoid"]
-    rt = lambda d: f"{d['ratio']:.2f}x" if d["ratio"] is not None else (f"more than {d['ratio_lower_bound']:.1f}x" if d["ratio_lower_bound"] is not None else "n/a")
-    print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {rt(a)} ({a['verdict']}), "
-          f"sigmoid ratio {rt(g)} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
+    print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {ratio_text(a)} ({a['verdict']}), "
+          f"sigmoid ratio {ratio_text(g)} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
 
 # %% ../nbs/90_cli.ipynb #fb886453
 def build_parser() -> argparse.ArgumentParser:

@@ -23,8 +23,8 @@ __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP
            'reduced_world', 'variant_config', 'load_shared', 'subset_trainer', 'rate_cameras', 'view_feature_rates',
            'world_views', 'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs',
            'plan_steps', 'read_rows', 'hardware', 'claim_next', 'reproduce', 'plan_status', 'unfinished', 'mean_std',
-           'curve', 'views_to_reach', 'differs', 'summarise', 'plot_results', 'results_section', 'update_results_md',
-           'write_report', 'add_reproduce_args', 'plan_from_args', 'reproduce_from_args']
+           'curve', 'views_to_reach', 'differs', 'summarise', 'ratio_text', 'plot_results', 'results_section',
+           'update_results_md', 'write_report', 'add_reproduce_args', 'plan_from_args', 'reproduce_from_args']
 
 # %% ../nbs/55_reproduce.ipynb #60bc112c
 @dataclass(frozen=True)
@@ -494,6 +494,11 @@ def _v(x) -> str: return "n/a" if x is None else (f"{x:,.0f}" if x >= 100 else f
 
 def _ms(t) -> str: return "n/a" if not t[2] else f"{t[0]:.3f} ± {t[1]:.3f}"
 
+def ratio_text(d: dict) -> str:
+    "A claim's ratio (amortisation or sigmoid summary) in words: measured, a lower bound when the slower side never reached the target, or n/a."
+    if d["ratio"] is not None: return _f(d["ratio"], 2) + "x"
+    return f"more than {_f(d['ratio_lower_bound'], 1)}x" if d["ratio_lower_bound"] is not None else "n/a"
+
 def plot_results(summary: dict, folder) -> Path:
     "fig10.png (CLIP-RP against Views-PP, both methods, ground truth as a line) and sigmoid.png, beside the raw rows."
     import matplotlib; matplotlib.use("Agg")
@@ -522,7 +527,8 @@ def _threads_text(meta: dict, h: dict) -> str:
 def _resumed_text(meta: dict) -> str:
     "A note on runs continued from a saved state: their wall clock in meta.json counts only the last segment."
     res = meta.get("resumed", [])
-    return f"; {len(res)} run{'s' if len(res) > 1 else ''} continued from a saved state count{'' if len(res) > 1 else 's'} only {'their' if len(res) > 1 else 'its'} last segment (meta.json `resumed`)" if res else ""
+    if not res: return ""
+    return f"; {'1 run' if len(res) == 1 else f'{len(res)} runs'} continued from a saved state count{'s only its' if len(res) == 1 else ' only their'} last segment (meta.json `resumed`)"
 
 def results_section(summary: dict, meta: dict, folder: str) -> str:
     "The RESULTS.md section of one plan (markdown)."
@@ -543,7 +549,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
     L += [f"| ground truth | {_ms(s['ground_truth']['clip_rp'])} | |", ""]
     a = s["amortisation"]
     need = _v(a["baseline_views_pp"]) if a["baseline_views_pp"] is not None else f"more than {_v(float(p['baseline_max']))} (not reached)"
-    rt = _f(a["ratio"], 2) + "x" if a["ratio"] is not None else (f"more than {_f(a['ratio_lower_bound'], 1)}x" if a["ratio_lower_bound"] is not None else "n/a")
+    rt = ratio_text(a)
     L += [f"**Amortisation ratio.** Instant3D at {a['reference_budget']:,} Views-PP: CLIP-RP {_f(a['instant3d_clip_rp'])}. The baseline needs {need} Views-PP to reach it: ratio **{rt}** (paper: about 5x, 2,000 against 10,000+). Verdict: **{a['verdict']}** (rule: confirmed at 5x or more, refuted at 1x or less, inconclusive between)."
           + f" In rendered views in all: Instant3D's {a['reference_budget']:,} Views-PP over its {p['n_train']:,} training prompts are {a['instant3d_views']:,} views, and it then serves the {p['n_test']} test prompts (and any other) without more training"
           + (f"; the baseline's {_v(a['baseline_views_pp'])} Views-PP on those {p['n_test']} prompts are {a['baseline_views']:,.0f} views: Instant3D's training costs as much as the baseline on {a['break_even_prompts']:,.0f} prompts, and less on more." if a["baseline_views_pp"] is not None else "."), "",
@@ -552,7 +558,7 @@ def results_section(summary: dict, meta: dict, folder: str) -> str:
     for r in s["ablations"]: L.append(f"| {r['variant']} | {_ms(r['clip_rp'])} | {_ms(r['janus'])} | {r.get('verdict', '(reference)')} |")
     L += ["", "Rule: an ablation is **confirmed** harmful when its mean CLIP-RP is below the full model's by more than twice the standard error of the difference, **refuted** when above by as much, **inconclusive** otherwise.", ""]
     g = s["sigmoid"]
-    srt = _f(g["ratio"], 2) + "x" if g["ratio"] is not None else (f"more than {_f(g['ratio_lower_bound'], 1)}x" if g["ratio_lower_bound"] is not None else "n/a")
+    srt = ratio_text(g)
     L += ["### Sigmoid against scaled-sigmoid (paper Fig. 14)", "", f"![sigmoid]({folder}/sigmoid.png)", "",
           f"Target CLIP-RP {_f(g['target'])} ({p['sigmoid_target']:.0%} of the scaled-sigmoid's at {p['instant3d_max']:,} Views-PP). Scaled-sigmoid reaches it at {_v(g['scaled_views_pp'])} Views-PP, plain sigmoid at {_v(g['sigmoid_views_pp']) if g['sigmoid_views_pp'] else 'never within ' + _v(float(p['instant3d_max']))}: ratio **{srt}** (paper: more than 10x). Verdict: **{g['verdict']}** (rule: confirmed at 10x or more, refuted at 1x or less)."
           + (f" The sigmoid runs stop at {_v(float(p['instant3d_max']))} Views-PP, so this plan can show a ratio of at most {_f(g['max_ratio'], 1)}x" + (": it cannot confirm the paper's 10x." if g['max_ratio'] < 10 else ".") if g.get('max_ratio') else "")
