@@ -35,7 +35,7 @@ def mini_step_inputs(kind: str, device: str = "cpu"):
     import torch
     from instant3d.generator import Instant3D, Instant3DPipeline, preset_config
     if kind == "shipped":
-        from instant3d.world import prompts as world_prompts
+        from instant3d.mini.world import prompts as world_prompts
         pipe = Instant3DPipeline.from_pretrained(Path(__file__).parent.parent / "instant3d" / "weights" / "mini")
         m, cfg = pipe.model.float().to(device), pipe.config
         tok = pipe.text_encoder.encode(world_prompts(None, "train")[:8]).tokens.float().to(device)

@@ -19,7 +19,7 @@ def median(xs): xs = sorted(xs); return xs[len(xs) // 2]
 
 def bench_generate(repeats: int) -> dict:
     import torch
-    from instant3d.cli import default_checkpoint
+    from instant3d.generator import default_checkpoint
     from instant3d.generator import Instant3DPipeline
     from instant3d.prompts import prompt_set
     ck = default_checkpoint("mini")

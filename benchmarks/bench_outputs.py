@@ -83,7 +83,7 @@ def main():
     ap.add_argument("--no-markdown", action="store_true")
     a = ap.parse_args()
     import torch
-    from instant3d.cli import load_pipeline
+    from instant3d.generator import load_pipeline
     from instant3d.prompts import prompt_set
     torch.set_num_threads(a.threads)
     res = dict(hardware=f"{os.cpu_count()}-core CPU ({platform.processor() or platform.machine()}), torch {torch.__version__}, {torch.get_num_threads()} threads",

@@ -22,8 +22,8 @@ from .train import (TRAIN_PRESETS, TrainConfig, Trainer, DistInfo, PromptBank, t
 
 # %% auto #0
 __all__ = ['METRIC_FIELDS', 'BaselineConfig', 'baseline_preset', 'PromptObject', 'prompt_seed', 'PromptTrainer', 'PromptObjects',
-           'baseline_pipeline', 'run_baseline', 'save_baseline', 'load_prompt_object', 'add_baseline_args',
-           'resolve_baseline_args', 'softmax_set', 'baseline_from_args']
+           'baseline_pipeline', 'run_baseline', 'save_baseline', 'load_prompt_object', 'resolve_baseline_args',
+           'softmax_set', 'baseline_from_args']
 
 # %% ../nbs/52_baseline.ipynb #a96fa4fb
 def _check_baseline_config(c):
@@ -193,22 +193,6 @@ def load_prompt_object(path, config: Instant3DConfig) -> PromptObject:
     o = PromptObject(config); o.load_state_dict(load_file(str(path))); return o
 
 # %% ../nbs/52_baseline.ipynb #68834cd5
-def add_baseline_args(p):
-    "Options of `instant3d baseline` on an argparse parser."
-    p.add_argument("--preset", default="mini", help=f"training preset whose teacher, guidance, cameras and renderer are used: {' | '.join(TRAIN_PRESETS)} (default mini)")
-    p.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT", help="one or more prompts (quote each)")
-    p.add_argument("--prompt-file", default=None, help="or a file with one prompt per line")
-    p.add_argument("--views-pp", type=int, default=None, help="rendered views per prompt (default: the preset's, 1000 for mini)")
-    p.add_argument("--views-per-step", type=int, default=None, help="views per optimiser step (default 4)")
-    p.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="VIEWS_PP", help="also measure CLIP-RP at these Views-PP")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 0)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BaselineConfig fields, e.g. lr=0.03 train.sds.guidance_scale=50")
-    p.add_argument("--out", default="runs/baseline", help="run folder (default runs/baseline)")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    return p
-
 def resolve_baseline_args(args) -> tuple[BaselineConfig, list[str]]:
     "(config, prompts) of parsed `add_baseline_args` options; `ValueError` naming the bad value otherwise."
     from instant3d.prompts import load_prompt_file

@@ -12,14 +12,16 @@ from .conventions import (UP, FRONT, camera_position, wrap_azimuth_deg, azimuth_
                                    polar_to_elevation_deg)
 
 # %% auto #0
-__all__ = ['RELEASED_SECTORS', 'UNIFORM_SECTORS', 'VIEW_NAMES', 'CameraConfig', 'view_index', 'view_labels', 'look_at', 'Cameras',
-           'orbit_cameras', 'turntable', 'four_views', 'sample_cameras', 'focal_px', 'get_rays', 'project_points']
+__all__ = ['RELEASED_SECTORS', 'UNIFORM_SECTORS', 'VIEW_NAMES', 'VIEW_SUFFIXES', 'CameraConfig', 'view_index', 'view_labels',
+           'look_at', 'Cameras', 'orbit_cameras', 'turntable', 'four_views', 'sample_cameras', 'focal_px', 'get_rays',
+           'project_points']
 
 # %% ../nbs/01_cameras.ipynb #1a2e377d
 RELEASED_SECTORS = (("front", -45.0, 45.0, 0.4), ("left", 45.0, 135.0, 0.2), ("right", -135.0, -45.0, 0.2),
                     ("back", 135.0, 180.0, 0.1), ("back", -180.0, -135.0, 0.1))  # camera_pose_sampling.py:179-265, phi = azimuth + 180
 UNIFORM_SECTORS = (("all", -180.0, 180.0, 1.0),)  # paper section 3: azimuth uniform over 360 deg
 VIEW_NAMES = ("front", "side", "back", "overhead")  # index order of `view_index`
+VIEW_SUFFIXES = {v: f", {v} view" for v in VIEW_NAMES}  # view-dependent prompts (DreamFusion; Perp-Neg, paper Sec. 3.4)
 
 # %% ../nbs/01_cameras.ipynb #2c9e3948
 def _check_range(name, rng, lo, hi, lo_open=False, hi_open=False):

@@ -8,10 +8,10 @@ import argparse, json, os, sys, tempfile, time
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'CLIError', 'writable_dir', 'write_json_atomic', 'preset_info', 'cmd_info', 'default_checkpoint',
-           'load_pipeline', 'cmd_generate', 'cmd_prompts', 'cmd_world_render', 'cmd_world_train_clip',
-           'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train', 'cmd_eval',
-           'cmd_baseline', 'cmd_reproduce', 'build_parser', 'main']
+__all__ = ['PRESET_NAMES', 'CLIError', 'writable_dir', 'write_json_atomic', 'preset_info', 'cmd_info', 'load_pipeline',
+           'cmd_generate', 'cmd_prompts', 'cmd_world_render', 'cmd_world_train_clip', 'cmd_world_train_teacher',
+           'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train', 'cmd_eval', 'cmd_baseline',
+           'cmd_reproduce', 'add_train_teacher_args', 'add_baseline_args', 'add_reproduce_args', 'build_parser', 'main']
 
 # %% ../nbs/90_cli.ipynb #1eb67e5d
 class CLIError(Exception):
@@ -92,30 +92,13 @@ def cmd_info(args):
     for k in ("triplane_shape", "render_size", "test_render_size", "samples_per_ray", "token_shape", "text_encoder"): print(f"{k}: {info[k]}")
 
 # %% ../nbs/90_cli.ipynb #a22d3b22
-def default_checkpoint(preset: str = "mini") -> Path | None:
-    "The checkpoint shipped with the package for `preset`, or None when there is none."
-    import instant3d
-    p = Path(instant3d.__file__).parent / "weights" / preset
-    return p if (p / "config.json").is_file() else None
-
 def load_pipeline(preset: str | None, checkpoint: str | None):
-    "(pipeline, checkpoint description, note) for the CLI; errors become one-line `CLIError`s."
-    from instant3d.generator import Instant3DPipeline, CheckpointError, load_config, preset_config
+    "`generator.load_pipeline` for the CLI: (pipeline, checkpoint description, note); errors become one-line `CLIError`s."
+    from instant3d.generator import CheckpointError, load_pipeline as _load
     from instant3d.text import WeightsNotFoundError
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # keep the CLI's stderr to our own lines
-    try:
-        if checkpoint is not None:
-            cfg = load_config(checkpoint)
-            if preset is not None and cfg.preset != preset:
-                raise CLIError(f"--preset {preset} does not match checkpoint {checkpoint!r}, which holds preset {cfg.preset!r}", 2)
-            return Instant3DPipeline.from_pretrained(checkpoint), str(checkpoint), None
-        preset = preset or "mini"
-        ck = default_checkpoint(preset)
-        if ck is not None: return Instant3DPipeline.from_pretrained(ck), f"{preset} (shipped default)", None
-        note = (f"no trained {preset} checkpoint is installed: using the {preset} generator with RANDOM weights (seed 0), "
-                "so the views show an untrained field, not the prompt")
-        return Instant3DPipeline.random(preset_config(preset), seed=0), "random", note
+    try: return _load(preset, checkpoint)
     except CheckpointError as e: raise CLIError(str(e)) from None
     except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
 
@@ -197,7 +180,7 @@ def cmd_world_render(args):
     import torch
     from instant3d.cameras import CameraConfig, four_views, orbit_cameras
     from instant3d.viz import image_grid, save_gif, save_png
-    from instant3d.world import WorldConfig, parse_prompt, split_view_suffix, render_scenes, prompts
+    from instant3d.mini.world import WorldConfig, parse_prompt, split_view_suffix, render_scenes, prompts
     prompt = _prompt(args.prompt)
     try: scene = parse_prompt(split_view_suffix(prompt.strip())[0])
     except ValueError: raise CLIError(f"{prompt!r} is not a mini-world prompt; e.g. {prompts(WorldConfig.mini())[7]!r} (see `instant3d prompts mini`)", 2) from None
@@ -225,7 +208,7 @@ def _sigterm_checkpoints():
 
 def cmd_world_train_clip(args):
     import dataclasses
-    from instant3d.mini_clip import MiniClipConfig, train_mini_clip
+    from instant3d.mini.clip import MiniClipConfig, train_mini_clip
     out = writable_dir(args.out, create=False)
     if args.resume and not (out / "checkpoint").is_dir(): raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
     over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
@@ -237,7 +220,7 @@ def cmd_world_train_clip(args):
     print(f"mini CLIP written to {out} ({time.perf_counter() - t0:.0f} s); evaluate with `instant3d world eval --clip {out}`")
 
 def cmd_world_train_teacher(args):
-    from instant3d.teacher import run_train_teacher
+    from instant3d.mini.teacher import run_train_teacher
     out = writable_dir(args.out, create=False)
     if args.resume and not (out / "checkpoint").is_dir(): raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
     if not (Path(args.text_encoder) / "text_encoder").is_dir():
@@ -251,8 +234,8 @@ def cmd_world_train_teacher(args):
 def world_eval(clip_dir=None, teacher_dir=None, seed: int = 1234, max_prompts: int | None = None, steps: int = 40,
                guidance_scale: float = 3.0, progress: bool = False, sampler: str = "ddpm") -> dict:
     "Both mini-world bars on fresh cameras and noise drawn from `seed`: the ground-truth ceiling and the teacher's figures."
-    from instant3d.mini_clip import load_mini_clip, evaluate_ground_truth
-    from instant3d.teacher import evaluate_teacher, DEFAULT_CLIP_DIR, DEFAULT_TEACHER_DIR
+    from instant3d.mini.clip import load_mini_clip, evaluate_ground_truth
+    from instant3d.mini.teacher import evaluate_teacher, DEFAULT_CLIP_DIR, DEFAULT_TEACHER_DIR
     clip_dir = Path(clip_dir) if clip_dir is not None else DEFAULT_CLIP_DIR
     teacher_dir = Path(teacher_dir) if teacher_dir is not None else DEFAULT_TEACHER_DIR
     for name, d, sub in (("--clip", clip_dir, "clip"), ("--teacher", teacher_dir, "unet")):
@@ -331,6 +314,7 @@ def cmd_eval(args):
     if args.split not in ("train", "test", "all"): raise CLIError(f"--split {args.split!r}: accepted train, test, all", 2)
     if args.views < 1: raise CLIError(f"--views {args.views}: must be >= 1", 2)
     if args.max_prompts is not None and args.max_prompts < 1: raise CLIError(f"--max-prompts {args.max_prompts}: must be >= 1", 2)
+    from instant3d.generator import default_checkpoint
     ck = Path(args.checkpoint) if args.checkpoint else default_checkpoint("mini")
     if ck is None: raise CLIError("no trained mini checkpoint is installed: pass --checkpoint DIR (a run's model/ folder)")
     meta_path = ck / "training.json"
@@ -396,6 +380,58 @@ def cmd_reproduce(args):
     print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; amortisation ratio {ratio_text(a)} ({a['verdict']}), "
           f"sigmoid ratio {ratio_text(g)} ({g['verdict']}), Perp-Neg {s['perp_neg']['verdict']}")
 
+# %% ../nbs/90_cli.ipynb #4817be3a
+def add_train_teacher_args(p):
+    "Options of `instant3d world train-teacher` on an argparse parser."
+    from instant3d.clip_loss import DEFAULT_CLIP_DIR
+    p.add_argument("--out", required=True, help="run folder: config.json, loss_log.csv, checkpoint/, teacher/")
+    p.add_argument("--text-encoder", default=str(DEFAULT_CLIP_DIR), help="folder with text_encoder/ and tokenizer/ (default: the shipped mini CLIP)")
+    p.add_argument("--preset", default="mini", choices=("mini", "tiny"), help="TeacherConfig preset")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
+    p.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the preset's; may grow on --resume)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
+    p.add_argument("--init-from", default=None, help="start from this teacher folder's UNet (a staged run; e.g. the shipped teacher)")
+    p.add_argument("--lr", type=float, default=None, help="AdamW learning rate (default: the preset's)")
+    p.add_argument("--front-weight", type=float, default=None, help="extra loss weight on front-feature pixels (default 0: plain MSE)")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: the preset's 2; use 1 beside another job)")
+    p.add_argument("--time-limit-min", type=float, default=None, help="stop after this many minutes with a resumable checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return p
+
+def add_baseline_args(p):
+    "Options of `instant3d baseline` on an argparse parser."
+    from instant3d.train import TRAIN_PRESETS
+    p.add_argument("--preset", default="mini", help=f"training preset whose teacher, guidance, cameras and renderer are used: {' | '.join(TRAIN_PRESETS)} (default mini)")
+    p.add_argument("--prompts", nargs="+", default=None, metavar="PROMPT", help="one or more prompts (quote each)")
+    p.add_argument("--prompt-file", default=None, help="or a file with one prompt per line")
+    p.add_argument("--views-pp", type=int, default=None, help="rendered views per prompt (default: the preset's, 1000 for mini)")
+    p.add_argument("--views-per-step", type=int, default=None, help="views per optimiser step (default 4)")
+    p.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="VIEWS_PP", help="also measure CLIP-RP at these Views-PP")
+    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 0)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="override BaselineConfig fields, e.g. lr=0.03 train.sds.guidance_scale=50")
+    p.add_argument("--out", default="runs/baseline", help="run folder (default runs/baseline)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--json", action="store_true", help="print the summary as one JSON object")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return p
+
+def add_reproduce_args(p):
+    "Options of `instant3d reproduce` on an argparse parser."
+    g = p.add_mutually_exclusive_group(required=True)
+    g.add_argument("--quick", action="store_true", help="reduced plan: minutes on a CPU; proves the pipeline, tests no claim")
+    g.add_argument("--full", action="store_true", help="full plan: hours on a CPU (resumable); the numbers of RESULTS.md")
+    p.add_argument("--out", default="results", help="results folder (default results); rows go to OUT/<plan>/")
+    p.add_argument("--results-md", default="RESULTS.md", help="markdown file whose plan section is rewritten (default RESULTS.md)")
+    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
+    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training-config overrides for every run")
+    p.add_argument("--fresh", action="store_true", help="discard earlier rows of this plan")
+    p.add_argument("--dry-run", action="store_true", help="print the runs and step counts; train nothing")
+    p.add_argument("--status", action="store_true", help="print how far OUT/<plan>/ has got (finished, running, left); train nothing")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
+    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
+    return p
+
+
 # %% ../nbs/90_cli.ipynb #fb886453
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="instant3d", description="Instant3D: instant text-to-3D generation (research companion).")
@@ -459,7 +495,6 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     wc.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     wc.set_defaults(func=cmd_world_train_clip)
-    from instant3d.teacher import add_train_teacher_args
     wt = add_train_teacher_args(wsub.add_parser("train-teacher", help="train the mini diffusion teacher on ground-truth renders"))
     wt.set_defaults(func=cmd_world_train_teacher)
     we = wsub.add_parser("eval", help="recompute the mini CLIP and teacher bars on fresh cameras")
@@ -472,9 +507,7 @@ def build_parser() -> argparse.ArgumentParser:
     we.add_argument("--guidance-scale", type=float, default=3.0, help="classifier-free guidance of the samples (default 3)")
     we.add_argument("--json", action="store_true", help="print one JSON object")
     we.set_defaults(func=cmd_world_eval)
-    from instant3d.baseline import add_baseline_args
     add_baseline_args(sub.add_parser("baseline", help="per-prompt SDS optimisation (DreamFusion style) with the trainer's teacher, cameras and renderer")).set_defaults(func=cmd_baseline)
-    from instant3d.reproduce import add_reproduce_args
     add_reproduce_args(sub.add_parser("reproduce", help="the paper's claims in a reduced mini world: Fig. 10, ablations, sigmoid, Perp-Neg -> results/, RESULTS.md")).set_defaults(func=cmd_reproduce)
     return p
 

@@ -12,14 +12,18 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from .text import WeightsNotFoundError, hf_offline, validate_prompts
-from .mini_clip import CLIP_MEAN, CLIP_STD, CONFIG_NAME, clip_preprocess, shipped_mini_clip_dir
+from .conventions import check_images
+from .files import WEIGHTS_DIR
 
 # %% auto #0
-__all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'ClipLossConfig', 'clip_loss', 'clip_rp', 'Clip', 'missing_clip_message']
+__all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG', 'CLIP_MEAN', 'CLIP_STD', 'ClipLossConfig',
+           'clip_loss', 'clip_rp', 'clip_preprocess', 'Clip', 'missing_clip_message']
 
 # %% ../nbs/41_clip_loss.ipynb #3989609f
 OPENAI_CLIP_L14 = "openai/clip-vit-large-patch14"  # the CLIP the released code loads (notes/official_code.md section 9)
-MINI_CLIP = "mini"  # reserved name: the shipped mini CLIP, instant3d/weights/mini_clip
+MINI_CLIP = "mini"  # reserved name: the shipped mini CLIP, in DEFAULT_CLIP_DIR
+DEFAULT_CLIP_DIR = WEIGHTS_DIR / "mini_clip"  # trained by instant3d.mini.clip (nbs/21_mini_clip)
+MINI_CLIP_CONFIG = "mini_clip.json"  # a mini CLIP folder's config; its image_mean / image_std override CLIP_MEAN / CLIP_STD
 
 @dataclass(frozen=True)
 class ClipLossConfig:
@@ -60,6 +64,22 @@ def clip_rp(image_emb: torch.Tensor, # [B, E] image embeddings
                          f"{tuple(text_bank.shape)}, {tuple(t.shape)} indices")
     logits = logit_scale * F.normalize(image_emb, dim=-1) @ F.normalize(text_bank.to(image_emb), dim=-1).T
     return logits.float().softmax(-1).gather(1, t[:, None])[:, 0]
+
+# %% ../nbs/41_clip_loss.ipynb #6b8884ee
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP image normalisation (transformers CLIPImageProcessor)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+#| export
+def clip_preprocess(images: torch.Tensor, # [B, 3, H, W] RGB in [0, 1], any size
+                    image_size: int = 32, # vision tower input, pixels
+                    mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD,
+                   ) -> torch.Tensor: # [B, 3, image_size, image_size] normalised pixel_values
+    "Differentiable CLIP preprocessing: antialiased bilinear resize, then per-channel normalisation."
+    check_images(images)
+    x = images if images.shape[-2:] == (image_size, image_size) else \
+        F.interpolate(images, size=(image_size, image_size), mode="bilinear", antialias=True, align_corners=False)
+    m, s = (torch.tensor(v, dtype=x.dtype, device=x.device).view(1, 3, 1, 1) for v in (mean, std))
+    return (x - m) / s
 
 # %% ../nbs/41_clip_loss.ipynb #68b4e3c0
 class Clip(torch.nn.Module):
@@ -112,7 +132,7 @@ def missing_clip_message(name: str, local_files_only: bool, cause: object = None
 
 def _clip_source(name: str) -> tuple[str, str, Path | None]:
     "(model path or id, tokenizer path or id, folder whose mini_clip.json gives the normalisation)."
-    if name == MINI_CLIP: name = str(shipped_mini_clip_dir())
+    if name == MINI_CLIP: name = str(DEFAULT_CLIP_DIR)
     p = Path(name).expanduser()
     if not (p.exists() or name.startswith(("/", ".", "~"))): return name, name, None  # hub id
     if (p / "clip" / "config.json").is_file():
@@ -137,7 +157,7 @@ def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "m
     except OSError as e: raise WeightsNotFoundError(missing_clip_message(name, lfo, e)) from e
     if len(tok) <= 3: raise WeightsNotFoundError(missing_clip_message(name, lfo, f"no tokenizer files in {tok_src!r}"))
     mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's, hard-coded in the released code (sd.py:112-115)
-    if folder is not None and (folder / CONFIG_NAME).is_file():
-        c = json.loads((folder / CONFIG_NAME).read_text()); mean, std = c["image_mean"], c["image_std"]
+    if folder is not None and (folder / MINI_CLIP_CONFIG).is_file():
+        c = json.loads((folder / MINI_CLIP_CONFIG).read_text()); mean, std = c["image_mean"], c["image_std"]
     clip = cls(model, tok, mean, std)
     return clip.to(device) if device is not None else clip

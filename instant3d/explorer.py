@@ -29,7 +29,7 @@ class ExplorerModel:
     @classmethod
     def from_checkpoint(cls, path=None, device=None, **kwargs):
         "A checkpoint folder (`save_pretrained`), or None for the shipped mini model (random weights when absent)."
-        from instant3d.cli import load_pipeline
+        from instant3d.generator import load_pipeline
         pipe, ck, note = load_pipeline(None, str(path) if path else None)
         if device: pipe.model.to(device); pipe.text_encoder.to(device)
         return cls(pipe, ck + (f" ({note})" if note else ""), **kwargs)

@@ -4,12 +4,13 @@
 
 # %% ../nbs/09_generator.ipynb #cce4b43c
 from __future__ import annotations
-import dataclasses, json, os, shutil, tempfile, time
+import dataclasses, json, time
 from dataclasses import dataclass, replace
 from pathlib import Path
 import torch
 from torch import nn
 from .conventions import config_to_dict, config_from_dict
+from .files import WEIGHTS_DIR, atomic_dir
 from .cameras import CameraConfig, Cameras, four_views, turntable
 from .text import TextEncoderConfig, TextEncoder
 from .token_to_plane import TokenToPlaneConfig, TokenToPlane, LearnedConstantBase
@@ -20,7 +21,8 @@ from .render import RenderConfig, render
 
 # %% auto #0
 __all__ = ['PRESETS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'Instant3DConfig', 'preset_config', 'Instant3D', 'count_parameters',
-           'CheckpointError', 'load_config', 'Instant3DPipeline', 'turntable_views']
+           'CheckpointError', 'load_config', 'Instant3DPipeline', 'default_checkpoint', 'load_pipeline',
+           'turntable_views']
 
 # %% ../nbs/09_generator.ipynb #99ea95f2
 @dataclass(frozen=True)
@@ -129,35 +131,18 @@ CONFIG_NAME, WEIGHTS_NAME = "config.json", "model.safetensors"
 class CheckpointError(ValueError):
     "A checkpoint folder is missing, incomplete or corrupt."
 
-def _atomic_dir(dst: Path):
-    "A fresh temporary folder beside `dst`; call `_commit_dir(tmp, dst)` to move it into place."
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    return Path(tempfile.mkdtemp(prefix=f".{dst.name}.tmp", dir=dst.parent))
-
-def _commit_dir(tmp: Path, dst: Path):
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old{os.getpid()}")
-        os.replace(dst, old)
-    os.replace(tmp, dst)
-    if old is not None: shutil.rmtree(old, ignore_errors=True)
-
 # %% ../nbs/09_generator.ipynb #96a94a66
 @patch
 def save_pretrained(self: Instant3D, path, extra_files: dict | None = None):
     "Write config.json + model.safetensors (+ `extra_files` {name: bytes|str}) to folder `path`, atomically."
     from safetensors.torch import save_file
-    path = Path(path); tmp = _atomic_dir(path)
-    try:
+    with atomic_dir(path) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(self.config), indent=1))
         save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME),
                   metadata={"format": "pt", "library": "instant3d"})
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
-        _commit_dir(tmp, path)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True); raise
-    return path
+    return Path(path)
 
 # %% ../nbs/09_generator.ipynb #1a072281
 def load_config(path) -> Instant3DConfig:
@@ -249,6 +234,29 @@ def __call__(self: Instant3DPipeline, prompts, # str or list of str
     H, W = rc.height, rc.width
     views = {k: v.reshape(B, V, *v.shape[1:]) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 4}
     return dict(prompts=names, triplane=tp, cameras=cams, **views)
+
+# %% ../nbs/09_generator.ipynb #85a41010
+def default_checkpoint(preset: str = "mini") -> Path | None:
+    "The checkpoint shipped with the package for `preset`, or None when there is none."
+    p = WEIGHTS_DIR / preset
+    return p if (p / CONFIG_NAME).is_file() else None
+
+def load_pipeline(preset: str | None = None, # paper | official | mini; None: the checkpoint's, or mini
+                  checkpoint: str | Path | None = None, # a `save_pretrained` folder; None: the shipped model of `preset`
+                 ) -> tuple[Instant3DPipeline, str, str | None]: # (pipeline, what was loaded, note or None)
+    "The pipeline to generate with; `CheckpointError` for a missing, corrupt or mismatched checkpoint."
+    if checkpoint is not None:
+        cfg = load_config(checkpoint)
+        if preset is not None and cfg.preset != preset:
+            raise CheckpointError(f"preset {preset!r} does not match checkpoint {str(checkpoint)!r}, which holds preset {cfg.preset!r}")
+        return Instant3DPipeline.from_pretrained(checkpoint), str(checkpoint), None
+    preset = preset or "mini"
+    if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: accepted {', '.join(PRESETS)}")
+    ck = default_checkpoint(preset)
+    if ck is not None: return Instant3DPipeline.from_pretrained(ck), f"{preset} (shipped default)", None
+    note = (f"no trained {preset} checkpoint is installed: using the {preset} generator with RANDOM weights (seed 0), "
+            "so the views show an untrained field, not the prompt")
+    return Instant3DPipeline.random(preset_config(preset), seed=0), "random", note
 
 # %% ../nbs/09_generator.ipynb #da81f4c1
 @torch.no_grad()

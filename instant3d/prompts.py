@@ -71,7 +71,7 @@ def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}: accepted {', '.join(SPLITS)}")
     if file is not None: allp = load_prompt_file(file)
     elif name == "mini":
-        from instant3d.world import WorldConfig, prompts as world_prompts
+        from instant3d.mini.world import WorldConfig, prompts as world_prompts
         return world_prompts(WorldConfig.mini(), split)  # the world's own fixed split (seed in WorldConfig)
     elif name == "animals": allp = animals_prompts()
     elif name == "portraits": allp = portraits_prompts()

@@ -24,7 +24,7 @@ __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP
            'world_views', 'pipeline_views', 'objects_views', 'run_amortised', 'baseline_rows', 'plan_runs',
            'plan_steps', 'read_rows', 'hardware', 'claim_next', 'reproduce', 'plan_status', 'unfinished', 'mean_std',
            'curve', 'views_to_reach', 'differs', 'summarise', 'ratio_text', 'plot_results', 'results_section',
-           'update_results_md', 'write_report', 'add_reproduce_args', 'plan_from_args', 'reproduce_from_args']
+           'update_results_md', 'write_report', 'plan_from_args', 'reproduce_from_args']
 
 # %% ../nbs/55_reproduce.ipynb #60bc112c
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ SLOTS = ("colour", "body", "support", "gadget", "hat", "hat_colour")
 
 def reduced_world(n_train: int, n_test: int, seed: int = 0) -> dict[str, list[str]]:
     "{'train', 'test', 'all'}: `n_train` mini-world training prompts and `n_test` test prompts made only of their attribute values."
-    from instant3d.world import WorldConfig, prompts as world_prompts, parse_prompt
+    from instant3d.mini.world import WorldConfig, prompts as world_prompts, parse_prompt
     w, rng = WorldConfig.mini(), random.Random(seed)
     train = rng.sample(world_prompts(w, "train"), n_train)
     seen = {s: {getattr(parse_prompt(p), s) for p in train} for s in SLOTS}
@@ -129,7 +129,7 @@ def rate_cameras(camera_cfg, elevation_deg: float = 15.0):
 def view_feature_rates(render_views, # callable(prompts, cameras, size) -> [P, V, 3, H, W] in [0, 1]
                        prompts: list[str], camera_cfg, size: int = 64) -> dict:
     "Janus rate (back views showing the front feature) and front rate (front views showing it)."
-    from instant3d.world import janus_rate, front_feature_visible
+    from instant3d.mini.world import janus_rate, front_feature_visible
     cams = rate_cameras(camera_cfg)
     imgs = render_views(prompts, cams, size).flatten(0, 1)  # [P * 6, 3, H, W]
     az = cams.azimuth_deg.repeat(len(prompts))
@@ -138,7 +138,7 @@ def view_feature_rates(render_views, # callable(prompts, cameras, size) -> [P, V
 
 def world_views(prompts, cams, size):
     "Ground-truth renders [P, V, 3, H, W] of mini-world prompts (white background)."
-    from instant3d.world import WorldConfig, render_scenes
+    from instant3d.mini.world import WorldConfig, render_scenes
     rgb = render_scenes([p for p in prompts for _ in range(len(cams))], cams[torch.arange(len(cams)).repeat(len(prompts))], cfg=WorldConfig.mini(), size=size)["rgb"]
     return rgb.clamp(0, 1).view(len(prompts), len(cams), *rgb.shape[1:])
 
@@ -597,22 +597,6 @@ def _write_report(folder, plan, results_md, rel):
     return summary
 
 # %% ../nbs/55_reproduce.ipynb #6acd59f5
-def add_reproduce_args(p):
-    "Options of `instant3d reproduce` on an argparse parser."
-    g = p.add_mutually_exclusive_group(required=True)
-    g.add_argument("--quick", action="store_true", help="reduced plan: minutes on a CPU; proves the pipeline, tests no claim")
-    g.add_argument("--full", action="store_true", help="full plan: hours on a CPU (resumable); the numbers of RESULTS.md")
-    p.add_argument("--out", default="results", help="results folder (default results); rows go to OUT/<plan>/")
-    p.add_argument("--results-md", default="RESULTS.md", help="markdown file whose plan section is rewritten (default RESULTS.md)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
-    p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training-config overrides for every run")
-    p.add_argument("--fresh", action="store_true", help="discard earlier rows of this plan")
-    p.add_argument("--dry-run", action="store_true", help="print the runs and step counts; train nothing")
-    p.add_argument("--status", action="store_true", help="print how far OUT/<plan>/ has got (finished, running, left); train nothing")
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N (default: cuda if available)")
-    p.add_argument("--no-progress", action="store_true", help="no tqdm bar")
-    return p
-
 def plan_from_args(args) -> ReproducePlan:
     "The plan of parsed `add_reproduce_args` options; `ValueError` naming the bad value otherwise."
     plan = QUICK if args.quick else FULL

@@ -13,15 +13,17 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .conventions import GUIDANCE_ORDER, check_images
 from .text import DTYPES, SD21_BASE, TextEncoder, WeightsNotFoundError, hf_offline, tiny_text_encoder_folder
-from .teacher import DEFAULT_TEACHER_DIR, TeacherConfig, low_mem_kwargs, build_scheduler, build_unet, guide, save_teacher, to_unet
+from .files import WEIGHTS_DIR
 
 # %% auto #0
-__all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'SDSConfig', 'timestep_bounds', 'sample_timesteps', 'sds_weight', 'sds_loss',
-           'SDSGuidance', 'missing_teacher_message', 'tiny_teacher_folder']
+__all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'DEFAULT_TEACHER_DIR', 'SDSConfig', 'timestep_bounds', 'sample_timesteps', 'sds_weight',
+           'sds_loss', 'guide', 'SDSGuidance', 'to_unet', 'from_unet', 'low_mem_kwargs', 'missing_teacher_message',
+           'tiny_teacher_folder']
 
 # %% ../nbs/40_sds.ipynb #d10102a0
 WEIGHTINGS = ("1-abar", "uniform", "fantasia3d")  # w(t) choices: threestudio weighting_strategy "sds", "uniform", "fantasia3d"
-MINI_TEACHER = "mini"  # reserved SDSConfig.teacher: the shipped mini teacher, instant3d.teacher.DEFAULT_TEACHER_DIR
+MINI_TEACHER = "mini"  # reserved SDSConfig.teacher: the shipped mini teacher, in DEFAULT_TEACHER_DIR
+DEFAULT_TEACHER_DIR = WEIGHTS_DIR / "mini_teacher"  # trained by instant3d.mini.teacher (nbs/22_teacher)
 
 def _check_sds_config(c):
     "Raise `ValueError` naming the first bad field of an `SDSConfig`."
@@ -89,6 +91,14 @@ def sds_loss(x: torch.Tensor, # [B, C, h, w] teacher input, requires grad
     if x.shape != grad.shape: raise ValueError(f"sds_loss: x {tuple(x.shape)} and grad {tuple(grad.shape)} must have the same shape")
     return 0.5 * (x - x.detach() + grad.detach()).square().sum() / x.shape[0]
 
+# %% ../nbs/40_sds.ipynb #3fe2b6f7
+def guide(eps_uncond: torch.Tensor, # [B, ...] unconditional noise prediction
+          eps_cond: torch.Tensor, # [B, ...] conditional noise prediction
+          guidance_scale: float, # s
+         ) -> torch.Tensor: # [B, ...] eps_hat
+    "Classifier-free guidance: eps_uncond + s (eps_cond - eps_uncond)."
+    return eps_uncond + guidance_scale * (eps_cond - eps_uncond)
+
 # %% ../nbs/40_sds.ipynb #a08e11b9
 class SDSGuidance(torch.nn.Module):
     "A frozen diffusers teacher that turns renders into SDS gradients; never trains."
@@ -128,6 +138,17 @@ def encode_prompts(self: SDSGuidance, prompts: list[str], # N prompts
                   ) -> torch.Tensor: # [N, L, D] float32 teacher token embeddings, no grad
     "The teacher's own text condition: last hidden states of its text encoder."
     return self.text_encoder.encode(prompts, allow_empty=allow_empty).tokens.float()
+
+# %% ../nbs/40_sds.ipynb #fe597177
+def to_unet(images: torch.Tensor, # [B, 3, H, W] in [0, 1] (RGB_RANGE)
+           ) -> torch.Tensor: # [B, 3, H, W] in [-1, 1], the UNet's range
+    "Convert images to the UNet's pixel range; done once, at the boundary."
+    return images * 2 - 1
+
+def from_unet(x: torch.Tensor, # [B, 3, H, W] in about [-1, 1]
+             ) -> torch.Tensor: # [B, 3, H, W] in [0, 1]
+    "Back to RGB_RANGE, clamped (samples overshoot slightly)."
+    return ((x + 1) / 2).clamp(0, 1)
 
 # %% ../nbs/40_sds.ipynb #aac707f2
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
@@ -199,6 +220,12 @@ def sds(self: SDSGuidance, images: torch.Tensor, # [B, 3, H, W] in [0, 1], requi
     if self.cfg.grad_clip is not None: grad = grad.clamp(-self.cfg.grad_clip, self.cfg.grad_clip)
     return dict(loss=sds_loss(x, grad), grad=grad.detach(), t=t, w=w)
 
+# %% ../nbs/40_sds.ipynb #b063dd45
+def low_mem_kwargs() -> dict:
+    "`low_cpu_mem_usage` for diffusers' `from_pretrained`: on where accelerate is installed, off without it (diffusers would warn on every load)."
+    import importlib.util
+    return dict(low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
+
 # %% ../nbs/40_sds.ipynb #524b4b02
 def missing_teacher_message(name: str, local_files_only: bool, cause: object = None) -> str:
     "What was looked for, where, and how to provide a teacher."
@@ -255,15 +282,16 @@ def tiny_teacher_folder(path: str | Path, # gets unet/, scheduler/, text_encoder
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(seed)
         enc = tiny_text_encoder_folder(tmp, seed=seed, hidden=32, layers=1)
-        if kind == "pixel":
-            tc = dataclasses.replace(TeacherConfig.tiny(), cross_attention_dim=32)
-            return save_teacher(path, build_unet(tc), build_scheduler(tc), enc)
-        blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8)
-        UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                             up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), cross_attention_dim=32, attention_head_dim=2,
-                             **blocks).save_pretrained(str(path / "unet"))
-        AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                      latent_channels=4, sample_size=16, **blocks).save_pretrained(str(path / "vae"))
-        DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(str(path / "scheduler"))  # SD's
+        blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=2,
+                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+        if kind == "pixel":  # the mini teacher's layout: RGB in and out, cosine schedule
+            UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=3, **blocks).save_pretrained(str(path / "unet"))
+            DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True).save_pretrained(str(path / "scheduler"))
+        else:  # SD's layout: a 4-channel latent UNet, a VAE, SD's scaled-linear schedule
+            UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **blocks).save_pretrained(str(path / "unet"))
+            vae_blocks = {k: blocks[k] for k in ("block_out_channels", "layers_per_block", "norm_num_groups")}
+            AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                          up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16, **vae_blocks).save_pretrained(str(path / "vae"))
+            DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(str(path / "scheduler"))
         TextEncoder.from_pretrained(enc, local_files_only=True).save_pretrained(path)
     return path

@@ -14,7 +14,7 @@ from .conventions import config_to_dict, config_from_dict
 from .cameras import sample_cameras, four_views
 from .scaled_sigmoid import alpha_schedule, check_alpha
 from .generator import Instant3D, Instant3DConfig, Instant3DPipeline, preset_config
-from .world import VIEW_SUFFIXES
+from .cameras import VIEW_SUFFIXES
 from .text import TextEncoder
 from .sds import SDSConfig
 from .perp_neg import PerpNegConfig
@@ -474,7 +474,7 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
 
 def world_ground_truth(size: int):
     "The `ground_truth` callable of `evaluate_clip_rp` for the mini world: analytic renders on white at `size` pixels."
-    from instant3d.world import WorldConfig, render_scenes
+    from instant3d.mini.world import WorldConfig, render_scenes
     w = WorldConfig.mini()
     return lambda ps, cams: render_scenes(ps, cams.to("cpu"), cfg=w, size=size)["rgb"].clamp(0, 1)
 
@@ -594,7 +594,7 @@ def run_training(cfg: TrainConfig, out_dir, resume: bool = False, max_steps: int
 def tiny_train_config(folder, # where the tiny random teacher is written
                       **overrides) -> TrainConfig:
     "A seconds-long mini-world config with a tiny random teacher in `folder` (tests, smoke runs)."
-    from instant3d.teacher import TeacherConfig, build_unet, build_scheduler, save_teacher, DEFAULT_CLIP_DIR
+    from instant3d.mini.teacher import TeacherConfig, build_unet, build_scheduler, save_teacher, DEFAULT_CLIP_DIR
     folder = Path(folder)
     if not (folder / "unet").is_dir():
         tc = TeacherConfig.tiny(); torch.manual_seed(0)

@@ -4,7 +4,7 @@ import pytest, torch
 import torch.nn.functional as F
 from instant3d.conventions import config_to_dict, config_from_dict
 from instant3d.clip_loss import ClipLossConfig, Clip, clip_loss, clip_rp
-from instant3d.mini_clip import MiniClipConfig, build_mini_clip, load_mini_clip, shipped_mini_clip_dir
+from instant3d.mini.clip import MiniClipConfig, build_mini_clip, load_mini_clip, shipped_mini_clip_dir
 from instant3d.text import WeightsNotFoundError
 
 needs_mini = pytest.mark.skipif(not (shipped_mini_clip_dir() / "clip").is_dir(), reason="shipped mini CLIP absent")
@@ -40,7 +40,7 @@ def test_formulas():
 
 @needs_mini
 def test_agrees_with_mini_clip():
-    from instant3d.world import WorldConfig, prompts, render_scenes
+    from instant3d.mini.world import WorldConfig, prompts, render_scenes
     from instant3d.cameras import sample_cameras
     clip, ref = Clip.from_pretrained("mini"), load_mini_clip()
     w = WorldConfig.mini(); ps = prompts(w); sel = ps[::300]

@@ -1,18 +1,18 @@
-"Contracts of instant3d.mini_clip: config round trip, save/load layouts, toy training and resume, the shipped weights."
+"Contracts of instant3d.mini.clip: config round trip, save/load layouts, toy training and resume, the shipped weights."
 import json, shutil, subprocess, sys, warnings
 from dataclasses import replace
 import pytest, torch
 from instant3d.conventions import config_from_dict, config_to_dict
-from instant3d.mini_clip import (MiniClip, MiniClipConfig, build_mini_clip, clip_preprocess, evaluate_ground_truth, load_mini_clip,
+from instant3d.mini.clip import (MiniClip, MiniClipConfig, build_mini_clip, clip_preprocess, evaluate_ground_truth, load_mini_clip,
                                  save_mini_clip, shipped_mini_clip_dir, train_mini_clip)
 from instant3d.text import TextEncoder
-from instant3d.world import WorldConfig, prompts
+from instant3d.mini.world import WorldConfig, prompts
 
 SHIPPED = shipped_mini_clip_dir()
 needs_weights = pytest.mark.skipif(not (SHIPPED / "clip").is_dir(), reason="no shipped mini CLIP weights yet")
 
 def test_fresh_import():
-    subprocess.run([sys.executable, "-c", "import instant3d.mini_clip as m; m.MiniClipConfig.mini()"], check=True)
+    subprocess.run([sys.executable, "-c", "import instant3d.mini.clip as m; m.MiniClipConfig.mini()"], check=True)
 
 def test_config_round_trip_and_errors():
     for c in (MiniClipConfig.mini(), MiniClipConfig.tiny(), MiniClipConfig.paper()):

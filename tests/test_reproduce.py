@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from instant3d.reproduce import (QUICK, FULL, ReproducePlan, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world, summarise,
                                  results_section, update_results_md, views_to_reach)
-from instant3d.world import parse_prompt
+from instant3d.mini.world import parse_prompt
 
 EXE = str(Path(sys.executable).parent / "instant3d")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")

@@ -3,11 +3,11 @@ import argparse, dataclasses, json
 from pathlib import Path
 import pytest, torch
 from instant3d.conventions import config_to_dict, config_from_dict
-from instant3d.teacher import (TeacherConfig, train_teacher, load_teacher, sample, closed_form_denoiser, empirical_set,
+from instant3d.mini.teacher import (TeacherConfig, train_teacher, load_teacher, sample, closed_form_denoiser, empirical_set,
                                build_scheduler, to_unet, add_train_teacher_args, run_train_teacher, TEACHER_SUBFOLDERS, CaptionBank,
                                bank_captions, guide)
 from instant3d.text import mini_text_encoder
-from instant3d.world import WORLD_WORDS, prompts
+from instant3d.mini.world import WORLD_WORDS, prompts
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +91,7 @@ def test_cli(enc_dir, tmp_path):
 
 
 def test_fp16_weights_load_as_fp32(run_dir, tmp_path):
-    from instant3d.teacher import save_teacher
+    from instant3d.mini.teacher import save_teacher
     t = load_teacher(run_dir / "teacher")
     enc = json.loads((run_dir / "config.json").read_text())["text_encoder_dir"]
     save_teacher(tmp_path / "half", t.unet, t.scheduler, enc, dtype=torch.float16)
@@ -137,8 +137,8 @@ def test_closed_form_oracle_vs_loop():
 
 def test_evaluate_teacher_runs(run_dir, tmp_path):
     "The bar figures come out in range with an untrained tiny CLIP (the shipped numbers are in the model card)."
-    from instant3d.mini_clip import MiniClipConfig, build_mini_clip, save_mini_clip
-    from instant3d.teacher import evaluate_teacher
+    from instant3d.mini.clip import MiniClipConfig, build_mini_clip, save_mini_clip
+    from instant3d.mini.teacher import evaluate_teacher
     ccfg = MiniClipConfig.tiny()
     model, tok = build_mini_clip(ccfg)
     save_mini_clip(model, tok, ccfg, tmp_path / "clip")
@@ -150,7 +150,7 @@ def test_evaluate_teacher_runs(run_dir, tmp_path):
 
 def test_interrupt_writes_resumable_checkpoint(enc_dir, tmp_path, monkeypatch):
     "Ctrl-C / SIGTERM (KeyboardInterrupt) mid-run leaves a checkpoint at the last finished step; --resume finishes the run."
-    import instant3d.teacher as T
+    import instant3d.mini.teacher as T
     real, calls = T.diffusion_loss, []
     def flaky(*a, **k):
         calls.append(1)
@@ -165,7 +165,7 @@ def test_interrupt_writes_resumable_checkpoint(enc_dir, tmp_path, monkeypatch):
 
 def test_init_from_starts_at_the_given_weights(run_dir, enc_dir, tmp_path):
     "A staged run starts (weights and EMA) from another teacher's UNet, not from a fresh init."
-    from instant3d.teacher import _Run
+    from instant3d.mini.teacher import _Run
     src = load_teacher(run_dir / "teacher").unet.state_dict()
     r = _Run(dataclasses.replace(TeacherConfig.tiny(), init_from=str(run_dir / "teacher")))
     for k, v in r.unet.state_dict().items(): torch.testing.assert_close(v, src[k])
@@ -175,7 +175,7 @@ def test_init_from_starts_at_the_given_weights(run_dir, enc_dir, tmp_path):
 
 
 def test_init_from_errors(run_dir, tmp_path):
-    from instant3d.teacher import _Run
+    from instant3d.mini.teacher import _Run
     with pytest.raises(FileNotFoundError, match="init_from"): _Run(dataclasses.replace(TeacherConfig.tiny(), init_from=str(tmp_path / "none")))
     other = dataclasses.replace(TeacherConfig.tiny(), block_out_channels=(16, 16))
     with pytest.raises(ValueError, match="does not match"): _Run(dataclasses.replace(other, init_from=str(run_dir / "teacher")))
@@ -184,8 +184,8 @@ def test_init_from_errors(run_dir, tmp_path):
 
 
 def test_front_weight_map_marks_the_nose_and_its_rim():
-    from instant3d.teacher import front_weight_map
-    from instant3d.world import FRONT_RGB
+    from instant3d.mini.teacher import front_weight_map
+    from instant3d.mini.world import FRONT_RGB
     img = torch.ones(1, 3, 8, 8)
     img[0, :, 3, 4] = torch.tensor(FRONT_RGB)
     w = front_weight_map(img, 9.0)[0, 0]
@@ -194,7 +194,7 @@ def test_front_weight_map_marks_the_nose_and_its_rim():
 
 
 def test_weighted_loss_is_plain_loss_for_uniform_weights():
-    from instant3d.teacher import build_unet, diffusion_loss
+    from instant3d.mini.teacher import build_unet, diffusion_loss
     cfg = TeacherConfig.tiny()
     torch.manual_seed(0); u, s = build_unet(cfg), build_scheduler(cfg)
     x0, tok = torch.rand(2, 3, 16, 16) * 2 - 1, torch.randn(2, 24, 64)

@@ -1,9 +1,9 @@
-"The mini world: grammar, split, captions, ground-truth renderer and Janus detector (instant3d.world)."
+"The mini world: grammar, split, captions, ground-truth renderer and Janus detector (instant3d.mini.world)."
 import dataclasses, json, math
 import pytest, torch
 from instant3d.cameras import CameraConfig, orbit_cameras, sample_cameras
 from instant3d.conventions import config_from_dict, config_to_dict, wrap_azimuth_deg
-from instant3d.world import (BODIES, COLOURS, HATS, HAT_COLOURS, PART_NAMES, SUPPORTS, GADGETS, VIEW_SUFFIXES, WORLD_WORDS, Scene,
+from instant3d.mini.world import (BODIES, COLOURS, HATS, HAT_COLOURS, PART_NAMES, SUPPORTS, GADGETS, VIEW_SUFFIXES, WORLD_WORDS, Scene,
                              WorldConfig, all_scenes, caption_with_view, front_feature_visible, janus_rate, load_split, parse_prompt,
                              prompts, render_scenes, sample_dataset, save_split, scene_primitives, scene_sdf, split_indices,
                              split_view_suffix)
