@@ -54,7 +54,8 @@ def check_images(x: torch.Tensor, # [B, C, H, W] images expected in RGB_RANGE
                  name: str = "images", channels: int | None = 3):
     "Raise `ValueError` unless `x` is a [B, C, H, W] float tensor in [0, 1]; returns `x`."
     if not torch.is_tensor(x) or x.ndim != 4 or (channels is not None and x.shape[1] != channels):
-        raise ValueError(f"{name}: expected a [B, {channels or 'C'}, H, W] tensor, got {tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
+        raise ValueError(f"{name}: expected a [B, {channels or 'C'}, H, W] tensor, got "
+                         f"{tuple(x.shape) if torch.is_tensor(x) else type(x).__name__}")
     lo, hi = RGB_RANGE
     if not x.is_floating_point(): raise ValueError(f"{name}: expected a float tensor, got {x.dtype}")
     mn, mx = x.min().item(), x.max().item()

@@ -26,41 +26,50 @@ ATTN_NORM_EPS = 1e-6  # eps of the GroupNorm before each transformer (diffusers 
 
 def _check_stages(cfg):
     st = cfg.stages
-    if isinstance(st, list) or (isinstance(st, tuple) and any(isinstance(x, list) for x in st)):  # e.g. read from JSON by hand
+    if isinstance(st, list) or (isinstance(st, tuple) and any(isinstance(x, list) for x in st)):  # e.g. JSON by hand
         st = tuple(tuple(x) if isinstance(x, (list, tuple)) else x for x in st)
         object.__setattr__(cfg, "stages", st)
     if not isinstance(st, tuple) or not st:
-        raise ValueError(f"DecoderConfig.stages={st!r}: expected a non-empty tuple of (out_channels, n_layers, heads, norm_groups)")
+        raise ValueError(f"DecoderConfig.stages={st!r}: expected a non-empty tuple of (out_channels, n_layers, heads, "
+                         "norm_groups)")
     cin = cfg.mid_channels
     for i, s in enumerate(st):
         ok = isinstance(s, tuple) and len(s) == 4 and all(isinstance(v, int) and not isinstance(v, bool) for v in s)
         if not ok or s[0] < 1 or s[1] < 1 or s[2] < 0 or s[3] < 1:
-            raise ValueError(f"DecoderConfig.stages[{i}]={s!r}: expected ints (out_channels >= 1, n_layers >= 1, heads >= 0, norm_groups >= 1)")
+            raise ValueError(f"DecoderConfig.stages[{i}]={s!r}: expected ints (out_channels >= 1, n_layers >= 1, heads "
+                             ">= 0, norm_groups >= 1)")
         for c in (s[0], cin) if cfg.norm == "ada_group" else (s[0],):
-            if c % s[3]: raise ValueError(f"DecoderConfig.stages[{i}]: {c} channels not divisible by norm_groups={s[3]}")
+            if c % s[3]:
+                raise ValueError(f"DecoderConfig.stages[{i}]: {c} channels not divisible by norm_groups={s[3]}")
         cin = s[0]
 
 def check_decoder_config(self):
     "Raise `ValueError` naming the first bad field of a `DecoderConfig` and its accepted range."
-    check_positive_ints(self, ("in_channels", "base_res", "mid_channels", "head_dim", "cross_attention_dim", "style_in_dim",
-                               "style_dim", "norm_groups", "out_norm_groups", "triplane_channels"))
+    check_positive_ints(self, ("in_channels", "base_res", "mid_channels", "head_dim", "cross_attention_dim",
+                               "style_in_dim", "style_dim", "norm_groups", "out_norm_groups", "triplane_channels"))
     check_positive_ints(self, ("mid_heads",), minimum=0)
     if self.norm not in NORMS: raise ValueError(f"DecoderConfig.norm={self.norm!r}: accepted {NORMS}")
-    if not isinstance(self.use_cross_attention, bool): raise ValueError(f"use_cross_attention={self.use_cross_attention!r}: expected a bool")
-    if self.mid_channels % self.norm_groups: raise ValueError(f"mid_channels={self.mid_channels} not divisible by norm_groups={self.norm_groups}")
+    if not isinstance(self.use_cross_attention, bool):
+        raise ValueError(f"use_cross_attention={self.use_cross_attention!r}: expected a bool")
+    if self.mid_channels % self.norm_groups:
+        raise ValueError(f"mid_channels={self.mid_channels} not divisible by norm_groups={self.norm_groups}")
     _check_stages(self)
     if self.stages[-1][0] % self.out_norm_groups:
-        raise ValueError(f"last stage width {self.stages[-1][0]} not divisible by out_norm_groups={self.out_norm_groups}")
+        raise ValueError(f"last stage width {self.stages[-1][0]} not divisible by "
+                         f"out_norm_groups={self.out_norm_groups}")
 
 # %% ../nbs/05_decoder.ipynb #d110f8d9
 @dataclass(frozen=True)
 class DecoderConfig:
-    "Cross-attention triplane decoder (paper section 3.2; released `TriplaneDecoder`, notes/official_code.md sections 4-5)."
+    "Cross-attention triplane decoder (paper Sec. 3.2, App. A; released `TriplaneDecoder`, triplane_decoder.py:85-452)."
     in_channels: int = 128  # channels of the base map (= TokenToPlaneConfig.base_channels; released 512)
     base_res: int = 8  # side of the base map (paper: 8x8; released 4x4)
     mid_channels: int = 320  # width after conv_in and in the mid block (released 320)
     mid_heads: int = 20  # transformer heads in the mid block, 0 = no attention there (released 20)
-    stages: tuple[tuple[int, int, int, int], ...] = ((320, 10, 20, 8), (160, 10, 10, 8), (80, 10, 5, 8), (80, 10, 0, 4), (40, 10, 0, 2))  # (out_channels, n_layers, heads, norm_groups) low -> high res; paper: 5 stages 8 -> 256, 10 layers; widths/heads/groups from released
+    # (out_channels, n_layers, heads, norm_groups) from low to high resolution; paper: 5 stages 8 -> 256, 10 layers;
+    # widths, heads and groups from the released code
+    stages: tuple[tuple[int, int, int, int], ...] = ((320, 10, 20, 8), (160, 10, 10, 8), (80, 10, 5, 8),
+                                                     (80, 10, 0, 4), (40, 10, 0, 2))
     head_dim: int = 16  # width per attention head (released: always 16)
     cross_attention_dim: int = 1024  # token width for K, V (SD 2.1-base text encoder)
     style_in_dim: int = 1536  # style input width = StyleConfig.out_dim (768 text + 768 noise)
@@ -83,13 +92,15 @@ def _paper(cls): return cls()
 @classmethod
 def _official(cls):
     return cls(in_channels=512, base_res=4, mid_channels=320, mid_heads=20,
-               stages=((320, 13, 0, 8), (320, 13, 20, 8), (160, 13, 10, 8), (80, 13, 5, 8), (80, 13, 0, 4), (40, 13, 0, 2)),
+               stages=((320, 13, 0, 8), (320, 13, 20, 8), (160, 13, 10, 8), (80, 13, 5, 8), (80, 13, 0, 4),
+                       (40, 13, 0, 2)),
                norm="ada_group", style_in_dim=1536, style_dim=320, triplane_channels=32)
 
 @classmethod
 def _mini(cls):
-    return cls(in_channels=64, base_res=4, mid_channels=64, mid_heads=4, stages=((64, 1, 4, 8), (32, 1, 2, 8), (16, 1, 0, 4)),
-               head_dim=16, cross_attention_dim=64, style_in_dim=128, style_dim=64, norm="ada_group", triplane_channels=16)
+    return cls(in_channels=64, base_res=4, mid_channels=64, mid_heads=4,
+               stages=((64, 1, 4, 8), (32, 1, 2, 8), (16, 1, 0, 4)), head_dim=16, cross_attention_dim=64,
+               style_in_dim=128, style_dim=64, norm="ada_group", triplane_channels=16)
 
 DecoderConfig.paper, DecoderConfig.official, DecoderConfig.mini = _paper, _official, _mini
 
@@ -110,34 +121,37 @@ class AdaIN(nn.Module):
 
 # %% ../nbs/05_decoder.ipynb #773e17af
 class AdaINResBlock(nn.Module):
-    "AdaIN -> SiLU -> conv3x3 -> AdaIN -> SiLU -> conv3x3, plus a (1x1 conv if the width changes) skip: the paper's style ResBlock."
+    "AdaIN -> SiLU -> conv3x3 -> AdaIN -> SiLU -> conv3x3, plus a skip (1x1 conv if the width changes)."
     def __init__(self, in_channels: int, out_channels: int, style_dim: int, eps: float = NORM_EPS):
         super().__init__()
         self.norm1, self.conv1 = AdaIN(style_dim, in_channels, eps), nn.Conv2d(in_channels, out_channels, 3, padding=1)
         self.norm2, self.conv2 = AdaIN(style_dim, out_channels, eps), nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.conv_shortcut = nn.Conv2d(in_channels, out_channels, 1) if in_channels != out_channels else None
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor: # [B, Cin, H, W], [B, style_dim] -> [B, Cout, H, W]
+    def forward(self, x: torch.Tensor, # [B, Cin, H, W]
+                emb: torch.Tensor, # [B, style_dim] style code
+               ) -> torch.Tensor: # [B, Cout, H, W]
         h = self.conv1(F.silu(self.norm1(x, emb)))
         h = self.conv2(F.silu(self.norm2(h, emb)))
         return h + (x if self.conv_shortcut is None else self.conv_shortcut(x))
 
 def make_resblock(in_channels: int, out_channels: int, groups: int, style_dim: int, norm: str) -> nn.Module:
-    "A style-modulated ResBlock `block(x, emb)`: diffusers `ResnetBlockCondNorm2D` with AdaGroupNorm (released) or `AdaINResBlock` (paper)."
+    "Style ResBlock `block(x, emb)`: `ResnetBlockCondNorm2D` with AdaGroupNorm (released) or `AdaINResBlock` (paper)."
     if norm == "ada_group":
-        return ResnetBlockCondNorm2D(in_channels=in_channels, out_channels=out_channels, temb_channels=style_dim, groups=groups,
-                                     eps=NORM_EPS, time_embedding_norm="ada_group")
+        return ResnetBlockCondNorm2D(in_channels=in_channels, out_channels=out_channels, temb_channels=style_dim,
+                                     groups=groups, eps=NORM_EPS, time_embedding_norm="ada_group")
     if norm == "adain": return AdaINResBlock(in_channels, out_channels, style_dim)
     raise ValueError(f"norm={norm!r}: accepted {NORMS}")
 
 # %% ../nbs/05_decoder.ipynb #3e487adc
 class CrossAttnTransformer2D(nn.Module):
-    "GroupNorm -> Linear -> BasicTransformerBlock(self-attn, cross-attn on tokens, GEGLU) -> Linear, + x (diffusers Transformer2DModel, linear projection)."
+    "GroupNorm -> Linear -> BasicTransformerBlock(self-attn, cross-attn on tokens, GEGLU) -> Linear, + x."
     def __init__(self, channels: int, heads: int, head_dim: int, cross_attention_dim: int, groups: int):
         super().__init__()
         self.norm = nn.GroupNorm(groups, channels, eps=ATTN_NORM_EPS)
         self.proj_in = nn.Linear(channels, channels)
-        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, head_dim, cross_attention_dim=cross_attention_dim,
+        self.transformer_blocks = nn.ModuleList([BasicTransformerBlock(channels, heads, head_dim,
+                                                                       cross_attention_dim=cross_attention_dim,
                                                                        activation_fn="geglu")])
         self.proj_out = nn.Linear(channels, channels)
 
@@ -157,7 +171,8 @@ class MidBlock(nn.Module):
         c, g = cfg.mid_channels, cfg.norm_groups
         self.resnets = nn.ModuleList([make_resblock(c, c, g, cfg.style_dim, cfg.norm) for _ in range(2)])
         use_attn = cfg.mid_heads > 0 and cfg.use_cross_attention
-        self.attentions = nn.ModuleList([CrossAttnTransformer2D(c, cfg.mid_heads, cfg.head_dim, cfg.cross_attention_dim, g)] if use_attn else [])
+        self.attentions = nn.ModuleList([CrossAttnTransformer2D(c, cfg.mid_heads, cfg.head_dim,
+                                                                cfg.cross_attention_dim, g)] if use_attn else [])
 
     def forward(self, x, emb, tokens): # [B, C, R, R], [B, style_dim], [B, L, D] -> [B, C, R, R]
         x = self.resnets[0](x, emb)
@@ -166,13 +181,15 @@ class MidBlock(nn.Module):
 
 # %% ../nbs/05_decoder.ipynb #45ac7b1c
 class UpStage(nn.Module):
-    "n_layers x (ResBlock [+ transformer]), then nearest x2 + 3x3 conv (released `UpBlock2D` / `CrossAttnUpBlock2D` without skips)."
+    "n_layers x (ResBlock [+ transformer]), then nearest x2 + 3x3 conv (released `(CrossAttn)UpBlock2D`, no skips)."
     def __init__(self, in_channels: int, out_channels: int, n_layers: int, heads: int, groups: int, cfg: DecoderConfig):
         super().__init__()
-        self.resnets = nn.ModuleList([make_resblock(in_channels if i == 0 else out_channels, out_channels, groups, cfg.style_dim, cfg.norm)
+        self.resnets = nn.ModuleList([make_resblock(in_channels if i == 0 else out_channels, out_channels, groups,
+                                                    cfg.style_dim, cfg.norm)
                                       for i in range(n_layers)])
         use_attn = heads > 0 and cfg.use_cross_attention
-        self.attentions = nn.ModuleList([CrossAttnTransformer2D(out_channels, heads, cfg.head_dim, cfg.cross_attention_dim, groups)
+        self.attentions = nn.ModuleList([CrossAttnTransformer2D(out_channels, heads, cfg.head_dim,
+                                                                cfg.cross_attention_dim, groups)
                                          for _ in range(n_layers if use_attn else 0)])
         self.upsamplers = nn.ModuleList([Upsample2D(out_channels, use_conv=True)])
 
@@ -188,11 +205,12 @@ class TriplaneDecoder(nn.Module):
     def __init__(self, cfg: DecoderConfig):
         super().__init__()
         self.config = cfg
-        self.style_mlp = TimestepEmbedding(cfg.style_in_dim, cfg.style_dim)  # Linear - SiLU - Linear, shared by every norm
+        self.style_mlp = TimestepEmbedding(cfg.style_in_dim, cfg.style_dim)  # Linear-SiLU-Linear, shared by every norm
         self.conv_in = nn.Conv2d(cfg.in_channels, cfg.mid_channels, 3, padding=1)
         self.mid_block = MidBlock(cfg)
         widths = [cfg.mid_channels] + [s[0] for s in cfg.stages]
-        self.stages = nn.ModuleList([UpStage(cin, cout, n, heads, g, cfg) for cin, (cout, n, heads, g) in zip(widths, cfg.stages)])
+        self.stages = nn.ModuleList([UpStage(cin, cout, n, heads, g, cfg)
+                                     for cin, (cout, n, heads, g) in zip(widths, cfg.stages)])
         self.conv_norm_out = nn.GroupNorm(cfg.out_norm_groups, widths[-1], eps=NORM_EPS)
         self.conv_out = nn.Conv2d(widths[-1], 3 * cfg.triplane_channels, 3, padding=1)
 
@@ -205,17 +223,19 @@ def check_inputs(self: TriplaneDecoder, base, tokens, style):
     "Raise `ValueError` naming the expected shape unless the three inputs fit this decoder and share the batch size."
     c = self.config
     if not torch.is_tensor(base) or base.ndim != 4 or tuple(base.shape[1:]) != (c.in_channels, c.base_res, c.base_res):
-        raise ValueError(f"base: expected [B, {c.in_channels}, {c.base_res}, {c.base_res}], got {tuple(base.shape) if torch.is_tensor(base) else type(base).__name__}")
+        raise ValueError(f"base: expected [B, {c.in_channels}, {c.base_res}, {c.base_res}], got "
+                         f"{tuple(base.shape) if torch.is_tensor(base) else type(base).__name__}")
     B = base.shape[0]
     if tokens is not None or self.uses_tokens:
         check_tokens(tokens, None, c.cross_attention_dim)
         if tokens.shape[0] != B: raise ValueError(f"tokens: batch {tokens.shape[0]} != base batch {B}")
     if not torch.is_tensor(style) or tuple(style.shape) != (B, c.style_in_dim):
-        raise ValueError(f"style: expected [B={B}, {c.style_in_dim}], got {tuple(style.shape) if torch.is_tensor(style) else type(style).__name__}")
+        raise ValueError(f"style: expected [B={B}, {c.style_in_dim}], got "
+                         f"{tuple(style.shape) if torch.is_tensor(style) else type(style).__name__}")
 
 @patch
 def forward(self: TriplaneDecoder, base: torch.Tensor, # [B, C0, R0, R0] base map from token-to-plane
-            tokens: torch.Tensor | None, # [B, L, cross_attention_dim] token embeddings; may be None without cross-attention
+            tokens: torch.Tensor | None, # [B, L, cross_attention_dim] token embeddings; None without cross-attention
             style: torch.Tensor, # [B, style_in_dim] style input (text vector || noise)
            ) -> torch.Tensor: # [B, 3, triplane_channels, R, R]
     self.check_inputs(base, tokens, style)

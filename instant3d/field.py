@@ -39,22 +39,30 @@ class TriplaneFieldConfig:
     def __post_init__(self):
         for name in ("channels", "hidden", "n_hidden_layers"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"TriplaneFieldConfig.{name} must be an int >= 1, got {v!r}")
-        if self.aggregation not in AGGREGATIONS: raise ValueError(f"TriplaneFieldConfig.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
-        if self.albedo not in ALBEDO_KINDS: raise ValueError(f"TriplaneFieldConfig.albedo must be one of {ALBEDO_KINDS}, got {self.albedo!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"TriplaneFieldConfig.{name} must be an int >= 1, got {v!r}")
+        if self.aggregation not in AGGREGATIONS:
+            raise ValueError(f"TriplaneFieldConfig.aggregation must be one of {AGGREGATIONS}, got {self.aggregation!r}")
+        if self.albedo not in ALBEDO_KINDS:
+            raise ValueError(f"TriplaneFieldConfig.albedo must be one of {ALBEDO_KINDS}, got {self.albedo!r}")
         for name in ("box_radius", "blob_radius"):
-            if not getattr(self, name) > 0: raise ValueError(f"TriplaneFieldConfig.{name} must be > 0, got {getattr(self, name)!r}")
+            if not getattr(self, name) > 0:
+                raise ValueError(f"TriplaneFieldConfig.{name} must be > 0, got {getattr(self, name)!r}")
         for name in ("blob_density", "density_shift"):
-            if not math.isfinite(getattr(self, name)): raise ValueError(f"TriplaneFieldConfig.{name} must be finite, got {getattr(self, name)!r}")
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"TriplaneFieldConfig.{name} must be finite, got {getattr(self, name)!r}")
 
     @property
     def in_features(self) -> int: return self.channels * (3 if self.aggregation == "concat" else 1)
     @classmethod
     def paper(cls): return cls()
     @classmethod
-    def official(cls): return cls(channels=32, aggregation="mean", hidden=64, n_hidden_layers=1, albedo="released_eval", equalized=True)
+    def official(cls):
+        return cls(channels=32, aggregation="mean", hidden=64, n_hidden_layers=1, albedo="released_eval",
+                   equalized=True)
     @classmethod
-    def mini(cls): return cls(channels=16, aggregation="concat", hidden=16, n_hidden_layers=1)  # hidden 16: speed (08_render); 852 parameters
+    def mini(cls):  # hidden 16 for speed (08_render): 852 parameters
+        return cls(channels=16, aggregation="concat", hidden=16, n_hidden_layers=1)
 
 # %% ../nbs/07_field.ipynb #528d6d0f
 PLANE_AXES = ((0, 1), (0, 2), (2, 1))  # (grid x = width, grid y = height) of planes xy, xz, zy (EG3D generate_planes)
@@ -70,8 +78,10 @@ def project_points(points: torch.Tensor, # [B, N, 3] world units
 # %% ../nbs/07_field.ipynb #74a1daf1
 def check_triplane(triplane: torch.Tensor, channels: int | None = None) -> torch.Tensor:
     "`ValueError` unless `triplane` is a float [B, 3, C, H, W] tensor (with C == `channels` when given)."
-    if not torch.is_tensor(triplane) or triplane.ndim != 5 or triplane.shape[1] != 3 or not triplane.is_floating_point():
-        raise ValueError(f"triplane: expected a float [B, 3, C, R, R] tensor, got {tuple(triplane.shape) if torch.is_tensor(triplane) else type(triplane).__name__}")
+    if (not torch.is_tensor(triplane) or triplane.ndim != 5 or triplane.shape[1] != 3
+        or not triplane.is_floating_point()):
+        raise ValueError("triplane: expected a float [B, 3, C, R, R] tensor, got "
+                         f"{tuple(triplane.shape) if torch.is_tensor(triplane) else type(triplane).__name__}")
     if channels is not None and triplane.shape[2] != channels:
         raise ValueError(f"triplane: expected {channels} channels per plane, got {triplane.shape[2]}")
     return triplane
@@ -79,8 +89,10 @@ def check_triplane(triplane: torch.Tensor, channels: int | None = None) -> torch
 def check_points(points: torch.Tensor, batch: int | None = None) -> torch.Tensor:
     "`ValueError` unless `points` is a float [B, N, 3] tensor (with B == `batch` when given)."
     if not torch.is_tensor(points) or points.ndim != 3 or points.shape[-1] != 3 or not points.is_floating_point():
-        raise ValueError(f"points: expected a float [B, N, 3] tensor, got {tuple(points.shape) if torch.is_tensor(points) else type(points).__name__}")
-    if batch is not None and points.shape[0] != batch: raise ValueError(f"points: batch {points.shape[0]} != triplane batch {batch}")
+        raise ValueError("points: expected a float [B, N, 3] tensor, got "
+                         f"{tuple(points.shape) if torch.is_tensor(points) else type(points).__name__}")
+    if batch is not None and points.shape[0] != batch:
+        raise ValueError(f"points: batch {points.shape[0]} != triplane batch {batch}")
     return points
 
 # %% ../nbs/07_field.ipynb #1ebfaa06
@@ -93,7 +105,8 @@ def sample_planes(triplane: torch.Tensor, # [B, 3, C, R, R] planes xy, xz, zy
     B, _, C, H, W = triplane.shape
     N = points.shape[1]
     grid = project_points(points, box_radius).reshape(B * 3, 1, N, 2).to(triplane.dtype)
-    out = F.grid_sample(triplane.reshape(B * 3, C, H, W), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    out = F.grid_sample(triplane.reshape(B * 3, C, H, W), grid, mode="bilinear", padding_mode="zeros",
+                        align_corners=False)
     return out.view(B, 3, C, N)
 
 def sample_triplane(triplane: torch.Tensor, # [B, 3, C, R, R] planes xy, xz, zy
@@ -120,31 +133,34 @@ def atlas_grid(points: torch.Tensor, # [M, 3] world units
     u = uv[..., 0].clamp(-1 - 1 / W, 1 + 1 / W)  # within one texel of the plane: zero padding is exact (see above)
     v = uv[..., 1].clamp(-1 - 1 / H, 1 + 1 / H)
     tile = 3 * batch + torch.arange(3, device=points.device)[:, None]  # [3, M]
-    Ha = B * 3 * (H + 2)  # atlas pixel y = tile (H + 2) + 1 + ((v + 1) H - 1) / 2, then back to [-1, 1] (align_corners=False)
+    # atlas pixel y = tile (H + 2) + 1 + ((v + 1) H - 1) / 2, then back to [-1, 1] (align_corners=False)
+    Ha = B * 3 * (H + 2)
     return torch.stack([u * (W / (W + 2)), (v * H + 2 * tile * (H + 2) + H + 2) / Ha - 1], -1).to(points.dtype)
 
 # %% ../nbs/07_field.ipynb #e4aa360a
 def sample_atlas(atlas: torch.Tensor, # [1, C, Ha, Wa] from `triplane_atlas`
                  grid: torch.Tensor, # [3, M, 2] from `atlas_grid`
                  chunks: int = 1, # grid_sample batch entries (CPU threads); the result does not depend on it
-                ) -> torch.Tensor: # [chunks, C, 3, L] features, point i at (i // L, :, :, i % L); zero-padded to chunks * L >= M
+                ) -> torch.Tensor: # [chunks, C, 3, L]: point i at (i // L, :, :, i % L), zero-padded
     "Bilinear features at atlas coordinates, in one `grid_sample` call cut into `chunks` along its batch axis."
     M = grid.shape[1]
     L = max(1, -(-M // chunks))
     if chunks * L != M: grid = F.pad(grid, (0, 0, 0, chunks * L - M))
     grid = grid.view(3, chunks, L, 2).transpose(0, 1).to(atlas.dtype)
-    return F.grid_sample(atlas.expand(chunks, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    return F.grid_sample(atlas.expand(chunks, -1, -1, -1), grid, mode="bilinear", padding_mode="zeros",
+                         align_corners=False)
 
 def sample_planes_packed(triplane: torch.Tensor, # [B, 3, C, H, W] planes xy, xz, zy
                          points: torch.Tensor, # [M, 3] world units
                          batch: torch.Tensor, # [M] long, batch element of each point
                          box_radius: float = BOX_RADIUS,
                          chunks: int = 1, # grid_sample batch entries (CPU threads); the result does not depend on it
-                        ) -> torch.Tensor: # [chunks, C, 3, L] features, point i at (i // L, :, :, i % L); zero-padded to chunks * L >= M
+                        ) -> torch.Tensor: # [chunks, C, 3, L]: point i at (i // L, :, :, i % L), zero-padded
     "Bilinear features of a flat list of points on their own triplanes, in one `grid_sample` call on the atlas."
     B, _, C, H, W = check_triplane(triplane).shape
     if points.ndim != 2 or points.shape[-1] != 3 or batch.shape != points.shape[:1]:
-        raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and {tuple(batch.shape)}")
+        raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and "
+                         f"{tuple(batch.shape)}")
     return sample_atlas(triplane_atlas(triplane), atlas_grid(points, batch, B, H, W, box_radius), chunks)
 
 # %% ../nbs/07_field.ipynb #lk0002
@@ -171,8 +187,8 @@ try:
 except ImportError: numba, _prange = None, range
 _taps_jit = None  # set to the jitted `_taps` on first use
 
-def _taps(gx, gy, Ha, Wa): # atlas coordinates in [-1, 1] -> 4 clamped (y, x) taps and their weights (0 outside the atlas)
-    x, y = ((gx + 1.0) * Wa - 1.0) * 0.5, ((gy + 1.0) * Ha - 1.0) * 0.5  # grid_sample's unnormalisation, align_corners=False
+def _taps(gx, gy, Ha, Wa): # atlas coordinates in [-1, 1] -> 4 clamped (y, x) taps, their weights (0 outside the atlas)
+    x, y = ((gx + 1.0) * Wa - 1.0) * 0.5, ((gy + 1.0) * Ha - 1.0) * 0.5  # grid_sample's, align_corners=False
     xf, yf = np.floor(x), np.floor(y)
     fx, fy = x - xf, y - yf
     x0, y0 = int(xf), int(yf)
@@ -196,12 +212,14 @@ def _lookup_forward(grid, atlas, out, n_threads): # grid [P, M, 2], atlas [Ha, W
                 q = 0 if summed else p
                 if p == 0 or not summed:
                     for c in range(C):
-                        out[m, q, c] = w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c] + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c]
+                        out[m, q, c] = (w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c]
+                                        + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c])
                 else:
                     for c in range(C):
-                        out[m, q, c] += w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c] + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c]
+                        out[m, q, c] += (w00 * atlas[y0, x0, c] + w10 * atlas[y0, x1, c]
+                                         + w01 * atlas[y1, x0, c] + w11 * atlas[y1, x1, c])
 
-def _lookup_backward(grid, gout, buf): # grid [P, M, 2], gout [M, 1 or P, C], buf [threads, Ha, Wa, C] zeros (one per thread)
+def _lookup_backward(grid, gout, buf): # grid [P, M, 2], gout [M, 1 or P, C], buf [threads, Ha, Wa, C] zeros
     P, M = grid.shape[0], grid.shape[1]
     n_threads, Ha, Wa, C = buf.shape
     summed = gout.shape[1] == 1
@@ -221,12 +239,13 @@ def _lookup_backward(grid, gout, buf): # grid [P, M, 2], gout [M, 1 or P, C], bu
 @functools.cache
 def _kernels(parallel: bool = True): # (forward, backward) compiled on first use; None without numba
     if numba is None: return None
-    cache = os.path.isfile(_lookup_forward.__code__.co_filename)  # cache on disk only from a real file (not a notebook cell)
+    cache = os.path.isfile(_lookup_forward.__code__.co_filename)  # cache on disk only from a real file, not a cell
     _lookup_forward.__globals__["_taps_jit"] = numba.njit(cache=cache)(_taps)  # what the kernels call
     # serial kernels for one thread. Compiling or running a parallel kernel starts numba's thread pool, which sets
     # OpenMP's thread count (torch's too) to the core count and keeps a worker spinning between calls: two
     # single-threaded processes on 2 cores then ran 2 threads each, 3x slower (benchmarks/bench_parallel.py)
-    return tuple(numba.njit(parallel=parallel, cache=cache)(f if parallel else _renamed(f, "_serial")) for f in (_lookup_forward, _lookup_backward))
+    return tuple(numba.njit(parallel=parallel, cache=cache)(f if parallel else _renamed(f, "_serial"))
+                 for f in (_lookup_forward, _lookup_backward))
 
 def _renamed(f, suffix): # a copy of `f` under another name: numba's disk cache keys on the name, not on `parallel`
     g = types.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__, f.__closure__)
@@ -245,7 +264,7 @@ class _AtlasLookup(torch.autograd.Function):
     def forward(ctx, atlas, grid, summed):
         n = _threads()
         fwd, _ = _kernels(n > 1)
-        a, g = atlas.detach().contiguous(), grid.detach().to(atlas.dtype)  # the kernels take strided arrays: no copy of the grid
+        a, g = atlas.detach().contiguous(), grid.detach().to(atlas.dtype)  # kernels take strided arrays: no grid copy
         out = atlas.new_empty(g.shape[1], 1 if summed else g.shape[0], a.shape[-1])
         fwd(g.numpy(), a.numpy(), out.numpy(), n)
         ctx.save_for_backward(g)
@@ -267,10 +286,12 @@ def atlas_lookup(atlas: torch.Tensor, # [Ha, Wa, C] from `triplane_atlas_hwc`, f
                  grid: torch.Tensor, # [3, M, 2] from `atlas_grid` (no gradient to it)
                  summed: bool = False, # add the three planes' features
                 ) -> torch.Tensor: # [M, C] if summed else [M, 3, C]
-    "Bilinear features at atlas coordinates (numba kernel; the same values as `sample_atlas`), differentiable in `atlas`."
+    "Bilinear features at atlas coordinates (numba kernel, the values of `sample_atlas`), differentiable in `atlas`."
     if numba is None: raise ImportError("atlas_lookup needs numba: pip install numba (or set_lookup('grid_sample'))")
-    if atlas.ndim != 3 or grid.ndim != 3 or grid.shape[-1] != 2 or atlas.device.type != "cpu" or atlas.dtype not in (torch.float32, torch.float64):
-        raise ValueError(f"atlas_lookup: expected a float32/float64 CPU atlas [Ha, Wa, C] and a grid [P, M, 2], got {atlas.dtype} {tuple(atlas.shape)} on {atlas.device} and {tuple(grid.shape)}")
+    if (atlas.ndim != 3 or grid.ndim != 3 or grid.shape[-1] != 2 or atlas.device.type != "cpu"
+        or atlas.dtype not in (torch.float32, torch.float64)):
+        raise ValueError("atlas_lookup: expected a float32/float64 CPU atlas [Ha, Wa, C] and a grid [P, M, 2], got "
+                         f"{atlas.dtype} {tuple(atlas.shape)} on {atlas.device} and {tuple(grid.shape)}")
     return _AtlasLookup.apply(atlas, grid, summed)
 
 def use_numba_lookup(planes: torch.Tensor, points: torch.Tensor) -> bool:
@@ -279,7 +300,8 @@ def use_numba_lookup(planes: torch.Tensor, points: torch.Tensor) -> bool:
     if numba is None:
         if _LOOKUP[0] == "numba": raise ImportError("set_lookup('numba') needs numba: pip install numba")
         return False
-    return planes.device.type == "cpu" and planes.dtype in (torch.float32, torch.float64) and not (points.requires_grad and torch.is_grad_enabled())
+    return (planes.device.type == "cpu" and planes.dtype in (torch.float32, torch.float64)
+            and not (points.requires_grad and torch.is_grad_enabled()))
 
 
 # %% ../nbs/07_field.ipynb #047dd041
@@ -305,7 +327,7 @@ def build_mlp(cfg: TriplaneFieldConfig) -> nn.Sequential:
 # %% ../nbs/07_field.ipynb #8d726d71
 def apply_mlp(mlp: nn.Sequential, # built by `build_mlp`
               x: torch.Tensor, # [B, in_features, N] channels first
-              planes: int = 1, # > 1: x's features are ordered (channel, plane), the first layer's columns (plane, channel)
+              planes: int = 1, # > 1: features of x in (channel, plane) order, first-layer columns in (plane, channel)
              ) -> torch.Tensor: # [B, out_features, N]
     "Run `mlp` on channels-first input (a pointwise MLP as batched matrix products)."
     first = True
@@ -319,7 +341,7 @@ def apply_mlp(mlp: nn.Sequential, # built by `build_mlp`
 
 # %% ../nbs/07_field.ipynb #587f18d4
 class TriplaneField(nn.Module):
-    "Density and albedo of a triplane at 3-D points (PAPER.md section 2, items 6-7). No text, no view direction."
+    "Density and albedo of a triplane at 3-D points (released `OSGDecoder`, generator.py:181-211); no text or view input."
     def __init__(self, cfg: TriplaneFieldConfig | None = None):
         super().__init__()
         self.cfg = cfg if cfg is not None else TriplaneFieldConfig()
@@ -348,41 +370,50 @@ class TriplaneField(nn.Module):
         return self.activate(*self.raw(triplane, points), alpha)
 
     def activate(self, sigma_raw, logits, alpha=1.0): # -> dict(density, albedo, sigma_raw)
-        return dict(density=F.softplus(sigma_raw), albedo=albedo_activation(logits, self.cfg.albedo, alpha), sigma_raw=sigma_raw)
+        return dict(density=F.softplus(sigma_raw), albedo=albedo_activation(logits, self.cfg.albedo, alpha),
+                    sigma_raw=sigma_raw)
 
     def density_at(self, triplane, points): # [B, 3, C, R, R], [B, N, 3] -> density [B, N] >= 0
         return F.softplus(self.raw(triplane, points)[0])
 
 # %% ../nbs/07_field.ipynb #310ccc9a
 @patch
-def first_layer_planes(self: TriplaneField, triplane): # [B, 3, C, R, R] -> [B, 3, hidden, R, R], or None when not cheaper
+def first_layer_planes(self: TriplaneField, triplane): # [B, 3, C, R, R] -> [B, 3, hidden, R, R], None if not cheaper
     "The planes W_k P_k (the first layer applied per texel), when hidden <= channels."
     if self.cfg.hidden > self.cfg.channels: return None
     lin, C = self.mlp[0], self.cfg.channels
     w = lin.weight * getattr(lin, "weight_gain", 1.0)  # [hidden, in_features]
-    w = w.view(-1, 3, C).transpose(0, 1) if self.cfg.aggregation == "concat" else (w / 3).expand(3, -1, -1)  # [3, hidden, C]
+    w = w.view(-1, 3, C).transpose(0, 1) if self.cfg.aggregation == "concat" else (w / 3).expand(3, -1, -1)
+    # w: [3, hidden, C]
     return torch.einsum("khc,bkcyx->bkhyx", w, triplane)
 
 @patch
-def raw_packed(self: TriplaneField, triplane, points, batch): # [B, 3, C, R, R], [M, 3], [M] -> (sigma_raw [M], logits [M, 3])
+def raw_packed(self: TriplaneField,
+               triplane, # [B, 3, C, R, R]
+               points, # [M, 3] world units
+               batch, # [M] long, batch element of each point
+              ): # (sigma_raw [M], logits [M, 3])
     "`raw` on a flat list of points: the atlas sampled piece by piece, one thread per chunk of a piece, then the MLP."
     B, _, _, H, W = check_triplane(triplane, self.cfg.channels).shape
     if points.ndim != 2 or points.shape[-1] != 3 or batch.shape != points.shape[:1]:
-        raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and {tuple(batch.shape)}")
+        raise ValueError(f"packed points: expected [M, 3] points and [M] batch indices, got {tuple(points.shape)} and "
+                         f"{tuple(batch.shape)}")
     planes = self.first_layer_planes(triplane)
     src, grid, out = triplane if planes is None else planes, atlas_grid(points, batch, B, H, W, self.cfg.box_radius), []
     fast = use_numba_lookup(src, points)
     atlas = triplane_atlas_hwc(src) if fast else triplane_atlas(src)
     concat = 3 if self.cfg.aggregation == "concat" else 1
     for g in grid.split(self.piece, 1):
-        if fast:  # [L, hidden] (summed over planes) or [L, 3, C] -> channels first [1, ., L], (channel, plane) order for concat
+        if fast:  # f: [L, hidden] (summed over planes) or [L, 3, C] -> channels first [1, ., L], (channel, plane) order
             f = atlas_lookup(atlas, g, summed=planes is not None)
             if planes is not None: o = apply_mlp(self.mlp[1:], (f + self.mlp[0].bias).T[None])
-            else: o = apply_mlp(self.mlp, (f.mean(1) if concat == 1 else f.transpose(1, 2).flatten(1)).T[None], planes=concat)
+            else:
+                f = f.mean(1) if concat == 1 else f.transpose(1, 2).flatten(1)
+                o = apply_mlp(self.mlp, f.T[None], planes=concat)
             out.append(o[0])
             continue
         f = sample_atlas(atlas, g, max(1, min(torch.get_num_threads(), g.shape[1] // 1024)))  # [n, C or hidden, 3, L]
-        if planes is not None: o = apply_mlp(self.mlp[1:], f.sum(2) + self.mlp[0].bias[:, None])  # first layer done per texel
+        if planes is not None: o = apply_mlp(self.mlp[1:], f.sum(2) + self.mlp[0].bias[:, None])  # first layer per texel
         else: o = apply_mlp(self.mlp, f.mean(2) if concat == 1 else f.flatten(1, 2), planes=concat)
         out.append(o.transpose(0, 1).reshape(4, -1)[:, :g.shape[1]])  # [n, 4, L] -> [4, n * L] -> [4, piece]
     out = torch.cat(out, 1) if len(out) != 1 else out[0]

@@ -20,8 +20,9 @@ ANIMAL_HATS = ("beret", "beanie", "cowboy hat", "straw hat", "baseball cap", "to
 PORTRAIT_FIGURES = ("a white man", "a white woman", "a boy", "a girl", "an elderly man", "an elderly woman",
                     "a black woman", "a black man", "Obama", "Kobe")
 PORTRAIT_HATS = ("Santa hat", "peaked cap", "steampunk hat", "crown")
-PORTRAIT_EXPRESSIONS = ("laughing", "crying", "grinning", "singing", "shouting", "looking ahead with a very serious expression",
-                        "opening mouth wide in shock", "angry", "talking", "feeling sad")
+PORTRAIT_EXPRESSIONS = ("laughing", "crying", "grinning", "singing", "shouting",
+                        "looking ahead with a very serious expression", "opening mouth wide in shock", "angry",
+                        "talking", "feeling sad")
 
 # %% ../nbs/30_prompts.ipynb #2ccf14a9
 def animal_prompt(species: str, item: str | None, gadget: str | None, hat: str | None) -> str:
@@ -30,8 +31,9 @@ def animal_prompt(species: str, item: str | None, gadget: str | None, hat: str |
     return " ".join([f"a {species}", " and ".join(clauses)]).strip()
 
 def animals_prompts() -> list[str]:
-    "All 10 x 7 x 5 x 9 = 3,150 Animals prompts (PAPER.md section 5), in grammar order."
-    return [animal_prompt(s, i, g, h) for s in ANIMAL_SPECIES for i in ANIMAL_ITEMS for g in ANIMAL_GADGETS for h in ANIMAL_HATS]
+    "All 10 x 7 x 5 x 9 = 3,150 Animals prompts (paper Sec. 4.1), in grammar order."
+    return [animal_prompt(s, i, g, h) for s in ANIMAL_SPECIES for i in ANIMAL_ITEMS for g in ANIMAL_GADGETS
+            for h in ANIMAL_HATS]
 
 # %% ../nbs/30_prompts.ipynb #5d6348aa
 def portraits_prompts() -> list[str]:

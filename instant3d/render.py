@@ -32,21 +32,29 @@ class RenderConfig:
     test_width: int = 256 # test render width
     n_samples: int = 64 # stratified samples per ray; paper and released
     n_importance: int = 64 # importance samples per ray; paper and released; 0 = coarse samples only
-    importance_smoothing: str = "released" # "released": max-pool(2), avg-pool(2), +0.01 on the weights (renderer.py:309-368); "none": +1e-5
+    # "released": max-pool(2), avg-pool(2), +0.01 on the weights (renderer.py:309-368); "none": +1e-5
+    importance_smoothing: str = "released"
     background: str = "random" # training: "random" (paper, released) | "white" | "black" | "grey"
     test_background: str = "white" # test renders; released adds +1 (meant as white)
-    shading: tuple[tuple[str, float], ...] = (("albedo", 0.5), ("lambertian", 0.4), ("textureless", 0.1)) # training mode probabilities; released Make-It-3D leftover
+    # training shading-mode probabilities; from the Make-It-3D leftover of the released code
+    shading: tuple[tuple[str, float], ...] = (("albedo", 0.5), ("lambertian", 0.4), ("textureless", 0.1))
     ambient: float = 0.1 # ambient share of the Lambertian factor; DreamFusion, released Make-It-3D leftover
     lambert_min: float = 0.0 # floor of n.l; paper/DreamFusion 0, released 0.1
     normals: str = "finite_difference" # "finite_difference" (central, released) | "forward_difference" | "autograd"
     normal_eps: float = 1e-2 # finite-difference step, world units; released renderer.py:370-395
-    normal_min_weight: float = 1e-4 # normals only at samples with a larger weight (ours, for speed); 0 = at every sample with weight > 0
-    normals_at: str = "samples" # "samples": per sample, shaded, then composited (DreamFusion, released) | "surface": one per ray at its depth, shaded after compositing (ours, mini)
-    chunk_rays: int | None = 16384 # rays per chunk over the whole batch, used under no_grad (big test renders); None = one pass
-    near_far: str = "box" # ray segment inside the box [-box_radius, box_radius]^3 (released 'auto'); misses get zero weight
+    # normals only at samples with a larger weight (ours, for speed); 0 = at every sample with weight > 0
+    normal_min_weight: float = 1e-4
+    # "samples": per sample, shaded, then composited (DreamFusion, released) | "surface": one per ray at its depth,
+    # shaded after compositing (ours, mini)
+    normals_at: str = "samples"
+    chunk_rays: int | None = 16384 # rays per chunk over the batch, under no_grad (big test renders); None = one pass
+    near_far: str = "box" # the ray inside the box [-box_radius, box_radius]^3 (released 'auto'); misses get zero weight
     box_radius: float = BOX_RADIUS # must equal the field's box radius
-    bound_radius: float | None = None # also clip rays to this sphere about the origin (ours, for speed): no density is seen outside it; None = box only (paper, released)
-    min_transmittance: float = 0.0 # fine samples behind a coarse transmittance below this are not evaluated (ours, for speed); 0 = all (paper, released)
+    # also clip rays to this sphere about the origin (ours, for speed): no density is seen outside it;
+    # None = box only (paper, released)
+    bound_radius: float | None = None
+    # fine samples behind a coarse transmittance below this are not evaluated (ours, for speed); 0 = all (paper, released)
+    min_transmittance: float = 0.0
 
     def __post_init__(self): _check_render_config(self)
     @classmethod
@@ -54,19 +62,25 @@ class RenderConfig:
     @classmethod
     def official(cls): return cls(test_height=128, test_width=128, lambert_min=0.1)
     @classmethod
-    def mini(cls): return cls(test_height=64, test_width=64, n_samples=32, n_importance=32, normals="forward_difference", chunk_rays=32768,
-                              bound_radius=1.25, min_transmittance=1e-4, normal_min_weight=1e-3, normals_at="surface")  # mini-world objects reach 1.17 from the origin (20_world: stone slab rim)
-    def for_test(self): return dataclasses.replace(self, height=self.test_height, width=self.test_width, background=self.test_background)
+    def mini(cls):  # bound_radius: mini-world objects reach 1.17 from the origin (20_world: stone slab rim)
+        return cls(test_height=64, test_width=64, n_samples=32, n_importance=32, normals="forward_difference",
+                   chunk_rays=32768, bound_radius=1.25, min_transmittance=1e-4, normal_min_weight=1e-3,
+                   normals_at="surface")
+    def for_test(self):
+        return dataclasses.replace(self, height=self.test_height, width=self.test_width,
+                                   background=self.test_background)
 
 # %% ../nbs/08_render.ipynb #026816a4
 def _check_render_config(c: RenderConfig):
     "Raise `ValueError` naming the first bad field of a `RenderConfig`."
     def pos_int(name, v, lo=1):
-        if not isinstance(v, int) or isinstance(v, bool) or v < lo: raise ValueError(f"RenderConfig.{name} must be an int >= {lo}, got {v!r}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < lo:
+            raise ValueError(f"RenderConfig.{name} must be an int >= {lo}, got {v!r}")
     for n in ("height", "width", "test_height", "test_width", "n_samples"): pos_int(n, getattr(c, n))
     pos_int("n_importance", c.n_importance, 0)
     if c.chunk_rays is not None: pos_int("chunk_rays", c.chunk_rays)
-    for name, v, ok in (("importance_smoothing", c.importance_smoothing, IMPORTANCE_SMOOTHING), ("normals", c.normals, NORMAL_METHODS), ("normals_at", c.normals_at, NORMALS_AT),
+    for name, v, ok in (("importance_smoothing", c.importance_smoothing, IMPORTANCE_SMOOTHING),
+                        ("normals", c.normals, NORMAL_METHODS), ("normals_at", c.normals_at, NORMALS_AT),
                         ("near_far", c.near_far, ("box",)), ("background", c.background, ("random", *BACKGROUNDS)),
                         ("test_background", c.test_background, ("random", *BACKGROUNDS))):
         if v not in ok: raise ValueError(f"RenderConfig.{name} must be one of {ok}, got {v!r}")
@@ -76,13 +90,16 @@ def _check_render_config(c: RenderConfig):
     if any(p < 0 for _, p in c.shading) or abs(sum(p for _, p in c.shading) - 1) > 1e-6:
         raise ValueError(f"RenderConfig.shading: probabilities must be >= 0 and sum to 1, got {c.shading}")
     if not 0 <= c.ambient <= 1: raise ValueError(f"RenderConfig.ambient must lie in [0, 1], got {c.ambient}")
-    if not -1 <= c.lambert_min <= 1: raise ValueError(f"RenderConfig.lambert_min must lie in [-1, 1], got {c.lambert_min}")
+    if not -1 <= c.lambert_min <= 1:
+        raise ValueError(f"RenderConfig.lambert_min must lie in [-1, 1], got {c.lambert_min}")
     if not c.normal_eps > 0: raise ValueError(f"RenderConfig.normal_eps must be > 0, got {c.normal_eps}")
-    if not 0 <= c.normal_min_weight < 1: raise ValueError(f"RenderConfig.normal_min_weight must lie in [0, 1), got {c.normal_min_weight}")
+    if not 0 <= c.normal_min_weight < 1:
+        raise ValueError(f"RenderConfig.normal_min_weight must lie in [0, 1), got {c.normal_min_weight}")
     if not c.box_radius > 0: raise ValueError(f"RenderConfig.box_radius must be > 0, got {c.box_radius}")
     if c.bound_radius is not None and not (isinstance(c.bound_radius, (int, float)) and c.bound_radius > 0):
         raise ValueError(f"RenderConfig.bound_radius must be None or > 0, got {c.bound_radius!r}")
-    if not 0 <= c.min_transmittance < 1: raise ValueError(f"RenderConfig.min_transmittance must lie in [0, 1), got {c.min_transmittance}")
+    if not 0 <= c.min_transmittance < 1:
+        raise ValueError(f"RenderConfig.min_transmittance must lie in [0, 1), got {c.min_transmittance}")
 
 # %% ../nbs/08_render.ipynb #5f25d9d1
 def ray_box_intersect(origins: torch.Tensor, # [..., 3] world units
@@ -115,7 +132,7 @@ def ray_sphere_intersect(origins: torch.Tensor, # [..., 3] world units
 def ray_segments(origins: torch.Tensor, dirs: torch.Tensor, # [..., 3] world units, unit directions
                  cfg: RenderConfig,
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # near [...], far [...], hit [...] bool
-    "The part of each ray that is sampled: inside the box, and inside the bounding sphere when `cfg.bound_radius` is set."
+    "The sampled part of each ray: inside the box, and inside the bounding sphere when `cfg.bound_radius` is set."
     near, far, hit = ray_box_intersect(origins, dirs, cfg.box_radius)
     if cfg.bound_radius is None: return near, far, hit
     n2, f2, h2 = ray_sphere_intersect(origins, dirs, cfg.bound_radius)
@@ -137,7 +154,8 @@ def stratified_samples(near: torch.Tensor, # [...] world units
                        generator: torch.Generator | None = None,
                       ) -> torch.Tensor: # [..., n] sorted distances in [near, far]
     "One sample per equal-length bin of [near, far]."
-    u = _rand((*near.shape, n), generator, near.device) if perturb else torch.full((*near.shape, n), 0.5, device=near.device)
+    u = (_rand((*near.shape, n), generator, near.device) if perturb
+         else torch.full((*near.shape, n), 0.5, device=near.device))
     frac = (torch.arange(n, device=near.device, dtype=near.dtype) + u) / n
     return near[..., None] + (far - near)[..., None] * frac
 
@@ -182,8 +200,10 @@ def sample_pdf(bins: torch.Tensor, # [..., S + 1] sorted interval edges
               ) -> torch.Tensor: # [..., n] sorted samples in [bins[0], bins[-1]]
     "Inverse-CDF samples of the piecewise-constant pdf `weights` on `bins`."
     pdf = weights / weights.sum(-1, keepdim=True)
-    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, -1)[..., :-1], torch.ones_like(pdf[..., :1])], -1)
-    u = _rand((*weights.shape[:-1], n), generator, weights.device) if perturb else torch.full((*weights.shape[:-1], n), 0.5, device=weights.device)
+    cdf = torch.cat([torch.zeros_like(pdf[..., :1]), torch.cumsum(pdf, -1)[..., :-1],
+                     torch.ones_like(pdf[..., :1])], -1)
+    u = (_rand((*weights.shape[:-1], n), generator, weights.device) if perturb
+         else torch.full((*weights.shape[:-1], n), 0.5, device=weights.device))
     u = (torch.arange(n, device=weights.device, dtype=weights.dtype) + u) / n
     idx = torch.searchsorted(cdf.contiguous(), u.contiguous(), right=True).clamp(1, weights.shape[-1])
     c0, c1 = cdf.gather(-1, idx - 1), cdf.gather(-1, idx)
@@ -225,16 +245,18 @@ def estimate_normals(field, # has density_at(triplane, points [B, N, 3]) -> [B, 
                      points: torch.Tensor, # [B, N, 3] world units, or [M, 3] packed with `batch`
                      method: str = "finite_difference", # one of NORMAL_METHODS
                      eps: float = 1e-2, # finite-difference step, world units
-                     density: torch.Tensor | None = None, # [B, N] (or [M]) density at `points` if known (reused by forward differences)
-                     batch: torch.Tensor | None = None, # [M] long: `points` are packed, point i belongs to batch element batch[i]
+                     density: torch.Tensor | None = None, # [B, N] (or [M]) density at `points`, reused if given
+                     batch: torch.Tensor | None = None, # [M] long: `points` are packed, point i is in batch element batch[i]
                     ) -> torch.Tensor: # [B, N, 3] (or [M, 3]) unit outward normals (0 where the density is flat)
     "Normals -grad density / |grad density| at `points`."
     if batch is None:  # [B, N, 3]: pack, then unpack
         B, N, _ = points.shape
         dens = None if density is None else density.reshape(-1)
-        n = estimate_normals(field, triplane, points.reshape(-1, 3), method, eps, dens, torch.arange(B, device=points.device).repeat_interleave(N))
+        n = estimate_normals(field, triplane, points.reshape(-1, 3), method, eps, dens,
+                             torch.arange(B, device=points.device).repeat_interleave(N))
         return n.view(B, N, 3)
-    at = lambda p: query_density(field, triplane, p.reshape(-1, 3), batch.repeat_interleave(p.shape[1])).view(p.shape[:2])  # [M, k, 3] -> [M, k]
+    at = lambda p: query_density(field, triplane, p.reshape(-1, 3),
+                                 batch.repeat_interleave(p.shape[1])).view(p.shape[:2])  # [M, k, 3] -> [M, k]
     if method == "forward_difference":
         d = at(points[:, None, :] + eps * torch.eye(3, dtype=points.dtype, device=points.device))
         grad = (d - (at(points[:, None])[:, 0] if density is None else density)[:, None]) / eps
@@ -264,7 +286,8 @@ def visible_normals(field, triplane,
     if rays is not None: mask = mask & rays[:, None]
     out = torch.zeros_like(points)
     if not mask.any(): return out
-    n = estimate_normals(field, triplane, points[mask], cfg.normals, cfg.normal_eps, density[mask], ray_batch[:, None].expand_as(mask)[mask])
+    n = estimate_normals(field, triplane, points[mask], cfg.normals, cfg.normal_eps, density[mask],
+                         ray_batch[:, None].expand_as(mask)[mask])
     return torch.index_put(out, (mask,), n)
 
 # %% ../nbs/08_render.ipynb #bab53838
@@ -296,13 +319,18 @@ def surface_normals(field, triplane,
     if rays is not None: mask = mask & rays
     out = torch.zeros_like(points)
     if not mask.any(): return out
-    return torch.index_put(out, (mask,), estimate_normals(field, triplane, points[mask], cfg.normals, cfg.normal_eps, None, ray_batch[mask]))
+    n = estimate_normals(field, triplane, points[mask], cfg.normals, cfg.normal_eps, None, ray_batch[mask])
+    return torch.index_put(out, (mask,), n)
 
-def _shade_surface(modes, counts: list[int], albedo, opacity, normals, light_dir, cfg: RenderConfig) -> torch.Tensor: # [R, 3]
-    "Deferred shading of packed rays sorted by batch element: composited albedo [R, 3] (premultiplied) and one normal per ray."
+def _shade_surface(modes, counts: list[int], albedo, opacity, normals, light_dir,
+                   cfg: RenderConfig) -> torch.Tensor: # [R, 3]
+    "Deferred shading of packed rays sorted by batch element: composited albedo [R, 3] (premultiplied), a normal per ray."
     normals = normals.split(counts) if normals is not None else [None] * len(counts)
-    return torch.cat([shade(m, a, n, light_dir[b], cfg.ambient, cfg.lambert_min) * (1 if m in ("albedo", "lambertian") else o[:, None])
-                      for b, (m, a, o, n) in enumerate(zip(modes, albedo.split(counts), opacity.split(counts), normals))])
+    out = []
+    for b, (m, a, o, n) in enumerate(zip(modes, albedo.split(counts), opacity.split(counts), normals)):
+        scale = 1 if m in ("albedo", "lambertian") else o[:, None]  # these two are linear in the (premultiplied) albedo
+        out.append(shade(m, a, n, light_dir[b], cfg.ambient, cfg.lambert_min) * scale)
+    return torch.cat(out)
 
 
 # %% ../nbs/08_render.ipynb #33acde18
@@ -315,7 +343,8 @@ def sample_shading(cfg: RenderConfig, n: int, generator: torch.Generator | None 
 def sample_background(kind: str, n: int, generator: torch.Generator | None = None, device=None) -> torch.Tensor:
     "[n, 3] background colours in [0, 1]: one uniform random colour per image, or a fixed grey level."
     if kind == "random": return _rand((n, 3), generator, device)
-    if kind not in BACKGROUNDS: raise ValueError(f"background must be 'random' or one of {tuple(BACKGROUNDS)}, got {kind!r}")
+    if kind not in BACKGROUNDS:
+        raise ValueError(f"background must be 'random' or one of {tuple(BACKGROUNDS)}, got {kind!r}")
     return torch.full((n, 3), BACKGROUNDS[kind], device=device)
 
 # %% ../nbs/08_render.ipynb #fdd258fb
@@ -324,27 +353,32 @@ def _resolve_modes(shading, cfg: RenderConfig, B: int, generator) -> tuple[str, 
     if isinstance(shading, str): modes = sample_shading(cfg, B, generator) if shading == "random" else (shading,) * B
     else: modes = tuple(shading)
     bad = [m for m in modes if m not in SHADING_MODES]
-    if len(modes) != B or bad: raise ValueError(f"shading: expected 'random', one of {SHADING_MODES} or {B} of them, got {shading!r}")
+    if len(modes) != B or bad:
+        raise ValueError(f"shading: expected 'random', one of {SHADING_MODES} or {B} of them, got {shading!r}")
     return modes
 
 def _check_rays(origins, dirs):
-    if not (torch.is_tensor(origins) and torch.is_tensor(dirs)) or origins.ndim != 3 or origins.shape[-1] != 3 or origins.shape != dirs.shape:
-        raise ValueError(f"rays: expected origins and dirs of shape [B, N, 3], got {getattr(origins, 'shape', None)} and {getattr(dirs, 'shape', None)}")
+    if (not (torch.is_tensor(origins) and torch.is_tensor(dirs)) or origins.ndim != 3 or origins.shape[-1] != 3
+        or origins.shape != dirs.shape):
+        raise ValueError(f"rays: expected origins and dirs of shape [B, N, 3], got {getattr(origins, 'shape', None)} "
+                         f"and {getattr(dirs, 'shape', None)}")
     err = (dirs.detach().norm(dim=-1) - 1).abs().max().item() if dirs.numel() else 0.0
-    if err > 1e-3: raise ValueError(f"rays: directions must be unit length (t is distance), max | |d| - 1 | = {err:.3g}")
+    if err > 1e-3:
+        raise ValueError(f"rays: directions must be unit length (t is distance), max | |d| - 1 | = {err:.3g}")
 
 # %% ../nbs/08_render.ipynb #2963884d
 def fine_samples(t: torch.Tensor, # [R, S] sorted coarse samples
                  far: torch.Tensor, # [R] end of each ray's segment
                  density: torch.Tensor, # [R, S] coarse density (detached)
                  cfg: RenderConfig, perturb: bool = True, generator: torch.Generator | None = None,
-                ) -> tuple[torch.Tensor, torch.Tensor | None]: # t_fine [R, n_importance] sorted; keep [R, n_importance] bool, or None (all)
-    "Importance samples from the coarse weights, and which of them are in front of coarse transmittance cfg.min_transmittance."
+                ) -> tuple[torch.Tensor, torch.Tensor | None]: # t_fine [R, n_importance] sorted; keep: bool or None
+    "Importance samples from the coarse weights, and which of them lie before coarse transmittance `min_transmittance`."
     w, delta = composite_weights(density, t, far)
-    t_fine = sample_pdf(torch.cat([t, far[:, None]], -1), smooth_weights(w, cfg.importance_smoothing), cfg.n_importance, perturb, generator)
+    t_fine = sample_pdf(torch.cat([t, far[:, None]], -1), smooth_weights(w, cfg.importance_smoothing),
+                        cfg.n_importance, perturb, generator)
     if cfg.min_transmittance == 0: return t_fine, None
     tau = density * delta
-    trans = torch.exp(-(torch.cumsum(tau, -1) - tau))  # [R, S] coarse transmittance at the start of each coarse interval
+    trans = torch.exp(-(torch.cumsum(tau, -1) - tau))  # [R, S] coarse transmittance at the start of each interval
     interval = (torch.searchsorted(t.contiguous(), t_fine.contiguous(), right=True) - 1).clamp_min(0)
     return t_fine, trans.gather(-1, interval) >= cfg.min_transmittance
 
@@ -354,7 +388,7 @@ def _evaluate(field, triplane,
               t: torch.Tensor, # [R, S] sample distances
               ray_batch: torch.Tensor, # [R] long, batch element of each ray
               alpha: float = 1.0,
-              keep: torch.Tensor | None = None, # [R, S] bool, samples to evaluate (the rest: density 0, albedo 0); None = all
+              keep: torch.Tensor | None = None, # [R, S] bool, samples to evaluate (others: density 0, albedo 0); None = all
              ) -> tuple[torch.Tensor, torch.Tensor]: # density [R, S], albedo [R, S, 3]
     "The field at the samples of packed rays, in one packed call."
     x = o[:, None] + t[..., None] * d[:, None]
@@ -364,7 +398,8 @@ def _evaluate(field, triplane,
         return out["density"].view(t.shape), out["albedo"].view(*t.shape, 3)
     idx = keep.nonzero(as_tuple=True)
     out = query_field(field, triplane, x[idx], b[idx], alpha)
-    return torch.index_put(t.new_zeros(t.shape), idx, out["density"]), torch.index_put(t.new_zeros(*t.shape, 3), idx, out["albedo"])
+    density = torch.index_put(t.new_zeros(t.shape), idx, out["density"])
+    return density, torch.index_put(t.new_zeros(*t.shape, 3), idx, out["albedo"])
 
 # %% ../nbs/08_render.ipynb #e46478ba
 def _shade_rays(modes, counts: list[int], albedo, normals, light_dir, cfg: RenderConfig) -> torch.Tensor: # [R, S, 3]
@@ -374,7 +409,8 @@ def _shade_rays(modes, counts: list[int], albedo, normals, light_dir, cfg: Rende
                       for b, (m, a, n) in enumerate(zip(modes, albedo.split(counts), normals))])
 
 # %% ../nbs/08_render.ipynb #c0f6b901
-def _render_chunk(field, triplane, o, d, cfg: RenderConfig, modes, background, light_dir, alpha, perturb, generator, return_normal):
+def _render_chunk(field, triplane, o, d, cfg: RenderConfig, modes, background, light_dir, alpha, perturb, generator,
+                  return_normal):
     "render_rays on one chunk of rays; every per-image random choice is already made."
     B, N, _ = o.shape
     near, far, hit = ray_segments(o, d, cfg)
@@ -387,20 +423,24 @@ def _render_chunk(field, triplane, o, d, cfg: RenderConfig, modes, background, l
     if cfg.n_importance > 0:
         with torch.no_grad(): t_fine, keep = fine_samples(t, far_r, density.detach(), cfg, perturb, generator)
         density_f, albedo_f = _evaluate(field, triplane, ro, rd, t_fine, rb, alpha, keep)
-        t, density, albedo = torch.cat([t, t_fine], -1), torch.cat([density, density_f], -1), torch.cat([albedo, albedo_f], 1)
+        t, density = torch.cat([t, t_fine], -1), torch.cat([density, density_f], -1)
+        albedo = torch.cat([albedo, albedo_f], 1)
         t_sorted, order = torch.sort(t, -1)  # the transmittance needs distance order ...
         weights_sorted = composite_weights(density.gather(-1, order), t_sorted, far_r)[0]
-        weights = torch.zeros_like(weights_sorted).scatter(-1, order, weights_sorted)  # ... the sums below do not: back to sample order
+        # ... the sums below do not: back to sample order
+        weights = torch.zeros_like(weights_sorted).scatter(-1, order, weights_sorted)
     need = torch.tensor([return_normal or m != "albedo" for m in modes], device=o.device)
     counts = torch.bincount(rb, minlength=B).tolist()
     opacity, wt = weights.sum(-1), (weights * t).sum(-1)
     if cfg.normals_at == "surface":  # one normal per ray at its depth, shading after compositing
-        surface = (ro + (wt / opacity.clamp_min(1e-10))[:, None] * rd).detach()  # placed without gradient, like the samples
+        surface = (ro + (wt / opacity.clamp_min(1e-10))[:, None] * rd).detach()  # no gradient to the place, as samples
         normals = surface_normals(field, triplane, surface, rb, opacity, cfg, need[rb]) if need.any() else None
-        rgb = _shade_surface(modes, counts, composite(weights, albedo), opacity, normals, light_dir, cfg) + (1 - opacity)[:, None] * background[rb]
+        shaded = _shade_surface(modes, counts, composite(weights, albedo), opacity, normals, light_dir, cfg)
+        rgb = shaded + (1 - opacity)[:, None] * background[rb]
         normal = None if normals is None else opacity[:, None] * normals
     else:  # a normal per sample, shaded per sample, then composited
-        normals = visible_normals(field, triplane, ro[:, None] + t[..., None] * rd[:, None], rb, weights, density, cfg, need[rb]) if need.any() else None
+        normals = (visible_normals(field, triplane, ro[:, None] + t[..., None] * rd[:, None], rb, weights, density, cfg,
+                                   need[rb]) if need.any() else None)
         rgb = composite(weights, _shade_rays(modes, counts, albedo, normals, light_dir, cfg), background[rb])
         normal = None if normals is None else composite(weights, normals)
     t_bg = o.norm(dim=-1) + math.sqrt(3) * cfg.box_radius  # background placed beyond the whole box
@@ -424,9 +464,9 @@ def render_rays(field, # field(triplane, points, alpha) -> dict(density, albedo)
                 alpha: float = 1.0, # scaled-sigmoid stretch, passed to the field
                 perturb: bool = True, # jittered samples and light (training); False: deterministic
                 generator: torch.Generator | None = None,
-                light_dir: torch.Tensor | None = None, # [B, 3] towards the light; None -> camera + N(0, I) (perturb) or camera
+                light_dir: torch.Tensor | None = None, # [B, 3] towards the light; None: camera + N(0, I) (perturb) or camera
                 return_normal: bool = False, # composite normals for every element (else only where shading needs them)
-               ) -> dict: # rgb [B,N,3], opacity [B,N], depth [B,N], depth_expected [B,N], normal [B,N,3]?, weights/t [B,N,S]
+               ) -> dict: # rgb [B,N,3], opacity, depth, depth_expected [B,N], normal [B,N,3]?, weights/t [B,N,S]
     "Volume-render B bundles of N rays through a field: colour over a background, opacity, depth, normals."
     cfg = cfg if cfg is not None else RenderConfig()
     _check_rays(origins, dirs)
@@ -436,14 +476,18 @@ def render_rays(field, # field(triplane, points, alpha) -> dict(density, albedo)
     modes = _resolve_modes(shading, cfg, B, generator)
     if background is None: background = sample_background(cfg.background, B, generator, origins.device)
     if background.shape != (B, 3) or background.min() < 0 or background.max() > 1:
-        raise ValueError(f"background: expected [B={B}, 3] in [0, 1], got {tuple(background.shape)} in [{background.min():.3g}, {background.max():.3g}]")
+        raise ValueError(f"background: expected [B={B}, 3] in [0, 1], got {tuple(background.shape)} in "
+                         f"[{background.min():.3g}, {background.max():.3g}]")
     if light_dir is None:  # released/stable-dreamfusion: camera position + N(0, I), normalised
         light_dir = origins.mean(1)  # [B, 3] camera centres
-        if perturb: light_dir = light_dir + torch.randn(light_dir.shape, generator=generator, device=generator.device if generator is not None else None).to(light_dir)
+        if perturb:
+            gdev = generator.device if generator is not None else None
+            light_dir = light_dir + torch.randn(light_dir.shape, generator=generator, device=gdev).to(light_dir)
     light_dir = F.normalize(light_dir.to(origins), dim=-1)
-    chunk = N if cfg.chunk_rays is None or torch.is_grad_enabled() else max(1, cfg.chunk_rays // B)  # with grad all is kept anyway
-    parts = [_render_chunk(field, triplane, origins[:, i:i + chunk], dirs[:, i:i + chunk], cfg, modes, background, light_dir,
-                           alpha, perturb, generator, return_normal) for i in range(0, N, chunk)]
+    # with gradients every activation is kept anyway: chunks only under no_grad
+    chunk = N if cfg.chunk_rays is None or torch.is_grad_enabled() else max(1, cfg.chunk_rays // B)
+    parts = [_render_chunk(field, triplane, origins[:, i:i + chunk], dirs[:, i:i + chunk], cfg, modes,
+                           background, light_dir, alpha, perturb, generator, return_normal) for i in range(0, N, chunk)]
     out = {k: torch.cat([p[k] for p in parts], 1) for k in parts[0]} if len(parts) > 1 else parts[0]
     return dict(out, shading=modes, background=background, light_dir=light_dir)
 
@@ -461,14 +505,15 @@ def render(field, # TriplaneField (or any object with the field interface)
            return_normal: bool = False, # normals for every image (else only where shading needs them)
           ) -> dict: # rgb [B,3,H,W], opacity [B,1,H,W], depth [B,1,H,W], depth_expected, normal [B,3,H,W]?, ...
     "Render one image per camera. RGB is in [0, 1] (above 1 only where a scaled-sigmoid albedo is, by design)."
-    from instant3d.cameras import get_rays  # task A's module; imported lazily so the renderer can be read alone
+    from instant3d.cameras import get_rays  # imported here: the renderer can be read and tested without the cameras
     cfg = cfg if cfg is not None else RenderConfig()
     H, W = cfg.height, cfg.width
     o, d = get_rays(cameras, H, W)
     B = o.shape[0]
-    if torch.is_tensor(triplane) and triplane.shape[0] != B: raise ValueError(f"render: {triplane.shape[0]} triplanes for {B} cameras")
-    out = render_rays(field, triplane, o.reshape(B, H * W, 3), d.reshape(B, H * W, 3), cfg, shading, background, alpha, perturb,
-                      generator, light_dir, return_normal)
+    if torch.is_tensor(triplane) and triplane.shape[0] != B:
+        raise ValueError(f"render: {triplane.shape[0]} triplanes for {B} cameras")
+    out = render_rays(field, triplane, o.reshape(B, H * W, 3), d.reshape(B, H * W, 3), cfg, shading, background,
+                      alpha, perturb, generator, light_dir, return_normal)
     img = lambda v: v.reshape(B, H, W, -1).permute(0, 3, 1, 2)
     for k in ("rgb", "opacity", "depth", "depth_expected", "normal", "hit"):
         if k in out: out[k] = img(out[k] if out[k].ndim == 3 else out[k][..., None])

@@ -51,12 +51,15 @@ class Schedule:
     delay: int = 0 # training steps before the transition starts
 
     def __post_init__(self):
-        if self.kind not in SCHEDULE_KINDS: raise ValueError(f"Schedule.kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
+        if self.kind not in SCHEDULE_KINDS:
+            raise ValueError(f"Schedule.kind must be one of {SCHEDULE_KINDS}, got {self.kind!r}")
         for name in ("steps", "delay"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 0: raise ValueError(f"Schedule.{name} must be an int >= 0, got {v!r}")
+            if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"Schedule.{name} must be an int >= 0, got {v!r}")
         for name in ("start", "end"):
-            if not math.isfinite(getattr(self, name)): raise ValueError(f"Schedule.{name} must be finite, got {getattr(self, name)!r}")
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"Schedule.{name} must be finite, got {getattr(self, name)!r}")
         if self.kind == "constant" and self.end != self.start:
             raise ValueError(f"a constant Schedule needs end == start, got start={self.start}, end={self.end}")
 
@@ -83,5 +86,7 @@ def alpha_schedule(total_steps: int, # training steps of the whole run
     "The scaled-sigmoid alpha schedule: `start` -> `end` over `fraction` of `total_steps` (shape and length are ours)."
     check_alpha(start); check_alpha(end)
     if not (0.0 <= fraction <= 1.0): raise ValueError(f"fraction must lie in [0, 1], got {fraction}")
-    if not isinstance(total_steps, int) or total_steps < 0: raise ValueError(f"total_steps must be an int >= 0, got {total_steps!r}")
-    return Schedule(start=float(start), end=float(end), steps=int(round(fraction * total_steps)), kind=kind, delay=delay)
+    if not isinstance(total_steps, int) or total_steps < 0:
+        raise ValueError(f"total_steps must be an int >= 0, got {total_steps!r}")
+    return Schedule(start=float(start), end=float(end), steps=int(round(fraction * total_steps)),
+                    kind=kind, delay=delay)

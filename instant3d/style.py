@@ -17,14 +17,14 @@ def sample_style_noise(batch: int, dim: int,
                        generator: torch.Generator | None = None, # seeds the draw; None uses the global RNG
                        device: torch.device | str | None = None, # where the result lives (default: CPU)
                        dtype: torch.dtype = torch.float32) -> torch.Tensor: # [batch, dim] ~ N(0, I)
-    "Standard-normal style noise z (PAPER.md section 2.3), reproducible for a seeded `generator`."
+    "Standard-normal style noise z (paper Sec. 3.2.2; released generator.py:128), reproducible through `generator`."
     src = generator.device if generator is not None else device
     return torch.randn(batch, dim, generator=generator, device=src, dtype=dtype).to(device or "cpu")
 
 # %% ../nbs/04_style.ipynb #ae843fd6
 @dataclass(frozen=True)
 class StyleConfig:
-    "Style injection input: text vector from a second text branch || N(0, I) noise (paper section 3.2; official_code.md section 4)."
+    "Style input: a second text branch's vector || N(0, I) noise (paper Sec. 3.2.2; released generator.py:127-128)."
     token_dim: int = 1024  # width D of the text-encoder tokens (SD 2.1-base text encoder)
     n_tokens: int = 77  # tokens per prompt, all flattened (released code)
     inner_dim: int = 192  # transformer width (released code; paper silent)
@@ -34,14 +34,16 @@ class StyleConfig:
     ff_mult: int = 4  # feed-forward expansion (released code)
     text_dim: int = 768  # width of the style text vector (paper and released code: 768)
     noise_dim: int = 768  # width of the style noise (paper and released code: 768)
-    use_text: bool = True  # False: zeros instead of the text vector, text branch not built (ablation, PAPER.md section 6)
+    use_text: bool = True  # False: zeros for the text vector, no text branch (paper ablation: weaker text alignment)
     use_noise: bool = True  # False: zeros instead of the noise (ablation "no style noise": training collapses)
     attention: str = "l2"  # "l2" GigaGAN L2-distance attention (released) | "dot"
     equalized: bool = True  # StyleGAN equalised-lr final FC (released) | plain nn.Linear
 
     def __post_init__(self):
-        check_positive_ints(self, ("token_dim", "n_tokens", "inner_dim", "heads", "dim_head", "depth", "ff_mult", "text_dim", "noise_dim"))
-        if self.attention not in ATTENTION_KINDS: raise ValueError(f"attention={self.attention!r}: accepted {ATTENTION_KINDS}")
+        check_positive_ints(self, ("token_dim", "n_tokens", "inner_dim", "heads", "dim_head", "depth", "ff_mult",
+                                   "text_dim", "noise_dim"))
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention={self.attention!r}: accepted {ATTENTION_KINDS}")
         for n in ("use_text", "use_noise", "equalized"):
             if not isinstance(getattr(self, n), bool): raise ValueError(f"{n}={getattr(self, n)!r}: expected a bool")
 
@@ -53,7 +55,9 @@ class StyleConfig:
     @classmethod
     def official(cls): return cls()
     @classmethod
-    def mini(cls): return cls(token_dim=64, n_tokens=24, inner_dim=32, heads=2, dim_head=16, depth=1, ff_mult=2, text_dim=64, noise_dim=64)
+    def mini(cls):
+        return cls(token_dim=64, n_tokens=24, inner_dim=32, heads=2, dim_head=16, depth=1, ff_mult=2,
+                   text_dim=64, noise_dim=64)
 
 # %% ../nbs/04_style.ipynb #f709e1c6
 class StyleBranch(nn.Module):
@@ -61,11 +65,12 @@ class StyleBranch(nn.Module):
     def __init__(self, cfg: StyleConfig):
         super().__init__()
         self.config = cfg
-        self.text = (TextBranch(cfg.token_dim, cfg.n_tokens, cfg.inner_dim, cfg.heads, cfg.dim_head, cfg.depth, cfg.ff_mult,
-                                cfg.text_dim, equalized=cfg.equalized, attention=cfg.attention) if cfg.use_text else None)
+        self.text = (TextBranch(cfg.token_dim, cfg.n_tokens, cfg.inner_dim, cfg.heads, cfg.dim_head,
+                                cfg.depth, cfg.ff_mult, cfg.text_dim, equalized=cfg.equalized,
+                                attention=cfg.attention) if cfg.use_text else None)
 
     def forward(self, tokens: torch.Tensor, # [B, n_tokens, token_dim] token embeddings
-                noise: torch.Tensor | None = None, # [B, noise_dim] z; None: drawn from `generator`. Ignored if use_noise=False
+                noise: torch.Tensor | None = None, # [B, noise_dim]; None: drawn with `generator`; ignored if not use_noise
                 generator: torch.Generator | None = None, # seeds z when `noise` is None
                 ) -> torch.Tensor: # [B, text_dim + noise_dim]
         c = self.config
@@ -74,5 +79,6 @@ class StyleBranch(nn.Module):
         if not c.use_noise: noise = text.new_zeros(B, c.noise_dim)
         elif noise is None: noise = sample_style_noise(B, c.noise_dim, generator, text.device, text.dtype)
         elif not torch.is_tensor(noise) or tuple(noise.shape) != (B, c.noise_dim):
-            raise ValueError(f"noise: expected [B={B}, {c.noise_dim}], got {tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__}")
+            raise ValueError(f"noise: expected [B={B}, {c.noise_dim}], got "
+                             f"{tuple(noise.shape) if torch.is_tensor(noise) else type(noise).__name__}")
         return torch.cat([text, noise.to(text)], -1)

@@ -20,17 +20,17 @@ __all__ = ['SD21_BASE', 'MINI', 'DTYPES', 'BOS', 'EOT', 'MINI_WORDS', 'MINI_MAX_
            'shipped_mini_text_dir']
 
 # %% ../nbs/02_text.ipynb #2945095a
-SD21_BASE = "stabilityai/stable-diffusion-2-1-base"  # released code, sd.py:84-85
+SD21_BASE = "stabilityai/stable-diffusion-2-1-base"  # released code models/sd/sd.py:84-85
 MINI = "mini"  # reserved name_or_path: the offline mini encoder, built in memory
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 @dataclass(frozen=True)
 class TextEncoderConfig:
     "Which frozen CLIP text encoder gives the token embeddings, and how prompts are tokenised."
-    name_or_path: str = SD21_BASE  # hub id or local folder (official_code.md section 2); "mini" = offline mini encoder
+    name_or_path: str = SD21_BASE  # hub id or local folder (released sd.py:84-85); "mini" = offline mini encoder
     text_encoder_subfolder: str | None = "text_encoder"  # diffusers SD repo layout; None or "" for a flat folder
     tokenizer_subfolder: str | None = "tokenizer"  # diffusers SD repo layout; None or "" for a flat folder
-    max_length: int | None = None  # tokens per prompt incl. BOS/EOT; None -> tokenizer.model_max_length (77, sd.py:117-126)
+    max_length: int | None = None  # tokens per prompt incl. BOS/EOT; None: tokenizer's (77, released sd.py:117-126)
     dtype: str = "float32"  # weights and outputs; fp32 by default (STYLE), half precision is an explicit choice
 
     def __post_init__(self):
@@ -72,16 +72,17 @@ def missing_weights_message(what: str, # "text encoder weights" or "tokenizer"
                             cause: object = None) -> str:
     "One message: what was looked for, where, and the three ways to provide it."
     where = f"{name_or_path!r}" + (f", subfolder {subfolder!r}" if subfolder else "")
-    mode = "in local files only (HF offline mode or local_files_only=True)" if local_files_only else "locally, in the Hugging Face cache, then for download"
+    mode = ("in local files only (HF offline mode or local_files_only=True)" if local_files_only
+            else "locally, in the Hugging Face cache, then for download")
     local = os.path.exists(name_or_path) or name_or_path.startswith(("/", ".", "~"))
     if local and not os.path.isdir(name_or_path): cause = f"there is no folder {name_or_path!r}"
     repo = SD21_BASE if local else name_or_path
     include = "".join(f' "{s}/*"' for s in subfolders if s)
     hint = f"hf download {repo}" + (f" --include{include}" if include else "") + " --local-dir DIR"
     return (f"CLIP {what} not found: looked for {where} {mode}. To provide it, download it once, e.g. `{hint}` "
-            f"(older huggingface_hub: `huggingface-cli download ...`) and pass DIR as name_or_path, or set HF_HOME to a "
-            f"Hugging Face cache that holds it; or use `--preset mini` (TextEncoderConfig.mini()) for the offline mini world, "
-            f"which needs no files." + (f" Cause: {cause}" if cause else ""))
+            "(older huggingface_hub: `huggingface-cli download ...`) and pass DIR as name_or_path, or set HF_HOME "
+            "to a Hugging Face cache that holds it; or use `--preset mini` (TextEncoderConfig.mini()) for the "
+            "offline mini world, which needs no files." + (f" Cause: {cause}" if cause else ""))
 
 # %% ../nbs/02_text.ipynb #9c12e2eb
 @dataclass
@@ -94,9 +95,11 @@ class TextEmbeddings:
 
     def __post_init__(self):
         B, L = self.input_ids.shape
-        if self.tokens.ndim != 3 or self.tokens.shape[:2] != (B, L) or self.pooled.ndim != 2 or self.pooled.shape[0] != B or len(self.prompts) != B:
-            raise ValueError(f"inconsistent TextEmbeddings: tokens {tuple(self.tokens.shape)}, pooled {tuple(self.pooled.shape)}, "
-                             f"input_ids {(B, L)}, {len(self.prompts)} prompts; expected [B, L, D], [B, D], [B, L], B")
+        if (self.tokens.ndim != 3 or self.tokens.shape[:2] != (B, L) or self.pooled.ndim != 2
+            or self.pooled.shape[0] != B or len(self.prompts) != B):
+            raise ValueError(f"inconsistent TextEmbeddings: tokens {tuple(self.tokens.shape)}, "
+                             f"pooled {tuple(self.pooled.shape)}, input_ids {(B, L)}, {len(self.prompts)} prompts; "
+                             "expected [B, L, D], [B, D], [B, L], B")
 
     def __len__(self): return len(self.prompts)
 
@@ -108,7 +111,7 @@ class TextEmbeddings:
 # %% ../nbs/02_text.ipynb #b0df42f2
 BOS, EOT = "<|startoftext|>", "<|endoftext|>"
 
-def word_bpe(words: Sequence[str], # words to become single tokens; each one pre-token (letters, a digit, or a punctuation run)
+def word_bpe(words: Sequence[str], # words to become single tokens; each one pre-token (letters, a digit or punctuation)
             ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     "CLIP-style byte-level BPE vocabulary and merges in which every word of `words` is one token."
     from tokenizers.pre_tokenizers import ByteLevel
@@ -238,16 +241,19 @@ def forward(self: TextEncoder, prompts, allow_empty: bool = False) -> TextEmbedd
 # %% ../nbs/02_text.ipynb #e55e1cb4
 MINI_MAX_LENGTH = 24  # tokens of the mini world's longest caption with a view suffix (22 with BOS/EOT), rounded up
 
-def mini_text_encoder(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4, max_length: int = MINI_MAX_LENGTH,
-                      words: Sequence[str] = MINI_WORDS, pad_token: str = EOT) -> TextEncoder:
+def mini_text_encoder(seed: int = 0, hidden: int = 64, layers: int = 2, heads: int = 4,
+                      max_length: int = MINI_MAX_LENGTH, words: Sequence[str] = MINI_WORDS,
+                      pad_token: str = EOT) -> TextEncoder:
     "The offline mini text encoder: a seeded random `CLIPTextModel` over the word tokenizer of `words`."
     from transformers import CLIPTextConfig, CLIPTextModel
     if hidden < 1 or heads < 1 or layers < 1 or hidden % heads:
-        raise ValueError(f"need hidden, heads, layers >= 1 and hidden divisible by heads, got {hidden=}, {heads=}, {layers=}")
+        raise ValueError(f"need hidden, heads, layers >= 1 and hidden divisible by heads, got {hidden=}, {heads=}, "
+                         f"{layers=}")
     tok = build_word_tokenizer(words, max_length, pad_token=pad_token)
-    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden, num_hidden_layers=layers,
-                         num_attention_heads=heads, max_position_embeddings=max_length, hidden_act="gelu", projection_dim=hidden,
-                         bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    cfg = CLIPTextConfig(vocab_size=len(tok), hidden_size=hidden, intermediate_size=4 * hidden,
+                         num_hidden_layers=layers, num_attention_heads=heads, max_position_embeddings=max_length,
+                         hidden_act="gelu", projection_dim=hidden, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = CLIPTextModel(cfg)
@@ -288,9 +294,12 @@ def from_pretrained(cls: TextEncoder, name_or_path: str | Path, # hub id or loca
     name, dt = str(name_or_path), _torch_dtype(dtype)
     lfo = hf_offline() if local_files_only is None else bool(local_files_only)
     subs = (text_encoder_subfolder, tokenizer_subfolder)
-    try: model = CLIPTextModel.from_pretrained(name, subfolder=text_encoder_subfolder or "", local_files_only=lfo, dtype=dt)
+    try:
+        model = CLIPTextModel.from_pretrained(name, subfolder=text_encoder_subfolder or "",
+                                              local_files_only=lfo, dtype=dt)
     except OSError as e:
-        raise WeightsNotFoundError(missing_weights_message("text encoder weights", name, text_encoder_subfolder, lfo, subs, e)) from e
+        raise WeightsNotFoundError(missing_weights_message("text encoder weights", name, text_encoder_subfolder, lfo,
+                                                           subs, e)) from e
     try: tok, e = CLIPTokenizer.from_pretrained(name, subfolder=tokenizer_subfolder or "", local_files_only=lfo), None
     except OSError as err: tok, e = None, err
     if tok is None or len(tok) <= 3:  # transformers 5 gives an empty 3-token tokenizer when the files are missing
@@ -312,7 +321,8 @@ def from_config(cls: TextEncoder, cfg: TextEncoderConfig, device=None) -> TextEn
     if cfg.name_or_path == MINI:
         shipped = shipped_mini_text_dir()
         if shipped is not None:  # the text tower of the trained mini CLIP (instant3d/weights/mini_clip)
-            return cls.from_pretrained(str(shipped), local_files_only=True, device=device, dtype=cfg.dtype, max_length=cfg.max_length)
+            return cls.from_pretrained(str(shipped), local_files_only=True, device=device, dtype=cfg.dtype,
+                                       max_length=cfg.max_length)
         enc = mini_text_encoder(**({} if cfg.max_length is None else dict(max_length=cfg.max_length)))
         return enc.to(device=device, dtype=DTYPES[cfg.dtype])
     return cls.from_pretrained(cfg.name_or_path, cfg.text_encoder_subfolder, cfg.tokenizer_subfolder,

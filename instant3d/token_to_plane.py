@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_token_to_plane.ipynb #2f0b2f47
 from __future__ import annotations
-import math
+import math, time
 from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
@@ -14,7 +14,7 @@ from fastcore.basics import patch
 # %% auto #0
 __all__ = ['ATTENTION_KINDS', 'check_tokens', 'check_positive_ints', 'EqualLinear', 'RMSNorm', 'L2Attention', 'feed_forward',
            'TextTransformer', 'TextBranch', 'TokenToPlaneConfig', 'TokenToPlane', 'LearnedConstantBase',
-           'count_parameters']
+           'count_parameters', 'fwd_bwd_ms']
 
 # %% ../nbs/03_token_to_plane.ipynb #389c12cf
 def check_tokens(tokens: torch.Tensor, # [B, L, D] token embeddings
@@ -38,7 +38,7 @@ def check_positive_ints(cfg, names, minimum: int = 1):
 
 # %% ../nbs/03_token_to_plane.ipynb #2c3aaab3
 class EqualLinear(nn.Module):
-    "Linear layer with StyleGAN2 equalised learning rate: weight ~ N(0, 1)/lr_mul, scaled by lr_mul/sqrt(in_f) at run time."
+    "Linear layer with StyleGAN2 equalised learning rate: weight ~ N(0, 1)/lr_mul, times lr_mul/sqrt(in_f) at run time."
     def __init__(self, in_f: int, out_f: int, bias: bool = True, lr_mul: float = 1.0):
         super().__init__()
         self.in_features, self.out_features, self.lr_mul = in_f, out_f, lr_mul
@@ -106,9 +106,11 @@ def feed_forward(dim: int, mult: int = 4) -> nn.Sequential:
 
 class TextTransformer(nn.Module):
     "`depth` pre-norm layers of L2 (or dot) attention and feed-forward, then a final RMSNorm."
-    def __init__(self, dim: int, depth: int = 1, heads: int = 8, dim_head: int = 24, ff_mult: int = 4, attention: str = "l2"):
+    def __init__(self, dim: int, depth: int = 1, heads: int = 8, dim_head: int = 24, ff_mult: int = 4,
+                 attention: str = "l2"):
         super().__init__()
-        self.layers = nn.ModuleList(nn.ModuleList([RMSNorm(dim), L2Attention(dim, heads, dim_head, kind=attention), feed_forward(dim, ff_mult)])
+        self.layers = nn.ModuleList(nn.ModuleList([RMSNorm(dim), L2Attention(dim, heads, dim_head, kind=attention),
+                                                   feed_forward(dim, ff_mult)])
                                     for _ in range(depth))
         self.norm = RMSNorm(dim)
 
@@ -121,8 +123,8 @@ class TextTransformer(nn.Module):
 # %% ../nbs/03_token_to_plane.ipynb #52165e2f
 class TextBranch(nn.Module):
     "Tokens [B, n_tokens, token_dim] -> Linear -> TextTransformer -> flatten -> (equalised) FC -> [B, out_features]."
-    def __init__(self, token_dim: int, n_tokens: int, inner_dim: int, heads: int, dim_head: int, depth: int, ff_mult: int,
-                 out_features: int, equalized: bool = True, attention: str = "l2"):
+    def __init__(self, token_dim: int, n_tokens: int, inner_dim: int, heads: int, dim_head: int,
+                 depth: int, ff_mult: int, out_features: int, equalized: bool = True, attention: str = "l2"):
         super().__init__()
         self.n_tokens, self.token_dim = n_tokens, token_dim
         self.project_in = nn.Linear(token_dim, inner_dim)
@@ -136,22 +138,24 @@ class TextBranch(nn.Module):
 # %% ../nbs/03_token_to_plane.ipynb #920ee7d7
 @dataclass(frozen=True)
 class TokenToPlaneConfig:
-    "Token-to-plane transformation (paper section 3.2; released `EoTTransfer`, notes/official_code.md section 3)."
-    token_dim: int = 1024  # width D of the text-encoder tokens: SD 2.1-base text encoder (official_code.md section 2)
-    n_tokens: int = 77  # tokens per prompt, padding included; all are flattened (official_code.md section 2)
+    "Token-to-plane transformation (paper Sec. 3.2.3; released `EoTTransfer`, training/generator_modules.py:208-230)."
+    token_dim: int = 1024  # width D of the text-encoder tokens: SD 2.1-base text encoder (released sd.py:117-126)
+    n_tokens: int = 77  # tokens per prompt, padding included; all are flattened (released sd.py:117-126)
     inner_dim: int = 192  # transformer width after project_in (released code; paper silent)
     heads: int = 8  # attention heads (released code)
     dim_head: int = 24  # width per head (released code)
     depth: int = 1  # transformer layers (released code)
     ff_mult: int = 4  # feed-forward expansion (released code)
     base_channels: int = 128  # C0 of the base map; paper silent, 128 keeps the released FC size at 8x8 (released: 512)
-    base_res: int = 8  # R0, side of the base map (paper section 3.2: 8x8; released code: 4x4)
+    base_res: int = 8  # R0, side of the base map (paper Sec. 3.2.3, App. A: 8x8; released code: 4x4)
     attention: str = "l2"  # "l2" GigaGAN L2-distance attention (released) | "dot" standard dot-product
     equalized: bool = True  # StyleGAN equalised-lr final FC (released) | plain nn.Linear
 
     def __post_init__(self):
-        check_positive_ints(self, ("token_dim", "n_tokens", "inner_dim", "heads", "dim_head", "depth", "ff_mult", "base_channels", "base_res"))
-        if self.attention not in ATTENTION_KINDS: raise ValueError(f"attention={self.attention!r}: accepted {ATTENTION_KINDS}")
+        check_positive_ints(self, ("token_dim", "n_tokens", "inner_dim", "heads", "dim_head", "depth", "ff_mult",
+                                   "base_channels", "base_res"))
+        if self.attention not in ATTENTION_KINDS:
+            raise ValueError(f"attention={self.attention!r}: accepted {ATTENTION_KINDS}")
         if not isinstance(self.equalized, bool): raise ValueError(f"equalized={self.equalized!r}: expected a bool")
 
     @property
@@ -162,7 +166,9 @@ class TokenToPlaneConfig:
     @classmethod
     def official(cls): return cls(base_channels=512, base_res=4)
     @classmethod
-    def mini(cls): return cls(token_dim=64, n_tokens=24, inner_dim=32, heads=2, dim_head=16, depth=1, ff_mult=2, base_channels=64, base_res=4)
+    def mini(cls):
+        return cls(token_dim=64, n_tokens=24, inner_dim=32, heads=2, dim_head=16, depth=1, ff_mult=2,
+                   base_channels=64, base_res=4)
 
 # %% ../nbs/03_token_to_plane.ipynb #7a1f9fce
 class TokenToPlane(nn.Module):
@@ -170,8 +176,9 @@ class TokenToPlane(nn.Module):
     def __init__(self, cfg: TokenToPlaneConfig):
         super().__init__()
         self.config = cfg
-        self.branch = TextBranch(cfg.token_dim, cfg.n_tokens, cfg.inner_dim, cfg.heads, cfg.dim_head, cfg.depth, cfg.ff_mult,
-                                 cfg.out_features, equalized=cfg.equalized, attention=cfg.attention)
+        self.branch = TextBranch(cfg.token_dim, cfg.n_tokens, cfg.inner_dim, cfg.heads, cfg.dim_head,
+                                 cfg.depth, cfg.ff_mult, cfg.out_features, equalized=cfg.equalized,
+                                 attention=cfg.attention)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor: # [B, n_tokens, token_dim] -> [B, C0, R0, R0]
         c = self.config
@@ -179,15 +186,24 @@ class TokenToPlane(nn.Module):
 
 # %% ../nbs/03_token_to_plane.ipynb #77b6f938
 class LearnedConstantBase(nn.Module):
-    "Ablation 'no token-to-plane' (PAPER.md section 6): one learned [1, C0, R0, R0] map, the same for every prompt."
+    "Ablation 'no token-to-plane' (paper ablation study): one learned [1, C0, R0, R0] map, the same for every prompt."
     def __init__(self, cfg: TokenToPlaneConfig):
         super().__init__()
         self.config = cfg
-        self.base = nn.Parameter(torch.randn(1, cfg.base_channels, cfg.base_res, cfg.base_res))  # unit scale, like TokenToPlane at init
+        # unit scale, like TokenToPlane at init
+        self.base = nn.Parameter(torch.randn(1, cfg.base_channels, cfg.base_res, cfg.base_res))
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor: # [B, n_tokens, token_dim] (only B is used) -> [B, C0, R0, R0]
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor: # [B, n_tokens, token_dim] (only B used) -> [B, C0, R0, R0]
         check_tokens(tokens, self.config.n_tokens, self.config.token_dim)
         return self.base.expand(tokens.shape[0], -1, -1, -1)
 
 # %% ../nbs/03_token_to_plane.ipynb #6ec5dd18
 def count_parameters(module: nn.Module) -> int: return sum(p.numel() for p in module.parameters())
+
+def fwd_bwd_ms(fn, # callable that runs the step to time once, e.g. a forward and a backward pass
+               reps: int = 5, # timed calls, after one untimed warm-up call
+              ) -> float: # the fastest of the `reps` calls, in milliseconds of wall time
+    "Best of `reps` wall times of `fn()` in ms, after a warm-up call (on a shared CPU the best run is least disturbed)."
+    fn(); ts = []
+    for _ in range(reps): t0 = time.perf_counter(); fn(); ts.append(time.perf_counter() - t0)
+    return min(ts) * 1e3

@@ -4,11 +4,12 @@
 
 # %% ../nbs/10_viz.ipynb #ecf47567
 from __future__ import annotations
-import math, os, tempfile
+import math
 import numpy as np
 import torch
 from PIL import Image
 from .conventions import check_images
+from .files import atomic_write
 
 # %% auto #0
 __all__ = ['image_grid', 'to_pil', 'save_png', 'save_gif', 'depth_to_rgb', 'normal_to_rgb', 'label_grid']
@@ -50,43 +51,22 @@ def to_pil(img, # [C, H, W] or [H, W, C] (C = 1 or 3) or [H, W]; float in [0, 1]
     if x.ndim == 3 and x.shape[0] in (1, 3): x = x.permute(1, 2, 0)
     if x.ndim == 3 and x.shape[-1] == 1: x = x[..., 0]
     if not (x.ndim == 2 or (x.ndim == 3 and x.shape[-1] == 3)):
-        raise ValueError(f"to_pil: expected [C, H, W], [H, W, C] or [H, W] with C in (1, 3), got {tuple(torch.as_tensor(img).shape)}")
+        raise ValueError("to_pil: expected [C, H, W], [H, W, C] or [H, W] with C in (1, 3), got "
+                         f"{tuple(torch.as_tensor(img).shape)}")
     if x.dtype != torch.uint8:
         lo, hi = x.min().item(), x.max().item()
-        if lo < -1e-4 or hi > 1 + 1e-4: raise ValueError(f"to_pil: float values must lie in [0, 1], got [{lo:.3f}, {hi:.3f}]")
+        if lo < -1e-4 or hi > 1 + 1e-4:
+            raise ValueError(f"to_pil: float values must lie in [0, 1], got [{lo:.3f}, {hi:.3f}]")
         x = (x.float().clamp(0, 1) * 255).round().to(torch.uint8)  # clamp only removes the 1e-4 tolerance
     return Image.fromarray(x.numpy())
 
 # %% ../nbs/10_viz.ipynb #ab154baa
-def _umask() -> int:
-    m = os.umask(0o22); os.umask(m); return m
-
-def _atomic_save(write, # callable(file object) writing the whole file
-                 path, # destination; its folder must exist and be writable
-                ):
-    "Write `path` through a temporary file in the same folder, then `os.replace` it into place."
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        why = "is a file, not a folder" if os.path.exists(folder) else "does not exist"
-        raise FileNotFoundError(f"cannot write {path!r}: folder {folder!r} {why}")
-    try: fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=folder)
-    except OSError as e: raise PermissionError(f"cannot write {path!r}: folder {folder!r} is not writable ({e.strerror})") from e
-    try:
-        with os.fdopen(fd, "wb") as f: write(f)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual permissions of a new file
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return path
-
 def save_png(img, # [C, H, W] / [H, W, C] / [H, W] in [0, 1], or a PIL image
              path, # destination .png
             ) -> str: # the path written
     "Save a PNG atomically; a clear error when the folder is missing or not writable."
     pil = img if isinstance(img, Image.Image) else to_pil(img)
-    return _atomic_save(lambda f: pil.save(f, format="PNG"), path)
+    return atomic_write(path, lambda f: pil.save(f, format="PNG"))
 
 # %% ../nbs/10_viz.ipynb #51c4f029
 def save_gif(frames, # [T, C, H, W] in [0, 1], or a list of [C, H, W] / [H, W, C] frames
@@ -98,7 +78,8 @@ def save_gif(frames, # [T, C, H, W] in [0, 1], or a list of [C, H, W] / [H, W, C
     pils = [to_pil(f) for f in frames]
     if not pils: raise ValueError("save_gif: no frames")
     ms = max(20, round(1000 / fps))  # GIF delays are in 1/100 s; most viewers slow delays under 20 ms down
-    return _atomic_save(lambda f: pils[0].save(f, format="GIF", save_all=True, append_images=pils[1:], duration=ms, loop=0), path)
+    return atomic_write(path, lambda f: pils[0].save(f, format="GIF", save_all=True, append_images=pils[1:],
+                                                     duration=ms, loop=0))
 
 # %% ../nbs/10_viz.ipynb #494dc285
 def depth_to_rgb(depth, # [B, 1, H, W] distance along the ray, world units (non-finite = empty)
@@ -108,10 +89,12 @@ def depth_to_rgb(depth, # [B, 1, H, W] distance along the ray, world units (non-
                 ) -> torch.Tensor: # [B, 3, H, W] in [0, 1], near bright, empty white
     "Per-image normalised depth through a colormap, composited over white."
     import matplotlib
-    if depth.ndim != 4 or depth.shape[1] != 1: raise ValueError(f"depth_to_rgb: depth must be [B, 1, H, W], got {tuple(depth.shape)}")
+    if depth.ndim != 4 or depth.shape[1] != 1:
+        raise ValueError(f"depth_to_rgb: depth must be [B, 1, H, W], got {tuple(depth.shape)}")
     depth = depth.detach().float().cpu()
     finite = torch.isfinite(depth)
-    alpha = finite.float() if opacity is None else check_images(opacity.detach().float().cpu(), "opacity", channels=1) * finite
+    if opacity is None: alpha = finite.float()
+    else: alpha = check_images(opacity.detach().float().cpu(), "opacity", channels=1) * finite
     fg = alpha > threshold
     big = torch.finfo(torch.float32).max
     d0 = torch.where(fg, depth, big).amin((1, 2, 3), keepdim=True)
@@ -126,7 +109,8 @@ def normal_to_rgb(normal, # [B, 3, H, W] composited normals in [-1, 1] (empty pi
                   opacity=None, # [B, 1, H, W] in [0, 1]; None = pixels with a zero normal are empty
                  ) -> torch.Tensor: # [B, 3, H, W] in [0, 1], empty white
     "Normals mapped by (n + 1) / 2, composited over white."
-    if normal.ndim != 4 or normal.shape[1] != 3: raise ValueError(f"normal_to_rgb: normal must be [B, 3, H, W], got {tuple(normal.shape)}")
+    if normal.ndim != 4 or normal.shape[1] != 3:
+        raise ValueError(f"normal_to_rgb: normal must be [B, 3, H, W], got {tuple(normal.shape)}")
     normal = normal.detach().float().cpu()
     if opacity is None: alpha = (normal.norm(dim=1, keepdim=True) > 1e-6).float()
     else: alpha = check_images(opacity.detach().float().cpu(), "opacity", channels=1)
