@@ -17,16 +17,18 @@ __all__ = ['RELEASED_SECTORS', 'UNIFORM_SECTORS', 'VIEW_NAMES', 'VIEW_SUFFIXES',
            'project_points']
 
 # %% ../nbs/01_cameras.ipynb #1a2e377d
+# released camera_pose_sampling.py:179-265, in our azimuth (their phi = azimuth + 180)
 RELEASED_SECTORS = (("front", -45.0, 45.0, 0.4), ("left", 45.0, 135.0, 0.2), ("right", -135.0, -45.0, 0.2),
-                    ("back", 135.0, 180.0, 0.1), ("back", -180.0, -135.0, 0.1))  # camera_pose_sampling.py:179-265, phi = azimuth + 180
-UNIFORM_SECTORS = (("all", -180.0, 180.0, 1.0),)  # paper section 3: azimuth uniform over 360 deg
+                    ("back", 135.0, 180.0, 0.1), ("back", -180.0, -135.0, 0.1))
+UNIFORM_SECTORS = (("all", -180.0, 180.0, 1.0),)  # paper Sec. 4.2: azimuth uniform over 360 deg
 VIEW_NAMES = ("front", "side", "back", "overhead")  # index order of `view_index`
 VIEW_SUFFIXES = {v: f", {v} view" for v in VIEW_NAMES}  # view-dependent prompts (DreamFusion; Perp-Neg, paper Sec. 3.4)
 
 # %% ../nbs/01_cameras.ipynb #2c9e3948
 def _check_range(name, rng, lo, hi, lo_open=False, hi_open=False):
     "Raise `ValueError` unless `rng` is an ordered pair inside [lo, hi] (open ends where asked)."
-    ok = isinstance(rng, tuple) and len(rng) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)
+    ok = (isinstance(rng, tuple) and len(rng) == 2
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng))
     if ok:
         a, b = rng
         ok = a <= b and (a > lo if lo_open else a >= lo) and (b < hi if hi_open else b <= hi)
@@ -40,27 +42,36 @@ def _check_camera_config(cfg):
     _check_range("fovy_deg_range", cfg.fovy_deg_range, 0, 180, lo_open=True, hi_open=True)
     _check_range("polar_deg_range", cfg.polar_deg_range, 0, 180)
     if not isinstance(cfg.sectors, tuple) or not cfg.sectors:
-        raise ValueError(f"CameraConfig.sectors={cfg.sectors!r}: expected a non-empty tuple of (name, lo_deg, hi_deg, probability)")
+        raise ValueError(f"CameraConfig.sectors={cfg.sectors!r}: expected a non-empty tuple of (name, lo_deg, hi_deg, "
+                         f"probability)")
     for s in cfg.sectors:
-        ok = isinstance(s, tuple) and len(s) == 4 and isinstance(s[0], str) and all(isinstance(v, (int, float)) for v in s[1:])
+        ok = (isinstance(s, tuple) and len(s) == 4 and isinstance(s[0], str)
+              and all(isinstance(v, (int, float)) for v in s[1:]))
         if not (ok and -180 <= s[1] < s[2] <= 180 and s[3] >= 0):
-            raise ValueError(f"CameraConfig.sectors: bad sector {s!r}; expected (name, lo, hi, p) with -180 <= lo < hi <= 180 and p >= 0")
+            raise ValueError(f"CameraConfig.sectors: bad sector {s!r}; "
+                             f"expected (name, lo, hi, p) with -180 <= lo < hi <= 180 and p >= 0")
     total = sum(s[3] for s in cfg.sectors)
-    if abs(total - 1.0) > 1e-6: raise ValueError(f"CameraConfig.sectors: probabilities sum to {total!r}, expected 1 within 1e-6")
+    if abs(total - 1.0) > 1e-6:
+        raise ValueError(f"CameraConfig.sectors: probabilities sum to {total!r}, expected 1 within 1e-6")
     if not 0 < cfg.front_half_width_deg <= 90:
         raise ValueError(f"CameraConfig.front_half_width_deg={cfg.front_half_width_deg!r}: expected a value in (0, 90]")
     if not -90 <= cfg.overhead_elevation_deg <= 90:
-        raise ValueError(f"CameraConfig.overhead_elevation_deg={cfg.overhead_elevation_deg!r}: expected a value in [-90, 90]")
+        raise ValueError(f"CameraConfig.overhead_elevation_deg={cfg.overhead_elevation_deg!r}: "
+                         f"expected a value in [-90, 90]")
 
 # %% ../nbs/01_cameras.ipynb #6f90a5a7
 @dataclass(frozen=True)
 class CameraConfig:
-    "Training camera distribution (paper section 3); azimuths in this project's convention (0 = front)."
-    radius_range: tuple[float, float] = (3.0, 3.6)  # paper section 3 = released args.py:38-45; camera distance, world units
-    fovy_deg_range: tuple[float, float] = (70.0, 80.0)  # paper section 3 = released; vertical field of view, degrees
-    polar_deg_range: tuple[float, float] = (25.0, 110.0)  # paper section 3 (released: (35, 125)); polar angle from +y, degrees
-    sectors: tuple[tuple[str, float, float, float], ...] = UNIFORM_SECTORS  # paper: uniform over 360; (name, lo_deg, hi_deg, probability), [lo, hi)
-    per_batch_sector: bool = False  # released draws ONE sector per batch (camera_pose_sampling.py:217); ours: one per sample
+    "Training camera distribution (paper Sec. 4.2); azimuths in this project's convention (0 = front)."
+    radius_range: tuple[float, float] = (3.0, 3.6)  # paper Sec. 4.2 = released args.py:38-45;
+                                                    # camera distance, world units
+    fovy_deg_range: tuple[float, float] = (70.0, 80.0)  # paper Sec. 4.2 = released; vertical field of view, degrees
+    polar_deg_range: tuple[float, float] = (25.0, 110.0)  # paper Sec. 4.2 (released: (35, 125));
+                                                          # polar angle from +y, degrees
+    # paper: azimuth uniform over 360; sectors (name, lo_deg, hi_deg, probability), each [lo, hi)
+    sectors: tuple[tuple[str, float, float, float], ...] = UNIFORM_SECTORS
+    per_batch_sector: bool = False  # released draws ONE sector per batch
+                                    # (camera_pose_sampling.py:217); ours: one per sample
     overhead_elevation_deg: float = 60.0  # DreamFusion view labels: "overhead" at elevation >= 60 deg
     front_half_width_deg: float = 45.0  # released angle_front 90 deg: front = [-45, 45), back = beyond +-135
 
@@ -79,14 +90,16 @@ def view_index(azimuth_deg, # [...] azimuth, degrees (any range; wrapped here)
                overhead_elevation_deg: float = 60.0, # elevation >= this -> overhead (DreamFusion)
               ) -> torch.Tensor: # [...] long: 0 front, 1 side, 2 back, 3 overhead (`VIEW_NAMES`)
     "View label index of each camera, as used to suffix view-dependent prompts."
-    if not 0 < front_half_width_deg <= 90: raise ValueError(f"front_half_width_deg={front_half_width_deg!r}: expected (0, 90]")
+    if not 0 < front_half_width_deg <= 90:
+        raise ValueError(f"front_half_width_deg={front_half_width_deg!r}: expected (0, 90]")
     az = wrap_azimuth_deg(azimuth_deg)
     el = torch.as_tensor(elevation_deg, dtype=torch.float32, device=az.device)
     w = front_half_width_deg
     idx = torch.where((az >= -w) & (az < w), 0, torch.where((az >= 180 - w) | (az < w - 180), 2, 1))
     return torch.where(el >= overhead_elevation_deg, 3, idx).long()
 
-def view_labels(azimuth_deg, elevation_deg, front_half_width_deg: float = 45.0, overhead_elevation_deg: float = 60.0) -> list[str]:
+def view_labels(azimuth_deg, elevation_deg, front_half_width_deg: float = 45.0,
+                overhead_elevation_deg: float = 60.0) -> list[str]:
     "View label names (`VIEW_NAMES`) of a 1-D batch of cameras."
     idx = view_index(azimuth_deg, elevation_deg, front_half_width_deg, overhead_elevation_deg)
     return [VIEW_NAMES[i] for i in idx.reshape(-1).tolist()]
@@ -112,7 +125,8 @@ def look_at(eye, # [N, 3] camera centres, world units
     target, up = (torch.as_tensor(v, **kw).expand_as(eye) for v in (target, up))
     back = eye - target
     dist = back.norm(dim=-1, keepdim=True)
-    if (dist < 1e-8).any(): raise ValueError(f"look_at: eye equals target for cameras {torch.nonzero(dist[:, 0] < 1e-8)[:, 0].tolist()}")
+    if (dist < 1e-8).any():
+        raise ValueError(f"look_at: eye equals target for cameras {torch.nonzero(dist[:, 0] < 1e-8)[:, 0].tolist()}")
     z, up = back / dist, up / up.norm(dim=-1, keepdim=True)
     x = torch.cross(up, z, dim=-1)
     pole = x.norm(dim=-1, keepdim=True) < 1e-5
@@ -134,9 +148,11 @@ class Cameras:
 
     def __post_init__(self):
         n = self.c2w.shape[0] if self.c2w.ndim == 3 else -1
-        if self.c2w.shape[1:] != (4, 4): raise ValueError(f"Cameras: c2w must be [N, 4, 4], got {tuple(self.c2w.shape)}")
+        if self.c2w.shape[1:] != (4, 4):
+            raise ValueError(f"Cameras: c2w must be [N, 4, 4], got {tuple(self.c2w.shape)}")
         for k in ("azimuth_deg", "elevation_deg", "radius", "fovy_deg"):
-            if getattr(self, k).shape != (n,): raise ValueError(f"Cameras: {k} must be [{n}], got {tuple(getattr(self, k).shape)}")
+            if getattr(self, k).shape != (n,):
+                raise ValueError(f"Cameras: {k} must be [{n}], got {tuple(getattr(self, k).shape)}")
 
     def __len__(self): return self.c2w.shape[0]
     @property
@@ -144,14 +160,16 @@ class Cameras:
     @property
     def position(self): return self.c2w[:, :3, 3]  # [N, 3] camera centres
     def __repr__(self): return f"Cameras(n={len(self)}, device={self.device})"
-    def _map(self, f): return Cameras(*(f(getattr(self, k)) for k in ("c2w", "azimuth_deg", "elevation_deg", "radius", "fovy_deg")))
+    def _map(self, f):
+        return Cameras(*(f(getattr(self, k)) for k in ("c2w", "azimuth_deg", "elevation_deg", "radius", "fovy_deg")))
 
 # %% ../nbs/01_cameras.ipynb #be463465
 @patch
 def __getitem__(self: Cameras, idx):
     "Sub-batch: an int keeps the batch dimension (a batch of one); slices, index and mask tensors as in torch."
     if isinstance(idx, int):
-        if not -len(self) <= idx < len(self): raise IndexError(f"camera index {idx} out of range for {len(self)} cameras")
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"camera index {idx} out of range for {len(self)} cameras")
         idx = slice(idx % len(self), idx % len(self) + 1)
     return self._map(lambda t: t[idx])
 
@@ -163,7 +181,8 @@ def labels(self: Cameras,
            cfg_or_thresholds=None, # CameraConfig, (front_half_width_deg, overhead_elevation_deg) or None (defaults)
           ) -> list[str]: # one of `VIEW_NAMES` per camera
     "View labels of these cameras."
-    if isinstance(cfg_or_thresholds, CameraConfig): th = (cfg_or_thresholds.front_half_width_deg, cfg_or_thresholds.overhead_elevation_deg)
+    if isinstance(cfg_or_thresholds, CameraConfig):
+        th = (cfg_or_thresholds.front_half_width_deg, cfg_or_thresholds.overhead_elevation_deg)
     elif cfg_or_thresholds is None: th = (45.0, 60.0)
     else: th = tuple(cfg_or_thresholds)
     return view_labels(self.azimuth_deg, self.elevation_deg, *th)
@@ -175,22 +194,27 @@ def orbit_cameras(azimuth_deg, # [N] or scalar, degrees, 0 = front
                   fovy_deg, # [N] or scalar, degrees in (0, 180)
                  ) -> Cameras:
     "Cameras on spheres around the origin, looking at it."
-    az, el, r, fov = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float32) for v in (azimuth_deg, elevation_deg, radius, fovy_deg)))
+    az, el, r, fov = torch.broadcast_tensors(*(torch.as_tensor(v, dtype=torch.float32)
+                                               for v in (azimuth_deg, elevation_deg, radius, fovy_deg)))
     az, el, r, fov = (v.reshape(-1) for v in (az, el, r, fov))
     if (r <= 0).any(): raise ValueError(f"orbit_cameras: radius must be > 0, got min {r.min().item()}")
-    if ((fov <= 0) | (fov >= 180)).any(): raise ValueError(f"orbit_cameras: fovy_deg must lie in (0, 180), got {fov.tolist()[:8]}")
-    if (el.abs() > 90).any(): raise ValueError(f"orbit_cameras: elevation_deg must lie in [-90, 90], got {el.tolist()[:8]}")
+    if ((fov <= 0) | (fov >= 180)).any():
+        raise ValueError(f"orbit_cameras: fovy_deg must lie in (0, 180), got {fov.tolist()[:8]}")
+    if (el.abs() > 90).any():
+        raise ValueError(f"orbit_cameras: elevation_deg must lie in [-90, 90], got {el.tolist()[:8]}")
     return Cameras(look_at(camera_position(az, el, r)), wrap_azimuth_deg(az), el, r, fov)
 
 # %% ../nbs/01_cameras.ipynb #a3a0f229
 def turntable(n_views: int = 121, # released test path: 121 views
-              elevation_deg: float = 0.0, # paper section 3: turntable at elevation 0
+              elevation_deg: float = 0.0, # released camera_pose_sampling.py:335-366: elevation 0
               radius: float = 4.29, # released: 3.3 * 1.3
               fovy_deg: float = 75.0, # released: mean of fovy_range
              ) -> Cameras:
     "Evenly spaced azimuths starting at the front view, increasing."
-    if not (isinstance(n_views, int) and n_views >= 1): raise ValueError(f"turntable: n_views={n_views!r}, expected an int >= 1")
-    return orbit_cameras(torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views), elevation_deg, radius, fovy_deg)
+    if not (isinstance(n_views, int) and n_views >= 1):
+        raise ValueError(f"turntable: n_views={n_views!r}, expected an int >= 1")
+    az = torch.arange(n_views, dtype=torch.float32) * (360.0 / n_views)
+    return orbit_cameras(az, elevation_deg, radius, fovy_deg)
 
 def four_views(cfg: CameraConfig | None = None, # radius and fov at the middle of its ranges; None = paper
                elevation_deg: float = 15.0, # slightly above the horizon, so tops are visible
@@ -198,7 +222,8 @@ def four_views(cfg: CameraConfig | None = None, # radius and fov at the middle o
     "Front, left (azimuth 90), back, right (azimuth -90) views."
     cfg = cfg or CameraConfig.paper()
     mid = lambda rng: 0.5 * (rng[0] + rng[1])
-    return orbit_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), elevation_deg, mid(cfg.radius_range), mid(cfg.fovy_deg_range))
+    return orbit_cameras(torch.tensor([0.0, 90.0, 180.0, -90.0]), elevation_deg, mid(cfg.radius_range),
+                         mid(cfg.fovy_deg_range))
 
 # %% ../nbs/01_cameras.ipynb #c2205af4
 def sample_cameras(cfg: CameraConfig, # distribution (see `CameraConfig`)
@@ -206,8 +231,9 @@ def sample_cameras(cfg: CameraConfig, # distribution (see `CameraConfig`)
                    generator: torch.Generator | None = None, # for reproducible draws
                    device=None, # where the result lives (default: the generator's device, else CPU)
                   ) -> Cameras:
-    "N random training cameras (paper section 3; sectors as in the released code)."
-    if not isinstance(cfg, CameraConfig): raise ValueError(f"sample_cameras: cfg must be a CameraConfig, got {type(cfg).__name__}")
+    "N random training cameras (paper Sec. 4.2; sectors as in the released code)."
+    if not isinstance(cfg, CameraConfig):
+        raise ValueError(f"sample_cameras: cfg must be a CameraConfig, got {type(cfg).__name__}")
     if not (isinstance(n, int) and n >= 1): raise ValueError(f"sample_cameras: n={n!r}, expected an int >= 1")
     gdev = generator.device if generator is not None else torch.device("cpu")
     rand = lambda k: torch.rand(k, generator=generator, device=gdev)
@@ -243,7 +269,8 @@ def get_rays(cameras: Cameras, # N cameras
     x = (torch.arange(width, **kw) + 0.5 - width / 2)[None, None, :] / f  # [N, 1, W]
     y = -(torch.arange(height, **kw) + 0.5 - height / 2)[None, :, None] / f  # [N, H, 1]; image down = camera -y
     n = len(cameras)
-    d_cam = torch.stack([x.expand(n, height, width), y.expand(n, height, width), -torch.ones(n, height, width, **kw)], -1)
+    d_cam = torch.stack([x.expand(n, height, width), y.expand(n, height, width),
+                         -torch.ones(n, height, width, **kw)], -1)
     d = torch.einsum("nij,nhwj->nhwi", c2w[:, :3, :3], d_cam)
     d = d / d.norm(dim=-1, keepdim=True)
     o = c2w[:, None, None, :3, 3].expand(n, height, width, 3).contiguous()
@@ -254,7 +281,8 @@ def project_points(cameras: Cameras, # N cameras
                    points, # [N, P, 3] or [P, 3] (shared) world points
                    height: int, # image height, pixels
                    width: int, # image width, pixels
-                  ) -> tuple[torch.Tensor, torch.Tensor]: # uv [N, P, 2] (column, row) pixels; depth [N, P] z-depth, > 0 in front
+                  ) -> tuple[torch.Tensor, torch.Tensor]: # uv [N, P, 2] (column, row) pixels;
+                                                          # depth [N, P] z-depth, > 0 in front
     "Pixel coordinates of world points in each camera (inverse of `get_rays`)."
     _check_hw(height, width)
     c2w = cameras.c2w

@@ -20,26 +20,30 @@ __all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG
            'clip_loss', 'clip_rp', 'clip_preprocess', 'Clip', 'missing_clip_message']
 
 # %% ../nbs/41_clip_loss.ipynb #3989609f
-OPENAI_CLIP_L14 = "openai/clip-vit-large-patch14"  # the CLIP the released code loads (notes/official_code.md section 9)
+OPENAI_CLIP_L14 = "openai/clip-vit-large-patch14"  # the CLIP the released code loads (training/loss.py:124-127)
 MINI_CLIP = "mini"  # reserved name: the shipped mini CLIP, in DEFAULT_CLIP_DIR
 DEFAULT_CLIP_DIR = WEIGHTS_DIR / "mini_clip"  # trained by instant3d.mini.clip (nbs/21_mini_clip)
-MINI_CLIP_CONFIG = "mini_clip.json"  # a mini CLIP folder's config; its image_mean / image_std override CLIP_MEAN / CLIP_STD
+# a mini CLIP folder's config; its image_mean / image_std override CLIP_MEAN / CLIP_STD
+MINI_CLIP_CONFIG = "mini_clip.json"
 
 @dataclass(frozen=True)
 class ClipLossConfig:
     "Which frozen CLIP scores renders against prompts, and the weight of its loss."
-    model: str = OPENAI_CLIP_L14  # hub id or folder with a transformers CLIPModel (+ tokenizer); "mini" = the shipped mini CLIP
+    model: str = OPENAI_CLIP_L14  # hub id or folder with a transformers CLIPModel
+                                  # (+ tokenizer); "mini" = the shipped mini CLIP
     weight: float = 10.0  # lambda_clip; paper: not given; stable-dreamfusion CLIP guidance grad_scale 10 (0 disables)
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
             raise ValueError(f"ClipLossConfig.model={self.model!r}: expected a hub id, a local folder or {MINI_CLIP!r}")
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not 0 <= self.weight < float("inf"):
-            raise ValueError(f"ClipLossConfig.weight={self.weight!r}: expected a finite number >= 0 (0 disables the loss)")
+        w = self.weight
+        if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
+            raise ValueError(f"ClipLossConfig.weight={w!r}: expected a finite number >= 0 (0 disables the loss)")
     @classmethod
     def paper(cls): return cls()
     @classmethod
-    def official(cls): return cls()  # released code loads ViT-L/14 and its preprocessing; its loss weight is not released
+    def official(cls):
+        return cls()  # released code loads ViT-L/14 and its preprocessing; its loss weight is not released
     @classmethod
     def mini(cls): return cls(model=MINI_CLIP, weight=50.0)  # calibrated below on mini-world gradient norms
 
@@ -47,9 +51,10 @@ class ClipLossConfig:
 def clip_loss(image_emb: torch.Tensor, # [B, E] image embeddings (unit-norm from Clip.encode_images)
               text_emb: torch.Tensor, # [B, E] text embedding of each sample's prompt
              ) -> torch.Tensor: # scalar: mean over B of 1 - cos
-    "Cosine-distance CLIP loss between renders and their prompts (paper section 3.5)."
+    "Cosine-distance CLIP loss between renders and their prompts (paper Sec. 3.5)."
     if image_emb.ndim != 2 or image_emb.shape != text_emb.shape:
-        raise ValueError(f"clip_loss: image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)} must both be [B, E]")
+        raise ValueError(f"clip_loss: image_emb {tuple(image_emb.shape)} and text_emb {tuple(text_emb.shape)} "
+                         f"must both be [B, E]")
     return (1 - F.cosine_similarity(image_emb, text_emb.to(image_emb), dim=-1)).mean()
 
 def clip_rp(image_emb: torch.Tensor, # [B, E] image embeddings
@@ -57,10 +62,12 @@ def clip_rp(image_emb: torch.Tensor, # [B, E] image embeddings
             true_idx, # [B] index of each image's prompt in the bank
             logit_scale: float, # CLIP's inverse temperature s (Clip.logit_scale)
            ) -> torch.Tensor: # [B] softmax probability of the true prompt
-    "CLIP retrieval probability (paper section 6): softmax over the query set of s cos(image, prompt), read at the true prompt."
+    "CLIP retrieval probability (paper Sec. 4.3): softmax over the query set of s cos(image, prompt), at the true one."
     t = torch.as_tensor(true_idx, dtype=torch.long, device=image_emb.device).reshape(-1)
-    if image_emb.ndim != 2 or text_bank.ndim != 2 or len(t) != len(image_emb) or (t < 0).any() or (t >= len(text_bank)).any():
-        raise ValueError(f"clip_rp: expected image_emb [B, E], text_bank [P, E] and B indices in [0, P); got {tuple(image_emb.shape)}, "
+    if (image_emb.ndim != 2 or text_bank.ndim != 2 or len(t) != len(image_emb)
+            or (t < 0).any() or (t >= len(text_bank)).any()):
+        raise ValueError(f"clip_rp: expected image_emb [B, E], text_bank [P, E] and B indices in [0, P); "
+                         f"got {tuple(image_emb.shape)}, "
                          f"{tuple(text_bank.shape)}, {tuple(t.shape)} indices")
     logits = logit_scale * F.normalize(image_emb, dim=-1) @ F.normalize(text_bank.to(image_emb), dim=-1).T
     return logits.float().softmax(-1).gather(1, t[:, None])[:, 0]
@@ -107,14 +114,16 @@ def encode_images(self: Clip, images: torch.Tensor, # [B, 3, H, W] RGB in [0, 1]
                  ) -> torch.Tensor: # [B, E] unit norm
     "Projected, normalised CLIP image embeddings (gradients flow to `images`)."
     x = clip_preprocess(images.to(self.model.dtype), self.image_size, self.mean, self.std)
-    return F.normalize(self.model.visual_projection(self.model.vision_model(pixel_values=x).pooler_output).float(), dim=-1)
+    return F.normalize(self.model.visual_projection(self.model.vision_model(pixel_values=x).pooler_output).float(),
+                       dim=-1)
 
 @patch
 def encode_texts(self: Clip, prompts: Sequence[str], # N prompts
                 ) -> torch.Tensor: # [N, E] unit norm, no grad
     "Projected, normalised pooled (EOT) text embeddings."
     prompts = validate_prompts(prompts, self.tokenizer, self.max_length)
-    ids = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True, return_tensors="pt").input_ids
+    ids = self.tokenizer(prompts, padding="max_length", max_length=self.max_length, truncation=True,
+                         return_tensors="pt").input_ids
     with torch.no_grad():
         out = self.model.text_model(input_ids=ids.to(self.device))
         return F.normalize(self.model.text_projection(out.pooler_output).float(), dim=-1)
@@ -123,12 +132,14 @@ def encode_texts(self: Clip, prompts: Sequence[str], # N prompts
 def missing_clip_message(name: str, local_files_only: bool, cause: object = None) -> str:
     "What was looked for, where, and how to provide a CLIP."
     local = os.path.exists(name) or name.startswith(("/", ".", "~")) or name == MINI_CLIP
-    mode = "in that local folder" if local else "in local files only (HF offline mode or local_files_only=True)" if local_files_only \
-        else "locally, in the Hugging Face cache, then for download"
-    return (f"CLIP model not found: looked for {name!r} {mode}; expected a transformers CLIPModel (config.json + weights) and its "
-            f"tokenizer, flat or in clip/ + tokenizer/. To provide it, download it once, e.g. `hf download {OPENAI_CLIP_L14} "
-            f"--local-dir DIR` and pass DIR, or set HF_HOME to a Hugging Face cache that holds it; or use {MINI_CLIP!r} "
-            f"(ClipLossConfig.mini(), the shipped mini CLIP) for the offline mini world." + (f" Cause: {cause}" if cause else ""))
+    mode = ("in that local folder" if local else "in local files only (HF offline mode or local_files_only=True)"
+            if local_files_only else "locally, in the Hugging Face cache, then for download")
+    return (f"CLIP model not found: looked for {name!r} {mode}; expected a transformers CLIPModel "
+            f"(config.json + weights) and its tokenizer, flat or in clip/ + tokenizer/. To provide it, download it "
+            f"once, e.g. `hf download {OPENAI_CLIP_L14} --local-dir DIR` and pass DIR, or set HF_HOME to a Hugging "
+            f"Face cache that holds it; or use {MINI_CLIP!r} (ClipLossConfig.mini(), the shipped mini CLIP) for the "
+            f"offline mini world."
+            + (f" Cause: {cause}" if cause else ""))
 
 def _clip_source(name: str) -> tuple[str, str, Path | None]:
     "(model path or id, tokenizer path or id, folder whose mini_clip.json gives the normalisation)."
@@ -144,7 +155,8 @@ def _clip_source(name: str) -> tuple[str, str, Path | None]:
 @patch(cls_method=True)
 def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "mini"
                     device=None, dtype: torch.dtype = torch.float32,
-                    local_files_only: bool | None = None, # None: follow HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE; "mini" is always local
+                    local_files_only: bool | None = None, # None: follow HF_HUB_OFFLINE /
+                                                          # TRANSFORMERS_OFFLINE; "mini" is always local
                    ) -> Clip:
     "A frozen `Clip` from a hub id or a folder; `WeightsNotFoundError` when its files cannot be had."
     from transformers import CLIPModel, CLIPTokenizer
@@ -156,7 +168,7 @@ def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "m
         tok = CLIPTokenizer.from_pretrained(tok_src, local_files_only=lfo)
     except OSError as e: raise WeightsNotFoundError(missing_clip_message(name, lfo, e)) from e
     if len(tok) <= 3: raise WeightsNotFoundError(missing_clip_message(name, lfo, f"no tokenizer files in {tok_src!r}"))
-    mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's, hard-coded in the released code (sd.py:112-115)
+    mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's, hard-coded in the released code (models/sd/sd.py:112-115)
     if folder is not None and (folder / MINI_CLIP_CONFIG).is_file():
         c = json.loads((folder / MINI_CLIP_CONFIG).read_text()); mean, std = c["image_mean"], c["image_std"]
     clip = cls(model, tok, mean, std)

@@ -8,7 +8,8 @@ import base64, html, os, time
 from pathlib import Path
 import torch
 from .conventions import camera_position
-from .export import VIEW_MODES, extract_mesh, mesh_bytes, mesh_figure, view_camera, view_image, DEFAULT_THRESHOLD
+from .export import (VIEW_MODES, DEFAULT_THRESHOLD, extract_mesh, mesh_bytes, mesh_figure, view_camera,
+                              view_image)
 from .viz import to_pil
 
 # %% auto #0
@@ -40,10 +41,12 @@ class ExplorerModel:
             cache[key] = fn()
         return cache[key]
 
-    def triplane(self, prompt: str, seed: int): return self._put(self._tp, (prompt, seed), lambda: self.pipe.triplanes(prompt, seed=seed)[1])
+    def triplane(self, prompt: str, seed: int):
+        return self._put(self._tp, (prompt, seed), lambda: self.pipe.triplanes(prompt, seed=seed)[1])
 
     def mesh(self, prompt: str, seed: int, res: int):
-        return self._put(self._mesh, (prompt, seed, res), lambda: extract_mesh(self.pipe.model, self.triplane(prompt, seed), res, self.threshold))
+        return self._put(self._mesh, (prompt, seed, res),
+                         lambda: extract_mesh(self.pipe.model, self.triplane(prompt, seed), res, self.threshold))
 
 # %% ../nbs/60_explorer.ipynb #c85d1465
 from fastcore.basics import patch
@@ -55,7 +58,8 @@ def view(self: ExplorerModel, prompt: str, seed: int = 0, azimuth_deg: float = 0
     if not prompt.strip(): raise ValueError("empty prompt")
     t0 = time.perf_counter()
     mesh = self.mesh(prompt, seed, mesh_res)
-    img = view_image(self.pipe.model, self.triplane(prompt, seed), view_camera(self.pipe.config.camera, azimuth_deg, elevation_deg), self.size, mode)
+    img = view_image(self.pipe.model, self.triplane(prompt, seed),
+                     view_camera(self.pipe.config.camera, azimuth_deg, elevation_deg), self.size, mode)
     return dict(mesh=mesh, image=img, seconds=time.perf_counter() - t0)
 
 # %% ../nbs/60_explorer.ipynb #a29ffb25
@@ -73,7 +77,8 @@ def download_link(data: bytes, filename: str, label: str = "Download .glb") -> s
     "An HTML link that saves `data` as `filename` (a data URI)."
     b64 = base64.b64encode(data).decode()
     return (f'<a download="{html.escape(filename)}" href="data:model/gltf-binary;base64,{b64}" class="i3d-download" '
-            f'style="padding:4px 10px;border:1px solid #888;border-radius:4px;text-decoration:none">{html.escape(label)}</a>')
+            f'style="padding:4px 10px;border:1px solid #888;border-radius:4px;text-decoration:none">'
+            f'{html.escape(label)}</a>')
 
 class Side:
     "The widgets of one prompt: title, mesh figure, rendered view, download link."
@@ -84,7 +89,8 @@ class Side:
         self.figbox = W.Box(layout=W.Layout(width="360px", height="360px"))
         self.image = W.Image(format="png", width=256, height=256)
         self.download = W.HTML()
-        self.box = W.VBox([self.title, self.figbox, self.image, self.download], layout=W.Layout(border="1px solid #ddd", padding="4px"))
+        self.box = W.VBox([self.title, self.figbox, self.image, self.download],
+                          layout=W.Layout(border="1px solid #ddd", padding="4px"))
 
     def show(self, prompt, seed, view, eye):
         import plotly.graph_objects as go
@@ -93,12 +99,14 @@ class Side:
         if self.fig is not None and m is self.mesh:  # same object, new camera: move the scene's camera only
             self.fig.layout.scene.camera.eye = dict(zip("xyz", eye)); return
         fig = mesh_figure(m, camera_eye=eye).update_layout(width=360, height=360)
-        old, self.fig, self.mesh = self.fig, go.FigureWidget(fig), m  # a new widget carries its data in its first state: the page draws it even if it missed updates
+        # a new widget carries its data in its first state: the page draws it even if it missed updates
+        old, self.fig, self.mesh = self.fig, go.FigureWidget(fig), m
         self.figbox.children = [self.fig]
         if old is not None: old.close()
         self.title.value = f"<b>{html.escape(prompt)}</b> &middot; seed {seed} &middot; {len(m.faces):,} faces"
         slug = "".join(c if c.isalnum() else "_" for c in prompt)[:40]
-        self.download.value = download_link(mesh_bytes(m, "glb"), f"{slug}_seed{seed}.glb") if len(m.faces) else "<i>no surface at this threshold</i>"
+        self.download.value = (download_link(mesh_bytes(m, "glb"), f"{slug}_seed{seed}.glb") if len(m.faces)
+                               else "<i>no surface at this threshold</i>")
 
 # %% ../nbs/60_explorer.ipynb #c14afd77
 class Explorer:
@@ -108,9 +116,10 @@ class Explorer:
         import ipywidgets as W
         self.model, self.seconds, self.updates = model, 0.0, 0
         opts = suggestions if suggestions is not None else _suggestions(model)
-        self.prompt = W.Combobox(value=prompt, options=opts, placeholder="a prompt (suggestions as you type)", description="prompt",
-                                 ensure_option=False, layout=W.Layout(width="460px"))
-        self.prompt2 = W.Combobox(value=compare_prompt, options=opts, description="compare", ensure_option=False, layout=W.Layout(width="460px"))
+        self.prompt = W.Combobox(value=prompt, options=opts, placeholder="a prompt (suggestions as you type)",
+                                 description="prompt", ensure_option=False, layout=W.Layout(width="460px"))
+        self.prompt2 = W.Combobox(value=compare_prompt, options=opts, description="compare", ensure_option=False,
+                                  layout=W.Layout(width="460px"))
         self.generate = W.Button(description="Generate", button_style="primary", icon="cube")
         self.compare = W.Checkbox(value=False, description="compare two prompts")
         self.seed = W.IntSlider(0, 0, 99, description="seed")
@@ -122,8 +131,10 @@ class Explorer:
         self.sides = [Side("A"), Side("B")]
         self.outputs = W.HBox([self.sides[0].box])
         ctrl = W.VBox([W.HBox([self.prompt, self.generate]), W.HBox([self.prompt2, self.compare]),
-                       W.HBox([self.seed, self.mesh_res]), W.HBox([self.azimuth, self.elevation]), W.HBox([self.mode, self.status])])
-        self.widget = W.VBox([W.HTML(f"<small>checkpoint: {html.escape(model.checkpoint)}</small>"), ctrl, self.outputs])
+                       W.HBox([self.seed, self.mesh_res]), W.HBox([self.azimuth, self.elevation]),
+                       W.HBox([self.mode, self.status])])
+        self.widget = W.VBox([W.HTML(f"<small>checkpoint: {html.escape(model.checkpoint)}</small>"), ctrl,
+                              self.outputs])
         self.generate.on_click(lambda _: self.update())
         # typing alone does not generate (each key would start a forward pass): press Generate
         for w in (self.seed, self.azimuth, self.elevation, self.mode, self.mesh_res, self.compare):
@@ -159,7 +170,8 @@ def update(self: Explorer):
     eye = plotly_eye(self.azimuth.value, self.elevation.value)
     try:
         for side, p in zip(self.sides, prompts):
-            v = self.model.view(p.strip(), self.seed.value, self.azimuth.value, self.elevation.value, self.mode.value, self.mesh_res.value)
+            v = self.model.view(p.strip(), self.seed.value, self.azimuth.value, self.elevation.value, self.mode.value,
+                                self.mesh_res.value)
             side.show(p.strip(), self.seed.value, v, eye)
     except ValueError as e:
         self.status.value = f"<span style='color:#b00'>{html.escape(str(e))}</span>"; return

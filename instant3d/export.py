@@ -9,7 +9,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from .cameras import CameraConfig, orbit_cameras, four_views
-from .viz import _atomic_save, _umask, image_grid, save_png, save_gif, depth_to_rgb, normal_to_rgb
+from .files import atomic_write
+from .viz import image_grid, save_png, save_gif, depth_to_rgb, normal_to_rgb
 
 # %% auto #0
 __all__ = ['FORMATS', 'MESH_FORMATS', 'VIEW_MODES', 'DEFAULT_THRESHOLD', 'STAGES', 'have_mp4', 'default_formats', 'parse_formats',
@@ -35,7 +36,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
     if not fs: raise ValueError(f"--formats {text!r}: empty; accepted {','.join(FORMATS)}")
     bad = [f for f in fs if f not in FORMATS]
     if bad: raise ValueError(f"--formats: unknown format {bad[0]!r}; accepted {','.join(FORMATS)}")
-    if "mp4" in fs and not have_mp4(): raise ValueError("--formats mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg")
+    if "mp4" in fs and not have_mp4():
+        raise ValueError("--formats mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg")
     return fs
 
 # %% ../nbs/50_export.ipynb #e06b2a05
@@ -45,7 +47,9 @@ def parse_seeds(text: str, max_count: int = 64) -> list[int]:
     for part in str(text).split(","):
         a, sep, b = part.strip().partition("-")
         try: lo, hi = int(a), int(b if sep else a)
-        except ValueError: raise ValueError(f"--seeds {text!r}: {part.strip()!r} is not a seed N or a range A-B of non-negative integers") from None
+        except ValueError:
+            raise ValueError(f"--seeds {text!r}: {part.strip()!r} is not a seed N "
+                             f"or a range A-B of non-negative integers") from None
         if hi < lo: raise ValueError(f"--seeds {text!r}: range {part.strip()!r} is empty (A-B needs A <= B)")
         seeds += range(lo, hi + 1)
         if len(seeds) > max_count: raise ValueError(f"--seeds {text!r}: more than {max_count} seeds")
@@ -58,12 +62,14 @@ def view_camera(cfg: CameraConfig, # radius and fov at the middle of its ranges
                 azimuth_deg: float = 0.0, # 0 = front
                 elevation_deg: float = 15.0):
     "One orbit camera looking at the origin."
-    return orbit_cameras(torch.tensor([float(azimuth_deg)]), float(elevation_deg), _mid(cfg.radius_range), _mid(cfg.fovy_deg_range))
+    return orbit_cameras(torch.tensor([float(azimuth_deg)]), float(elevation_deg), _mid(cfg.radius_range),
+                         _mid(cfg.fovy_deg_range))
 
 def turntable_cameras(cfg: CameraConfig, n_frames: int, elevation_deg: float = 0.0):
-    "`n_frames` cameras evenly round the object from the front (paper section 3: elevation 0)."
+    "`n_frames` cameras evenly round the object from the front (released test path: elevation 0)."
     if not (isinstance(n_frames, int) and n_frames >= 1): raise ValueError(f"frames={n_frames!r}: expected an int >= 1")
-    return orbit_cameras(torch.arange(n_frames) * (360.0 / n_frames), elevation_deg, _mid(cfg.radius_range), _mid(cfg.fovy_deg_range))
+    return orbit_cameras(torch.arange(n_frames) * (360.0 / n_frames), elevation_deg, _mid(cfg.radius_range),
+                         _mid(cfg.fovy_deg_range))
 
 # %% ../nbs/50_export.ipynb #c1d50e19
 VIEW_MODES = ("albedo", "lambertian", "textureless", "normals", "depth")
@@ -78,7 +84,8 @@ def render_views(model, # Instant3D (its field and render config)
                  chunk: int = 8, # views per render call
                 ) -> dict: # rgb [V, 3, H, W] in [0, 1], opacity, depth [V, 1, H, W], normal [V, 3, H, W] when asked
     "Render one triplane from every camera on a white background, deterministically."
-    if triplane.ndim != 5 or triplane.shape[0] != 1: raise ValueError(f"triplane: expected [1, 3, C, R, R], got {tuple(triplane.shape)}")
+    if triplane.ndim != 5 or triplane.shape[0] != 1:
+        raise ValueError(f"triplane: expected [1, 3, C, R, R], got {tuple(triplane.shape)}")
     rc = replace(model.config.render.for_test(), height=size, width=size)
     parts = []
     for i in range(0, len(cameras), chunk):
@@ -93,7 +100,8 @@ def render_views(model, # Instant3D (its field and render config)
 def view_image(model, triplane, camera, size: int, mode: str = "albedo") -> torch.Tensor: # [3, size, size] in [0, 1]
     "One view in one of `VIEW_MODES`."
     if mode not in VIEW_MODES: raise ValueError(f"view mode {mode!r}: accepted {', '.join(VIEW_MODES)}")
-    o = render_views(model, triplane, camera, size, shading="albedo" if mode in ("normals", "depth") else mode, normals=mode == "normals")
+    o = render_views(model, triplane, camera, size, shading="albedo" if mode in ("normals", "depth") else mode,
+                     normals=mode == "normals")
     if mode == "normals": return normal_to_rgb(o["normal"], o["opacity"])[0]
     if mode == "depth": return depth_to_rgb(o["depth"], o["opacity"])[0]
     return o["rgb"][0]
@@ -101,7 +109,8 @@ def view_image(model, triplane, camera, size: int, mode: str = "albedo") -> torc
 def views_grid(out: dict) -> torch.Tensor: # [3, H', W']: rows RGB, normals, depth; one column per view
     "The 4-view picture of `instant3d generate`."
     V = out["rgb"].shape[0]
-    return image_grid(torch.cat([out["rgb"], normal_to_rgb(out["normal"], out["opacity"]), depth_to_rgb(out["depth"], out["opacity"])]), nrow=V)
+    return image_grid(torch.cat([out["rgb"], normal_to_rgb(out["normal"], out["opacity"]),
+                                 depth_to_rgb(out["depth"], out["opacity"])]), nrow=V)
 
 # %% ../nbs/50_export.ipynb #d2b61ed8
 @torch.no_grad()
@@ -111,7 +120,8 @@ def density_grid(field, # TriplaneField
                  radius: float, # half-size of the grid cube and radius of the sphere evaluated, world units
                 ) -> np.ndarray: # [res, res, res] float32 density, axes (x, y, z); 0 outside the sphere
     "Density on a regular grid over [-radius, radius]^3."
-    if not (isinstance(res, int) and 8 <= res <= 512): raise ValueError(f"mesh resolution {res!r}: accepted an integer in [8, 512]")
+    if not (isinstance(res, int) and 8 <= res <= 512):
+        raise ValueError(f"mesh resolution {res!r}: accepted an integer in [8, 512]")
     lin = torch.linspace(-radius, radius, res)
     pts = torch.stack(torch.meshgrid(lin, lin, lin, indexing="ij"), -1).reshape(-1, 3)
     inside = pts.norm(dim=-1) <= radius
@@ -142,7 +152,7 @@ def extract_mesh(model, # Instant3D
                  res: int = 64, # grid points per axis
                  threshold: float = DEFAULT_THRESHOLD, # iso level, density per world unit
                 ) -> Mesh:
-    "Marching cubes of the density at `threshold`, vertex colours from the albedo; an empty mesh when nothing is that dense."
+    "Marching cubes of the density at `threshold`, vertex colours from the albedo; empty when nothing is that dense."
     from skimage.measure import marching_cubes
     if not threshold > 0: raise ValueError(f"threshold {threshold!r}: must be > 0 (density per world unit)")
     radius = mesh_radius(model)
@@ -152,7 +162,8 @@ def extract_mesh(model, # Instant3D
     v, f, _, _ = marching_cubes(d, level=threshold, spacing=(2 * radius / (res - 1),) * 3, gradient_direction="ascent")
     v = (v - radius).astype(np.float32)
     vt = torch.from_numpy(v).to(triplane.device)
-    albedo = model.field.forward_packed(triplane, vt, torch.zeros(len(vt), dtype=torch.long, device=vt.device))["albedo"]
+    albedo = model.field.forward_packed(triplane, vt,
+                                        torch.zeros(len(vt), dtype=torch.long, device=vt.device))["albedo"]
     colors = (albedo.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     return Mesh(v, f.astype(np.int64), colors)
 
@@ -171,7 +182,7 @@ def mesh_bytes(mesh: Mesh, fmt: str) -> bytes:
 def save_mesh(mesh: Mesh, path) -> str:
     "Write a glb, obj or ply file (by suffix) atomically."
     data = mesh_bytes(mesh, os.path.splitext(str(path))[1].lstrip(".").lower())
-    return _atomic_save(lambda f: f.write(data), path)
+    return atomic_write(path, data)
 
 # %% ../nbs/50_export.ipynb #85ebe5a2
 def mesh_figure(mesh: Mesh, # the object
@@ -188,37 +199,33 @@ def mesh_figure(mesh: Mesh, # the object
     ax = dict(visible=False)
     scene = dict(xaxis=ax, yaxis=ax, zaxis=ax, aspectmode="data", camera=dict(up=dict(x=0, y=1, z=0)))
     if camera_eye is not None: scene["camera"]["eye"] = dict(zip("xyz", camera_eye))
-    fig.update_layout(title=dict(text=title, font=dict(size=13)), scene=scene, margin=dict(l=0, r=0, t=30 if title else 0, b=0))
+    fig.update_layout(title=dict(text=title, font=dict(size=13)), scene=scene,
+                      margin=dict(l=0, r=0, t=30 if title else 0, b=0))
     return fig
 
 def save_html(fig, path) -> str:
     "A self-contained HTML page (plotly.js inlined: opens offline), written atomically."
     html = fig.to_html(include_plotlyjs=True, full_html=True)
-    return _atomic_save(lambda f: f.write(html.encode()), path)
+    return atomic_write(path, html.encode())
 
 # %% ../nbs/50_export.ipynb #78d37b24
 def save_mp4(frames, # [T, 3, H, W] in [0, 1]
              path, # destination .mp4
              fps: float = 12.0) -> str:
-    "An H.264 MP4 through imageio-ffmpeg, written to a temporary file beside `path`, then renamed."
+    "An H.264 MP4 through imageio-ffmpeg: encoded in a scratch folder, then written to `path` atomically."
     import imageio_ffmpeg
     x = (frames.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).contiguous().numpy()
     T, H, W, _ = x.shape
     x = np.pad(x, ((0, 0), (0, H % 2), (0, W % 2), (0, 0)), mode="edge")  # yuv420p needs even sizes
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".mp4", dir=folder); os.close(fd)
-    try:
+    with tempfile.TemporaryDirectory() as scratch:  # ffmpeg writes to a path, not to a file object
+        tmp = os.path.join(scratch, "video.mp4")
         w = imageio_ffmpeg.write_frames(tmp, (x.shape[2], x.shape[1]), fps=fps, codec="libx264", pix_fmt_out="yuv420p",
                                         macro_block_size=1, quality=8, ffmpeg_log_level="error")
         w.send(None)
         for fr in x: w.send(np.ascontiguousarray(fr))
         w.close()
-        os.chmod(tmp, 0o666 & ~_umask())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp): os.remove(tmp)
-        raise
-    return str(path)
+        with open(tmp, "rb") as f: data = f.read()
+    return atomic_write(path, data)
 
 def mp4_frame_count(path) -> int:
     "Frames in a video file (for tests)."
@@ -237,7 +244,8 @@ def _save_turntable(frames, out, formats, fps) -> list:
 def seeds_figure(meshes: list, seeds: list, prompt: str):
     "Meshes of several seeds side by side in one plotly figure (one 3D scene each)."
     from plotly.subplots import make_subplots
-    fig = make_subplots(rows=1, cols=len(meshes), specs=[[{"type": "scene"}] * len(meshes)], subplot_titles=[f"seed {s}" for s in seeds])
+    fig = make_subplots(rows=1, cols=len(meshes), specs=[[{"type": "scene"}] * len(meshes)],
+                        subplot_titles=[f"seed {s}" for s in seeds])
     for k, m in enumerate(meshes):
         one = mesh_figure(m)
         for tr in one.data: fig.add_trace(tr, row=1, col=k + 1)
@@ -251,7 +259,8 @@ def generate_outputs(pipe, # Instant3DPipeline
                      out, # existing writable folder (pathlib.Path)
                      seeds=(0,), # one seed, or several for a side-by-side
                      size: int | None = None, # pixels; None = the checkpoint's test render size
-                     frames: int = 16, # turntable frames (16: a 22.5 degree step, within the 2 s budget on a 2-core CPU)
+                     frames: int = 16, # turntable frames (16: a 22.5 degree step,
+                                       # within the 2 s budget on a 2-core CPU)
                      mesh_res: int = 64, # marching-cubes grid points per axis
                      formats=None, # subset of FORMATS; None = default_formats()
                      threshold: float = DEFAULT_THRESHOLD, # iso level of the mesh
@@ -269,23 +278,32 @@ def generate_outputs(pipe, # Instant3DPipeline
     name, tps = made[0][0][0], [tp for _, tp in made]
     grids, turn, meshes = [], [], []
     for tp in tps:
-        if "png" in formats: grids.append(views_grid(render_views(pipe.model, tp, four_views(pipe.config.camera), size, normals=True))); lap("views")
-        if {"gif", "mp4"} & set(formats): turn.append(render_views(pipe.model, tp, turntable_cameras(pipe.config.camera, frames), size)["rgb"]); lap("turntable")
-        if set(MESH_FORMATS) & set(formats): meshes.append(extract_mesh(pipe.model, tp, mesh_res, threshold)); lap("mesh")
+        if "png" in formats:
+            grids.append(views_grid(render_views(pipe.model, tp, four_views(pipe.config.camera), size, normals=True)))
+            lap("views")
+        if {"gif", "mp4"} & set(formats):
+            turn.append(render_views(pipe.model, tp, turntable_cameras(pipe.config.camera, frames), size)["rgb"])
+            lap("turntable")
+        if set(MESH_FORMATS) & set(formats):
+            meshes.append(extract_mesh(pipe.model, tp, mesh_res, threshold))
+            lap("mesh")
     if grids: files.append(save_png(torch.cat([g[:, :-2] for g in grids[:-1]] + grids[-1:], 1), out / "views.png"))
     if turn: files += _save_turntable(torch.cat(turn, 3), out, formats, fps)  # seeds side by side in each frame
     empty = [s for s, m in zip(seeds, meshes) if len(m.faces) == 0]
-    if empty: notes.append(f"no surface at density {threshold} for seed(s) {empty}: glb/obj/ply skipped (lower --threshold)")
+    if empty:
+        notes.append(f"no surface at density {threshold} for seed(s) {empty}: glb/obj/ply skipped (lower --threshold)")
     elif meshes:
         for fmt in ("glb", "obj", "ply"):
             if fmt in formats:
-                files += [save_mesh(m, out / (f"mesh.{fmt}" if len(seeds) == 1 else f"mesh_seed{s}.{fmt}")) for s, m in zip(seeds, meshes)]
+                files += [save_mesh(m, out / (f"mesh.{fmt}" if len(seeds) == 1 else f"mesh_seed{s}.{fmt}"))
+                          for s, m in zip(seeds, meshes)]
     if meshes and "html" in formats:
-        fig = mesh_figure(meshes[0], f"{name} (seed {seeds[0]})") if len(seeds) == 1 else seeds_figure(meshes, seeds, name)
+        fig = (mesh_figure(meshes[0], f"{name} (seed {seeds[0]})") if len(seeds) == 1
+               else seeds_figure(meshes, seeds, name))
         files.append(save_html(fig, out / "mesh.html"))
     lap("write")
-    return dict(prompt=name, seeds=seeds, size=size, frames=frames if turn else 0, mesh_res=mesh_res, threshold=threshold,
-                formats=list(formats), files=[os.path.basename(f) for f in files], notes=notes,
+    return dict(prompt=name, seeds=seeds, size=size, frames=frames if turn else 0, mesh_res=mesh_res,
+                threshold=threshold, formats=list(formats), files=[os.path.basename(f) for f in files], notes=notes,
                 mesh=[dict(seed=s, vertices=len(m.vertices), faces=len(m.faces)) for s, m in zip(seeds, meshes)],
                 seconds={k: round(v, 4) for k, v in times.items()}, seconds_total=round(sum(times.values()), 4))
 
@@ -302,10 +320,12 @@ def prompt_problem(pipe, prompt: str) -> str | None:
     if any(unicodedata.category(ch).startswith("C") for ch in prompt): return "control characters in the prompt"
     tok = pipe.text_encoder.tokenizer
     n = len(tok(prompt, truncation=False, verbose=False).input_ids)
-    if n > pipe.text_encoder.max_length: return f"{n} tokens, over the text encoder's {pipe.text_encoder.max_length} (incl. BOS/EOT)"
+    if n > pipe.text_encoder.max_length:
+        return f"{n} tokens, over the text encoder's {pipe.text_encoder.max_length} (incl. BOS/EOT)"
     return None
 
 def prompt_folder(line: int, prompt: str, width: int = 4) -> str:
-    "'0007-a-red-cube-wearing-a-blue-hat': line number, then the prompt as a file-name-safe slug (at most 60 characters)."
-    slug = re.sub(r"[^a-z0-9]+", "-", unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()).strip("-")[:60].strip("-")
+    "'0007-a-red-cube-wearing-a-blue-hat': line number, then the prompt as a file-name-safe slug (<= 60 characters)."
+    ascii_ = unicodedata.normalize("NFKD", prompt).encode("ascii", "ignore").decode().lower()
+    slug = re.sub(r"[^a-z0-9]+", "-", ascii_).strip("-")[:60].strip("-")
     return f"{line:0{width}d}-{slug or 'prompt'}"

@@ -29,12 +29,13 @@ __all__ = ['PRESETS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'Instant3DConfig', 'preset_
 class Instant3DConfig:
     preset: str = "paper"  # name of the preset this config came from (informative)
     text: TextEncoderConfig = dataclasses.field(default_factory=TextEncoderConfig.paper)  # frozen text encoder
-    token_to_plane: TokenToPlaneConfig = dataclasses.field(default_factory=TokenToPlaneConfig.paper)  # section 2.2
-    style: StyleConfig = dataclasses.field(default_factory=StyleConfig.paper)  # section 2.3
-    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig.paper)  # section 2.4
-    field: TriplaneFieldConfig = dataclasses.field(default_factory=TriplaneFieldConfig.paper)  # section 2.6-2.7
-    render: RenderConfig = dataclasses.field(default_factory=RenderConfig.paper)  # section 2.8
-    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig.paper)  # section 3
+    token_to_plane: TokenToPlaneConfig = dataclasses.field(default_factory=TokenToPlaneConfig.paper)  # paper Sec. 3.2.3
+    style: StyleConfig = dataclasses.field(default_factory=StyleConfig.paper)  # paper Sec. 3.2.2
+    decoder: DecoderConfig = dataclasses.field(default_factory=DecoderConfig.paper)  # paper Sec. 3.2.1, App. A
+    # paper Sec. 3.1.1, Eqs. (1), (5)
+    field: TriplaneFieldConfig = dataclasses.field(default_factory=TriplaneFieldConfig.paper)
+    render: RenderConfig = dataclasses.field(default_factory=RenderConfig.paper)  # paper Sec. 4.2, Neural Rendering
+    camera: CameraConfig = dataclasses.field(default_factory=CameraConfig.paper)  # paper Sec. 4.2, Camera Setting
     base: str = "token_to_plane"  # "token_to_plane" (paper) | "constant" (ablation: learned constant base map)
 
     def __post_init__(self):
@@ -108,16 +109,18 @@ def render(self: Instant3D, triplane: torch.Tensor, # [B, 3, C, R, R]
 
 @patch
 def forward(self: Instant3D, tokens, cameras, noise=None, generator=None, **render_kwargs) -> dict:
-    "Tokens and one camera per sample -> render dict plus the `triplane`; `generator` drives both the style noise and the render."
+    "Tokens and one camera per sample -> render dict plus the `triplane`; `generator` drives noise and render."
     tp = self.triplane(tokens, noise=noise, generator=generator)
-    out = self.render(tp, cameras, generator=generator, **render_kwargs)  # the same generator draws the style noise and the render randomness
+    # the same generator draws the style noise and the render randomness
+    out = self.render(tp, cameras, generator=generator, **render_kwargs)
     out["triplane"] = tp
     return out
 
 @patch
 def parameters_by_part(self: Instant3D) -> dict:
     "Parameter counts of the four parts the paper reports, and the total."
-    parts = {k: sum(p.numel() for p in getattr(self, k).parameters()) for k in ("token_to_plane", "style", "decoder", "field")}
+    parts = {k: sum(p.numel() for p in getattr(self, k).parameters())
+             for k in ("token_to_plane", "style", "decoder", "field")}
     return dict(parts, total=sum(parts.values()))
 
 # %% ../nbs/09_generator.ipynb #1ad7cdc8
@@ -166,7 +169,9 @@ def _from_pretrained(cls, path, device=None):
     model = cls(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
-        raise CheckpointError(f"{w} does not match its config: missing {missing[:3]}{'...' if len(missing) > 3 else ''}, unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
+        raise CheckpointError(f"{w} does not match its config: "
+                              f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                              f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}")
     return model.to(device) if device else model
 
 Instant3D.from_pretrained = _from_pretrained
@@ -179,14 +184,15 @@ class Instant3DPipeline:
         L, D = text_encoder.max_length, text_encoder.token_dim
         tc = model.config.token_to_plane
         if (L, D) != (tc.n_tokens, tc.token_dim):
-            raise ValueError(f"text encoder gives tokens [B, {L}, {D}] but the generator expects [B, {tc.n_tokens}, {tc.token_dim}]")
+            raise ValueError(f"text encoder gives tokens [B, {L}, {D}] "
+                             f"but the generator expects [B, {tc.n_tokens}, {tc.token_dim}]")
 
     @property
     def config(self) -> Instant3DConfig: return self.model.config
 
     @classmethod
     def from_pretrained(cls, path, device=None):
-        "Generator from checkpoint folder `path`; its text encoder from `path/text_encoder` if present, else `config.text`."
+        "Generator from checkpoint folder `path`; text encoder from `path/text_encoder` if present, else `config.text`."
         model = Instant3D.from_pretrained(path, device=device)
         path = Path(path)
         if (path / "text_encoder").is_dir():
@@ -242,13 +248,15 @@ def default_checkpoint(preset: str = "mini") -> Path | None:
     return p if (p / CONFIG_NAME).is_file() else None
 
 def load_pipeline(preset: str | None = None, # paper | official | mini; None: the checkpoint's, or mini
-                  checkpoint: str | Path | None = None, # a `save_pretrained` folder; None: the shipped model of `preset`
+                  checkpoint: str | Path | None = None, # a `save_pretrained` folder;
+                                                        # None: the shipped model of `preset`
                  ) -> tuple[Instant3DPipeline, str, str | None]: # (pipeline, what was loaded, note or None)
     "The pipeline to generate with; `CheckpointError` for a missing, corrupt or mismatched checkpoint."
     if checkpoint is not None:
         cfg = load_config(checkpoint)
         if preset is not None and cfg.preset != preset:
-            raise CheckpointError(f"preset {preset!r} does not match checkpoint {str(checkpoint)!r}, which holds preset {cfg.preset!r}")
+            raise CheckpointError(f"preset {preset!r} does not match checkpoint {str(checkpoint)!r}, "
+                                  f"which holds preset {cfg.preset!r}")
         return Instant3DPipeline.from_pretrained(checkpoint), str(checkpoint), None
     preset = preset or "mini"
     if preset not in PRESETS: raise ValueError(f"unknown preset {preset!r}: accepted {', '.join(PRESETS)}")
@@ -264,7 +272,8 @@ def turntable_views(model: Instant3D, triplane: torch.Tensor, # [1, 3, C, R, R] 
                     n_views: int = 24, size: int = 64, elevation_deg: float = 0.0, chunk: int = 8,
                     shading: str = "albedo") -> torch.Tensor: # [n_views, 3, size, size] in [0, 1]
     "Render one triplane from `n_views` turntable poses on a white background."
-    if triplane.ndim != 5 or triplane.shape[0] != 1: raise ValueError(f"triplane: expected [1, 3, C, R, R], got {tuple(triplane.shape)}")
+    if triplane.ndim != 5 or triplane.shape[0] != 1:
+        raise ValueError(f"triplane: expected [1, 3, C, R, R], got {tuple(triplane.shape)}")
     cams = turntable(n_views, elevation_deg=elevation_deg)
     rc = replace(model.config.render.for_test(), height=size, width=size)
     frames = []

@@ -21,7 +21,8 @@ __all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'DEFAULT_TEACHER_DIR', 'SDSConfig', 'ti
            'tiny_teacher_folder']
 
 # %% ../nbs/40_sds.ipynb #d10102a0
-WEIGHTINGS = ("1-abar", "uniform", "fantasia3d")  # w(t) choices: threestudio weighting_strategy "sds", "uniform", "fantasia3d"
+# w(t) choices: threestudio weighting_strategy "sds", "uniform", "fantasia3d"
+WEIGHTINGS = ("1-abar", "uniform", "fantasia3d")
 MINI_TEACHER = "mini"  # reserved SDSConfig.teacher: the shipped mini teacher, in DEFAULT_TEACHER_DIR
 DEFAULT_TEACHER_DIR = WEIGHTS_DIR / "mini_teacher"  # trained by instant3d.mini.teacher (nbs/22_teacher)
 
@@ -30,13 +31,16 @@ def _check_sds_config(c):
     def need(ok, name, accepted):
         if not ok: raise ValueError(f"SDSConfig.{name}={getattr(c, name)!r}: expected {accepted}")
     real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
-    need(isinstance(c.teacher, str) and c.teacher.strip() != "", "teacher", f"a hub id, a local folder or {MINI_TEACHER!r}")
+    need(isinstance(c.teacher, str) and c.teacher.strip() != "", "teacher",
+         f"a hub id, a local folder or {MINI_TEACHER!r}")
     need(real(c.guidance_scale) and c.guidance_scale >= 0, "guidance_scale", "a number >= 0")
-    need(isinstance(c.t_range, tuple) and len(c.t_range) == 2 and all(real(v) for v in c.t_range) and 0 <= c.t_range[0] < c.t_range[1] <= 1,
+    need(isinstance(c.t_range, tuple) and len(c.t_range) == 2 and all(real(v) for v in c.t_range)
+         and 0 <= c.t_range[0] < c.t_range[1] <= 1,
          "t_range", "(lo, hi) with 0 <= lo < hi <= 1 (fractions of num_train_timesteps)")
     need(c.weighting in WEIGHTINGS, "weighting", f"one of {WEIGHTINGS}")
-    need(isinstance(c.latent_render_size, int) and not isinstance(c.latent_render_size, bool) and 8 <= c.latent_render_size <= 2048
-         and c.latent_render_size % 8 == 0, "latent_render_size", "an int in [8, 2048], a multiple of 8 (the SD VAE downsamples 8x)")
+    need(isinstance(c.latent_render_size, int) and not isinstance(c.latent_render_size, bool)
+         and 8 <= c.latent_render_size <= 2048 and c.latent_render_size % 8 == 0,
+         "latent_render_size", "an int in [8, 2048], a multiple of 8 (the SD VAE downsamples 8x)")
     need(c.grad_clip is None or (real(c.grad_clip) and c.grad_clip > 0), "grad_clip", "None or a number > 0")
     need(c.dtype in DTYPES, "dtype", f"one of {sorted(DTYPES)}")
 
@@ -44,26 +48,38 @@ def _check_sds_config(c):
 @dataclass(frozen=True)
 class SDSConfig:
     "Which teacher scores the renders, and how its noise prediction becomes a gradient."
-    teacher: str = SD21_BASE  # hub id or local folder in the diffusers layout (PAPER.md section 4); "mini" = the shipped mini teacher
-    guidance_scale: float = 100.0  # s of classifier-free guidance: released code --guid_scale 100 (args.py:13), DreamFusion 100
-    t_range: tuple[float, float] = (0.02, 0.98)  # timesteps drawn from U[lo N, hi N]: released code sd.py:42 (DreamFusion's range)
-    weighting: str = "1-abar"  # w(t), one of WEIGHTINGS; 1 - abar_t: stable-dreamfusion and threestudio "sds" (paper: "depends on alpha_t")
-    latent_render_size: int = 512  # latent teachers only: renders are bilinearly resized to this before the VAE (stable-dreamfusion sd.py, inferred)
-    grad_clip: float | None = None  # clamp each element of grad to [-c, c] (threestudio grad_clip); None = off (paper and released code: none)
-    dtype: str = "float32"  # teacher weights and UNet/VAE compute; fp32 by default (STYLE), float16/bfloat16 are explicit speed options
+    teacher: str = SD21_BASE  # hub id or local folder in the diffusers layout (released code
+                              # models/sd/sd.py:84-85); "mini" = the shipped mini teacher
+    guidance_scale: float = 100.0  # s of classifier-free guidance: released code
+                                   # --guid_scale 100 (args.py:13), DreamFusion 100
+    t_range: tuple[float, float] = (0.02, 0.98)  # timesteps drawn from U[lo N, hi N]: released
+                                                 # code models/sd/sd.py:42 (DreamFusion's range)
+    weighting: str = "1-abar"  # w(t), one of WEIGHTINGS; 1 - abar_t: stable-dreamfusion
+                               # and threestudio "sds" (paper: "depends on alpha_t")
+    latent_render_size: int = 512  # latent teachers only: renders are bilinearly resized to
+                                   # this before the VAE (stable-dreamfusion sd.py, inferred)
+    grad_clip: float | None = None  # clamp each element of grad to [-c, c] (threestudio
+                                    # grad_clip); None = off (paper and released code: none)
+    dtype: str = "float32"  # teacher weights and UNet/VAE compute; fp32 by default;
+                            # float16/bfloat16 are explicit speed options
 
     def __post_init__(self): _check_sds_config(self)
     @classmethod
     def paper(cls): return cls()
     @classmethod
-    def official(cls): return cls()  # sd.py: SD 2.1-base, t in [20, 980], s = 100; its missing train_step inferred as stable-dreamfusion's (w = 1 - abar, 512^2 VAE input)
+    def official(cls):
+        # models/sd/sd.py: SD 2.1-base, t in [20, 980], s = 100; its missing
+        # train_step inferred as stable-dreamfusion's (w = 1 - abar, 512^2 VAE input)
+        return cls()
     @classmethod
-    def mini(cls): return cls(teacher=MINI_TEACHER, guidance_scale=30.0)  # prototype section 5: s = 100 inflates and saturates objects
+    def mini(cls):
+        # our first mini-world prototype: s = 100 inflates and saturates objects
+        return cls(teacher=MINI_TEACHER, guidance_scale=30.0)
 
 # %% ../nbs/40_sds.ipynb #ed95a056
 def timestep_bounds(t_range: tuple[float, float], # (lo, hi) fractions of num_train_timesteps
                     num_train_timesteps: int) -> tuple[int, int]: # (min_step, max_step), both included
-    "Integer timestep range of a fractional `t_range` (released code sd.py:106-108)."
+    "Integer timestep range of a fractional `t_range` (released code models/sd/sd.py:106-108)."
     lo, hi = (round(f * num_train_timesteps) for f in t_range)
     return lo, min(hi, num_train_timesteps - 1)
 
@@ -77,7 +93,7 @@ def sample_timesteps(n: int, bounds: tuple[int, int], generator: torch.Generator
 def sds_weight(abar: torch.Tensor, # [B] cumulative signal share abar_t of each sample's timestep
                kind: str = "1-abar", # one of WEIGHTINGS
               ) -> torch.Tensor: # [B] w(t)
-    "The SDS weighting w(t): 1 - abar (DreamFusion sigma_t^2), uniform, or sqrt(abar) (1 - abar) (Fantasia3D, via threestudio)."
+    "The SDS weighting w(t): 1 - abar (DreamFusion sigma_t^2), uniform, or sqrt(abar) (1 - abar) (Fantasia3D)."
     if kind == "1-abar": return 1 - abar
     if kind == "uniform": return torch.ones_like(abar)
     if kind == "fantasia3d": return abar.sqrt() * (1 - abar)
@@ -88,7 +104,8 @@ def sds_loss(x: torch.Tensor, # [B, C, h, w] teacher input, requires grad
              grad: torch.Tensor, # [B, C, h, w] SDS gradient g (detached)
             ) -> torch.Tensor: # scalar, d loss / d x = grad / B
     "Detached-target SDS loss 0.5 ||x - sg(x - grad)||^2 summed over elements and divided by B (stable-dreamfusion)."
-    if x.shape != grad.shape: raise ValueError(f"sds_loss: x {tuple(x.shape)} and grad {tuple(grad.shape)} must have the same shape")
+    if x.shape != grad.shape:
+        raise ValueError(f"sds_loss: x {tuple(x.shape)} and grad {tuple(grad.shape)} must have the same shape")
     return 0.5 * (x - x.detach() + grad.detach()).square().sum() / x.shape[0]
 
 # %% ../nbs/40_sds.ipynb #3fe2b6f7
@@ -105,19 +122,24 @@ class SDSGuidance(torch.nn.Module):
     def __init__(self, cfg: SDSConfig, unet, scheduler, text_encoder: TextEncoder, vae=None):
         super().__init__()
         if scheduler.config.prediction_type != "epsilon":
-            raise ValueError(f"SDSGuidance: prediction_type={scheduler.config.prediction_type!r}; only 'epsilon' teachers are supported (SD 2.1-base is)")
+            raise ValueError(f"SDSGuidance: prediction_type={scheduler.config.prediction_type!r}; only 'epsilon' "
+                             f"teachers are supported (SD 2.1-base is)")
         c_in = unet.config.in_channels
-        if vae is None and c_in != 3: raise ValueError(f"SDSGuidance: a UNet with {c_in} input channels needs a VAE (latent teacher)")
+        if vae is None and c_in != 3:
+            raise ValueError(f"SDSGuidance: a UNet with {c_in} input channels needs a VAE (latent teacher)")
         if vae is not None and vae.config.latent_channels != c_in:
-            raise ValueError(f"SDSGuidance: VAE latent_channels={vae.config.latent_channels} != UNet in_channels={c_in}")
+            raise ValueError(f"SDSGuidance: VAE latent_channels={vae.config.latent_channels} != UNet "
+                             f"in_channels={c_in}")
         if text_encoder.token_dim != unet.config.cross_attention_dim:
-            raise ValueError(f"SDSGuidance: text tokens of width {text_encoder.token_dim} != UNet cross_attention_dim={unet.config.cross_attention_dim}")
+            raise ValueError(f"SDSGuidance: text tokens of width {text_encoder.token_dim} != UNet "
+                             f"cross_attention_dim={unet.config.cross_attention_dim}")
         self.cfg, self.unet, self.scheduler, self.text_encoder, self.vae = cfg, unet, scheduler, text_encoder, vae
         self.num_train_timesteps = scheduler.config.num_train_timesteps
         self.t_bounds = timestep_bounds(cfg.t_range, self.num_train_timesteps)
         self.register_buffer("abar", scheduler.alphas_cumprod.float().clone(), persistent=False)  # [N]
         self.requires_grad_(False).eval()
-        self.register_buffer("uncond", self.encode_prompts([""], allow_empty=True), persistent=False)  # [1, L, D], cached
+        # [1, L, D], cached
+        self.register_buffer("uncond", self.encode_prompts([""], allow_empty=True), persistent=False)
 
     def train(self, mode: bool = True): return super().train(False)  # frozen: always eval mode
 
@@ -184,7 +206,8 @@ def predict_eps(self: SDSGuidance, x_t: torch.Tensor, # [B, C, h, w] noisy input
     "Unconditional and K conditional noise predictions in a single batched UNet call, no grad."
     assert GUIDANCE_ORDER == ("uncond", "cond")
     B, K = embeds.shape[:2]
-    cond = torch.cat([self.uncond.expand(B, -1, -1), embeds.reshape(B * K, *embeds.shape[2:])]).to(self.device, self.dtype)
+    cond = torch.cat([self.uncond.expand(B, -1, -1), embeds.reshape(B * K, *embeds.shape[2:])])
+    cond = cond.to(self.device, self.dtype)
     rows = torch.cat([x_t, x_t.repeat_interleave(K, 0)]).to(self.dtype)
     with torch.no_grad():
         eps = self.unet(rows, torch.cat([t, t.repeat_interleave(K)]), encoder_hidden_states=cond).sample.float()
@@ -194,25 +217,32 @@ def predict_eps(self: SDSGuidance, x_t: torch.Tensor, # [B, C, h, w] noisy input
 def _check_embeds(embeds, B: int, uncond: torch.Tensor, combine) -> torch.Tensor:
     if not torch.is_tensor(embeds) or embeds.ndim != 4 or embeds.shape[0] != B or embeds.shape[2:] != uncond.shape[1:]:
         got = tuple(embeds.shape) if torch.is_tensor(embeds) else type(embeds).__name__
-        raise ValueError(f"sds: embeds must be [B={B}, K, L, D] with [L, D] = {list(uncond.shape[1:])} (the teacher's tokens), got {got}")
+        raise ValueError(f"sds: embeds must be [B={B}, K, L, D] with [L, D] = {list(uncond.shape[1:])} (the teacher's "
+                         f"tokens), got {got}")
     if combine is None and embeds.shape[1] != 1:
-        raise ValueError(f"sds: embeds has K={embeds.shape[1]} conditions per sample; K > 1 needs a `combine` rule (e.g. Perp-Neg)")
+        raise ValueError(f"sds: embeds has K={embeds.shape[1]} conditions per sample; K > 1 needs a `combine` rule "
+                         f"(e.g. Perp-Neg)")
     return embeds
 
 # %% ../nbs/40_sds.ipynb #385d152f
 @patch
 def sds(self: SDSGuidance, images: torch.Tensor, # [B, 3, H, W] in [0, 1], requires grad
-        embeds: torch.Tensor, # [B, K, L, D]: K conditions per sample (K = 1: plain CFG; K > 1: positive first, then negatives)
-        combine: Callable | None = None, # (eps_uncond [B, C, h, w], eps_cond [B, K, C, h, w]) -> eps_hat [B, C, h, w]; None: CFG, K = 1
+        embeds: torch.Tensor, # [B, K, L, D]: K conditions per sample (K = 1:
+                              # plain CFG; K > 1: positive first, then negatives)
+        combine: Callable | None = None, # (eps_uncond [B, C, h, w], eps_cond [B, K, C, h, w])
+                                         # -> eps_hat [B, C, h, w]; None: CFG, K = 1
         generator: torch.Generator | None = None, # draws t and eps (reproducible steps)
-        t_range: tuple[float, float] | None = None, # override cfg.t_range for this step (timestep annealing); None = cfg's
+        t_range: tuple[float, float] | None = None, # override cfg.t_range for this step
+                                                    # (timestep annealing); None = cfg's
        ) -> dict: # loss scalar, grad [B, C, h, w] detached, t [B] long, w [B]
-    "One SDS step: noise the renders' teacher input, guide, and return the detached-target loss of w(t) (eps_hat - eps)."
+    "One SDS step: noise the renders' teacher input, guide, return the detached-target loss of w(t) (eps_hat - eps)."
     embeds = _check_embeds(embeds, len(images), self.uncond, combine)
     x = self.to_model_input(images)
-    bounds = self.t_bounds if t_range is None else timestep_bounds(SDSConfig(t_range=tuple(t_range)).t_range, self.num_train_timesteps)
+    bounds = self.t_bounds if t_range is None else timestep_bounds(SDSConfig(t_range=tuple(t_range)).t_range,
+                                                                   self.num_train_timesteps)
     t = sample_timesteps(len(x), bounds, generator, x.device)
-    noise = torch.randn(x.shape, generator=generator, device=generator.device if generator is not None else x.device).to(x.device)
+    gdev = generator.device if generator is not None else x.device  # draw where the generator lives
+    noise = torch.randn(x.shape, generator=generator, device=gdev).to(x.device)
     eps_u, eps_c = self.predict_eps(self.add_noise(x.detach(), noise, t), t, embeds)
     eps_hat = guide(eps_u, eps_c[:, 0], self.cfg.guidance_scale) if combine is None else combine(eps_u, eps_c)
     w = sds_weight(self.abar[t], self.cfg.weighting)
@@ -222,7 +252,7 @@ def sds(self: SDSGuidance, images: torch.Tensor, # [B, 3, H, W] in [0, 1], requi
 
 # %% ../nbs/40_sds.ipynb #b063dd45
 def low_mem_kwargs() -> dict:
-    "`low_cpu_mem_usage` for diffusers' `from_pretrained`: on where accelerate is installed, off without it (diffusers would warn on every load)."
+    "`low_cpu_mem_usage` for diffusers' `from_pretrained`: on with accelerate, off without (diffusers would warn)."
     import importlib.util
     return dict(low_cpu_mem_usage=importlib.util.find_spec("accelerate") is not None)
 
@@ -231,25 +261,30 @@ def missing_teacher_message(name: str, local_files_only: bool, cause: object = N
     "What was looked for, where, and how to provide a teacher."
     if name == MINI_TEACHER:
         return (f"the shipped mini teacher is missing: no folder {str(DEFAULT_TEACHER_DIR)!r}. Train it with "
-                f"`instant3d world train-teacher --out RUN` and copy RUN/teacher there, or set SDSConfig.teacher to a teacher folder."
+                f"`instant3d world train-teacher --out RUN` and copy RUN/teacher there, or set SDSConfig.teacher to a "
+                f"teacher folder."
                 + (f" Cause: {cause}" if cause else ""))
-    mode = "in local files only (HF offline mode or local_files_only=True)" if local_files_only else "locally, in the Hugging Face cache, then for download"
+    mode = ("in local files only (HF offline mode or local_files_only=True)" if local_files_only
+            else "locally, in the Hugging Face cache, then for download")
     repo = SD21_BASE if os.path.exists(name) or name.startswith(("/", ".", "~")) else name
-    return (f"diffusion teacher not found: looked for {name!r} {mode}; expected unet/, scheduler/, text_encoder/, tokenizer/ (and vae/ "
-            f"for a latent teacher). To provide it, download it once, e.g. `hf download {repo} --include \"unet/*\" \"scheduler/*\" "
-            f"\"text_encoder/*\" \"tokenizer/*\" \"vae/*\" \"model_index.json\" --local-dir DIR` and set SDSConfig.teacher=DIR, or set HF_HOME to "
-            f"a Hugging Face cache that holds it; or use SDSConfig.mini() (the shipped mini teacher) for the offline mini world."
+    return (f"diffusion teacher not found: looked for {name!r} {mode}; expected unet/, scheduler/, text_encoder/, "
+            f"tokenizer/ (and vae/ for a latent teacher). To provide it, download it once, e.g. `hf download {repo} "
+            f"--include \"unet/*\" \"scheduler/*\" \"text_encoder/*\" \"tokenizer/*\" \"vae/*\" \"model_index.json\" "
+            f"--local-dir DIR` and set SDSConfig.teacher=DIR, or set HF_HOME to a Hugging Face cache that holds it; "
+            f"or use SDSConfig.mini() (the shipped mini teacher) for the offline mini world."
             + (f" Cause: {cause}" if cause else ""))
 
 # %% ../nbs/40_sds.ipynb #a60cd2c0
 def _teacher_source(cfg: SDSConfig, local_files_only: bool | None) -> tuple[str, bool, bool | None]:
     "(name_or_path, local_files_only, has_vae: True/False for folders, None for hub ids) of cfg.teacher."
     if cfg.teacher == MINI_TEACHER:
-        if not (DEFAULT_TEACHER_DIR / "unet").is_dir(): raise WeightsNotFoundError(missing_teacher_message(MINI_TEACHER, True))
+        if not (DEFAULT_TEACHER_DIR / "unet").is_dir():
+            raise WeightsNotFoundError(missing_teacher_message(MINI_TEACHER, True))
         return str(DEFAULT_TEACHER_DIR), True, (DEFAULT_TEACHER_DIR / "vae").is_dir()
     name, lfo = cfg.teacher, hf_offline() if local_files_only is None else bool(local_files_only)
     if os.path.exists(name) or name.startswith(("/", ".", "~")):
-        if not os.path.isdir(name): raise WeightsNotFoundError(missing_teacher_message(name, lfo, f"there is no folder {name!r}"))
+        if not os.path.isdir(name):
+            raise WeightsNotFoundError(missing_teacher_message(name, lfo, f"there is no folder {name!r}"))
         return name, lfo, (Path(name) / "vae").is_dir()
     return name, lfo, None
 
@@ -262,10 +297,12 @@ def from_pretrained(cls: SDSGuidance, cfg: SDSConfig, device=None,
     name, lfo, has_vae = _teacher_source(cfg, local_files_only)
     dt = DTYPES[cfg.dtype]
     try:
-        unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", local_files_only=lfo, torch_dtype=dt, **low_mem_kwargs())
+        unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", local_files_only=lfo, torch_dtype=dt,
+                                                    **low_mem_kwargs())
         sch = DDPMScheduler.from_pretrained(name, subfolder="scheduler", local_files_only=lfo)
         if has_vae is None: has_vae = unet.config.in_channels != 3  # hub id: a latent UNet implies the repo's vae/
-        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", local_files_only=lfo, torch_dtype=dt, **low_mem_kwargs()) if has_vae else None
+        vae = AutoencoderKL.from_pretrained(name, subfolder="vae", local_files_only=lfo, torch_dtype=dt,
+                                            **low_mem_kwargs()) if has_vae else None
     except OSError as e: raise WeightsNotFoundError(missing_teacher_message(name, lfo, e)) from e
     enc = TextEncoder.from_pretrained(name, local_files_only=lfo, dtype=dt)
     g = cls(cfg, unet, sch, enc, vae)
@@ -273,25 +310,32 @@ def from_pretrained(cls: SDSGuidance, cfg: SDSConfig, device=None,
 
 # %% ../nbs/40_sds.ipynb #21944b76
 def tiny_teacher_folder(path: str | Path, # gets unet/, scheduler/, text_encoder/, tokenizer/ (+ vae/ for "latent")
-                        kind: str = "pixel", # "pixel": mini-teacher layout, 16x16 RGB; "latent": SD layout, 4 x 8 x 8 latents of 16x16 images
+                        kind: str = "pixel", # "pixel": mini-teacher layout, 16x16 RGB; "latent":
+                                             # SD layout, 4 x 8 x 8 latents of 16x16 images
                         seed: int = 0) -> Path:
     "A tiny seeded random teacher saved as a diffusers model folder: for tests of the loading and SDS paths."
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    if kind not in ("pixel", "latent"): raise ValueError(f"tiny_teacher_folder: kind={kind!r}, expected 'pixel' or 'latent'")
+    if kind not in ("pixel", "latent"):
+        raise ValueError(f"tiny_teacher_folder: kind={kind!r}, expected 'pixel' or 'latent'")
     path = Path(path); path.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(seed)
         enc = tiny_text_encoder_folder(tmp, seed=seed, hidden=32, layers=1)
-        blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32, attention_head_dim=2,
-                      down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
+        blocks = dict(block_out_channels=(8, 16), layers_per_block=1, norm_num_groups=8, cross_attention_dim=32,
+                      attention_head_dim=2, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                      up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"))
         if kind == "pixel":  # the mini teacher's layout: RGB in and out, cosine schedule
-            UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=3, **blocks).save_pretrained(str(path / "unet"))
+            UNet2DConditionModel(sample_size=16, in_channels=3, out_channels=3, **blocks).save_pretrained(
+                str(path / "unet"))
             DDPMScheduler(beta_schedule="squaredcos_cap_v2", clip_sample=True).save_pretrained(str(path / "scheduler"))
         else:  # SD's layout: a 4-channel latent UNet, a VAE, SD's scaled-linear schedule
-            UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **blocks).save_pretrained(str(path / "unet"))
+            UNet2DConditionModel(sample_size=8, in_channels=4, out_channels=4, **blocks).save_pretrained(
+                str(path / "unet"))
             vae_blocks = {k: blocks[k] for k in ("block_out_channels", "layers_per_block", "norm_num_groups")}
             AutoencoderKL(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                          up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16, **vae_blocks).save_pretrained(str(path / "vae"))
-            DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(str(path / "scheduler"))
+                          up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, sample_size=16,
+                          **vae_blocks).save_pretrained(str(path / "vae"))
+            DDPMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear").save_pretrained(
+                str(path / "scheduler"))
         TextEncoder.from_pretrained(enc, local_files_only=True).save_pretrained(path)
     return path

@@ -40,7 +40,8 @@ def test_formulas():
 
 @needs_mini
 def test_agrees_with_mini_clip():
-    from instant3d.mini.world import WorldConfig, prompts, render_scenes
+    from instant3d.mini.world import WorldConfig, prompts
+    from instant3d.mini.render import render_scenes
     from instant3d.cameras import sample_cameras
     clip, ref = Clip.from_pretrained("mini"), load_mini_clip()
     w = WorldConfig.mini(); ps = prompts(w); sel = ps[::300]

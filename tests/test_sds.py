@@ -4,7 +4,7 @@ import pytest, torch
 from instant3d.conventions import config_to_dict, config_from_dict
 from instant3d.sds import (SDSConfig, SDSGuidance, WEIGHTINGS, sds_loss, sds_weight, timestep_bounds, sample_timesteps,
                            tiny_teacher_folder)
-from instant3d.mini.teacher import guide
+from instant3d.sds import guide
 from instant3d.text import WeightsNotFoundError
 
 
