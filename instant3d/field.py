@@ -61,7 +61,7 @@ class TriplaneFieldConfig:
         return cls(channels=32, aggregation="mean", hidden=64, n_hidden_layers=1, albedo="released_eval",
                    equalized=True)
     @classmethod
-    def mini(cls):  # hidden 16 for speed (08_render): 852 parameters
+    def mini(cls):  # hidden 16 for speed (08c_render): 852 parameters
         return cls(channels=16, aggregation="concat", hidden=16, n_hidden_layers=1)
 
 # %% ../nbs/07_field.ipynb #528d6d0f

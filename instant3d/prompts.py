@@ -4,8 +4,9 @@
 
 # %% ../nbs/30_prompts.ipynb #65c0767f
 from __future__ import annotations
-import json, os, random, tempfile
+import json, random
 from pathlib import Path
+from .files import write_text
 
 # %% auto #0
 __all__ = ['ANIMAL_SPECIES', 'ANIMAL_ITEMS', 'ANIMAL_GADGETS', 'ANIMAL_HATS', 'PORTRAIT_FIGURES', 'PORTRAIT_HATS',
@@ -83,7 +84,5 @@ def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[
 def save_split_file(split: dict[str, list[str]], path, **meta) -> Path:
     "Write {'train', 'test', meta} as JSON atomically (kept beside each run)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(dict(meta, train=split["train"], test=split["test"]), f, indent=1)
-    os.replace(tmp, path)
+    write_text(path, json.dumps(dict(meta, train=split["train"], test=split["test"]), indent=1))
     return path

@@ -1,4 +1,4 @@
-"Contracts of the scaled-sigmoid, the triplane field and the volume renderer (task D): oracles, analytic scenes, gradients, errors."
+"Contracts of the scaled-sigmoid, the triplane field and the volume renderer (rays, shading, render): oracles, analytic scenes, gradients, errors."
 import dataclasses, math
 import pytest
 import torch
@@ -6,8 +6,9 @@ import torch.nn.functional as F
 from instant3d.conventions import config_to_dict, config_from_dict, BOX_RADIUS
 from instant3d.scaled_sigmoid import scaled_sigmoid, albedo_activation, Schedule, alpha_schedule
 from instant3d.field import TriplaneField, TriplaneFieldConfig, sample_triplane, project_points
-from instant3d.render import (RenderConfig, render, render_rays, composite_weights, composite, sample_pdf, smooth_weights,
-                              ray_box_intersect, estimate_normals, NORMAL_METHODS)
+from instant3d.rays import composite_weights, composite, sample_pdf, smooth_weights, ray_box_intersect
+from instant3d.shading import estimate_normals, NORMAL_METHODS
+from instant3d.render import RenderConfig, render, render_rays
 from instant3d.cameras import orbit_cameras, sample_cameras, CameraConfig
 
 
@@ -234,9 +235,10 @@ def test_render_rejects_bad_inputs():
         assert config_from_dict(RenderConfig, config_to_dict(c)) == c
 
 
-# ---------------------------------------------------------------- packed rendering (task G: speed)
+# ---------------------------------------------------------------- packed rendering (speed)
 from instant3d.field import sample_planes, sample_planes_packed, triplane_atlas, atlas_grid
-from instant3d.render import ray_sphere_intersect, ray_segments, fine_samples, query_field, query_density
+from instant3d.rays import ray_sphere_intersect, ray_segments, fine_samples
+from instant3d.shading import query_field, query_density
 
 
 @pytest.mark.parametrize("chunks", [1, 3])
@@ -374,7 +376,7 @@ def test_all_rays_miss_and_mini_gradients():
     assert tp.grad.abs().sum() > 0 and all(p.grad is not None and p.grad.abs().sum() > 0 for p in field.parameters())
 
 
-# ---------------------------------------------------------------- the numba lookup and one normal per ray (issue 2: mini step speed)
+# ---------------------------------------------------------------- the numba lookup and one normal per ray (mini step speed)
 from instant3d.field import atlas_lookup, triplane_atlas_hwc, sample_atlas, set_lookup, use_numba_lookup, LOOKUPS
 from instant3d.render import NORMALS_AT
 
@@ -491,3 +493,22 @@ def test_surface_normals_shading_modes_and_gradients():
     nm = (rgb[3] - (1 - op[3]) * bg[3][:, None, None]).detach()
     n_unit = out["normal"][3].detach() / op[3].detach().clamp_min(1e-10)
     torch.testing.assert_close(nm, op[3].detach() * (n_unit + 1) / 2, atol=1e-5, rtol=0)
+
+
+# ---------------------------------------------------------------- the renderer's three modules
+def test_render_parts_importable_from_render():
+    "The names of instant3d.rays and instant3d.shading stay importable from instant3d.render, as the same objects."
+    import instant3d.rays, instant3d.shading, instant3d.render
+    for m in (instant3d.rays, instant3d.shading):
+        for name in m.__all__:
+            assert getattr(instant3d.render, name) is getattr(m, name), name
+    from instant3d.render import BACKGROUNDS, shade, SHADING_MODES, composite_weights, estimate_normals  # as importers use them
+    assert shade is instant3d.shading.shade and composite_weights is instant3d.rays.composite_weights
+
+
+def test_rays_and_shading_import_without_the_renderer():
+    "Data flow: rays -> shading -> render; the two lower modules never import the renderer (fresh process)."
+    import subprocess, sys
+    code = "import sys, instant3d.rays, instant3d.shading; assert 'instant3d.render' not in sys.modules, 'render imported'"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
