@@ -3,7 +3,8 @@ import json, shutil, subprocess, sys, warnings
 from dataclasses import replace
 import pytest, torch
 from instant3d.conventions import config_from_dict, config_to_dict
-from instant3d.mini.clip import (MiniClip, MiniClipConfig, build_mini_clip, clip_preprocess, evaluate_ground_truth, load_mini_clip,
+from instant3d.clip_loss import clip_preprocess, clip_rp
+from instant3d.mini.clip import (MiniClip, MiniClipConfig, build_mini_clip, contrastive_loss, evaluate_ground_truth, load_mini_clip,
                                  save_mini_clip, shipped_mini_clip_dir, train_mini_clip)
 from instant3d.text import TextEncoder
 from instant3d.mini.world import WorldConfig, prompts
@@ -45,12 +46,37 @@ def test_toy_training_resume_and_config_guard(tmp_path):
         (tmp_path / "b").mkdir()
         for f in ("render_cache.pt", "val_cache.pt"): shutil.copy(tmp_path / "a" / f, tmp_path / "b" / f)
         train_mini_clip(cfg, tmp_path / "b", progress=False, stop_after=3)
+        (tmp_path / "b" / "checkpoint").rename(tmp_path / "b" / ".checkpoint.old")  # killed in the middle of a checkpoint swap
+        from instant3d.mini.clip import _prepare
+        assert _prepare(cfg, tmp_path / "b", resume=True, progress=False)[3] == 3  # the swap is finished, the run goes on at 3
         b = train_mini_clip(cfg, tmp_path / "b", progress=False, resume=True)
         with pytest.raises(ValueError, match="differs"): train_mini_clip(replace(cfg, lr=2e-3), tmp_path / "b", resume=True, progress=False)
     for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()): torch.testing.assert_close(x, y)
     assert (tmp_path / "a" / "log.csv").read_text() .count("\n") == 7
     m = evaluate_ground_truth(a, seed=11, n_views=1)
     assert 0 <= m["gt_clip_rp"] <= 1 and 0 <= m["gt_top1"] <= 1
+
+def test_clip_rp_goes_through_the_core_implementation():
+    "MiniClip.clip_rp is instant3d.clip_loss.clip_rp on its embeddings, and the softmax of prompt_probs read at the true prompt."
+    cfg = MiniClipConfig.tiny()
+    clip, ps = MiniClip(*build_mini_clip(cfg), cfg), prompts(cfg.world)[:5]
+    x = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        rp = clip.clip_rp(x, [0, 2, 4], ps)
+        torch.testing.assert_close(rp, clip_rp(clip.encode_image(x), clip.text_bank(ps), [0, 2, 4], clip.logit_scale))
+        torch.testing.assert_close(rp, clip.prompt_probs(x, ps)[torch.arange(3), torch.tensor([0, 2, 4])])
+    with pytest.raises(ValueError, match="true_prompt_idx"): clip.clip_rp(x, [0, 2, 9], ps)
+
+
+def test_contrastive_loss_matches_transformers():
+    cfg = MiniClipConfig.tiny()
+    clip, ps, x = MiniClip(*build_mini_clip(cfg), cfg), prompts(cfg.world)[:4], torch.rand(4, 3, 32, 32)
+    with torch.no_grad():
+        ref = clip.model(input_ids=clip.tokenize(ps), pixel_values=clip_preprocess(x), return_loss=True).loss
+        loss, acc = contrastive_loss(clip.encode_image(x), clip.encode_text(ps)[1], clip.model.logit_scale)
+    torch.testing.assert_close(loss, ref)
+    assert 0 <= acc <= 1
+
 
 @needs_weights
 def test_shipped_weights_contract():

@@ -1,11 +1,14 @@
-"Contracts of the mini teacher: config round trip, toy training + resume + CLI, diffusers layout, loading, sampling, oracle, errors."
+"Contracts of the mini teacher (mini.teacher, .sampling, .analysis): config, toy training + resume + CLI, layout, sampling, oracle."
 import argparse, dataclasses, json
 from pathlib import Path
 import pytest, torch
 from instant3d.conventions import config_to_dict, config_from_dict
-from instant3d.mini.teacher import (TeacherConfig, train_teacher, load_teacher, sample, closed_form_denoiser, empirical_set,
-                               build_scheduler, to_unet, add_train_teacher_args, run_train_teacher, TEACHER_SUBFOLDERS, CaptionBank,
-                               bank_captions, guide)
+from instant3d.cli import add_train_teacher_args
+from instant3d.sds import guide, to_unet
+from instant3d.mini.teacher import (TeacherConfig, train_teacher, load_teacher, build_scheduler, run_train_teacher, TEACHER_SUBFOLDERS,
+                                    CaptionBank, bank_captions)
+from instant3d.mini.sampling import sample
+from instant3d.mini.analysis import closed_form_denoiser, empirical_set
 from instant3d.text import mini_text_encoder
 from instant3d.mini.world import WORLD_WORDS, prompts
 
@@ -63,6 +66,7 @@ def test_resume_matches_and_extends(run_dir, enc_dir, tmp_path):
     import shutil
     out = tmp_path / "run"
     train_teacher(dataclasses.replace(TeacherConfig.tiny(), steps=10), enc_dir, out, progress=False)
+    (out / "checkpoint").rename(out / ".checkpoint.old")  # killed in the middle of a checkpoint swap: resume finishes it
     train_teacher(TeacherConfig.tiny(), enc_dir, out, resume=True, progress=False)
     a = torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)
     b = torch.load(run_dir / "checkpoint" / "train_state.pt", weights_only=True)
@@ -138,7 +142,7 @@ def test_closed_form_oracle_vs_loop():
 def test_evaluate_teacher_runs(run_dir, tmp_path):
     "The bar figures come out in range with an untrained tiny CLIP (the shipped numbers are in the model card)."
     from instant3d.mini.clip import MiniClipConfig, build_mini_clip, save_mini_clip
-    from instant3d.mini.teacher import evaluate_teacher
+    from instant3d.mini.analysis import evaluate_teacher
     ccfg = MiniClipConfig.tiny()
     model, tok = build_mini_clip(ccfg)
     save_mini_clip(model, tok, ccfg, tmp_path / "clip")
@@ -226,3 +230,18 @@ def test_loading_the_shipped_teacher_prints_no_accelerate_warning():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "accelerate" not in r.stderr, r.stderr
+
+
+def test_samplers_guide_through_sds(monkeypatch):
+    "ddim_sample combines (uncond, cond) with instant3d.sds.guide, the project's one classifier-free guidance (paper Eq. 3)."
+    import instant3d.sds, instant3d.mini.sampling as S
+    assert S.guide is instant3d.sds.guide
+    calls = []
+    def spy(u, c, s):
+        calls.append(s); return instant3d.sds.guide(u, c, s)
+    monkeypatch.setattr(S, "guide", spy)
+    sch = build_scheduler(TeacherConfig.tiny())
+    for sampler in S.SAMPLERS:
+        x = S.ddim_sample(lambda x, t, c: torch.zeros_like(x), None, sch.config, 1, 8, steps=3, guidance_scale=4.0, sampler=sampler)
+        assert x.shape == (1, 3, 8, 8)
+    assert calls == [4.0] * 6

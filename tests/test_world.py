@@ -1,12 +1,13 @@
-"The mini world: grammar, split, captions, ground-truth renderer and Janus detector (instant3d.mini.world)."
+"The mini world: grammar and captions (mini.world), ground-truth renderer (mini.render), Janus detector (mini.janus)."
 import dataclasses, json, math
 import pytest, torch
 from instant3d.cameras import CameraConfig, orbit_cameras, sample_cameras
 from instant3d.conventions import config_from_dict, config_to_dict, wrap_azimuth_deg
-from instant3d.mini.world import (BODIES, COLOURS, HATS, HAT_COLOURS, PART_NAMES, SUPPORTS, GADGETS, VIEW_SUFFIXES, WORLD_WORDS, Scene,
-                             WorldConfig, all_scenes, caption_with_view, front_feature_visible, janus_rate, load_split, parse_prompt,
-                             prompts, render_scenes, sample_dataset, save_split, scene_primitives, scene_sdf, split_indices,
-                             split_view_suffix)
+from instant3d.mini.world import (BODIES, COLOURS, HATS, HAT_COLOURS, PART_NAMES, SUPPORTS, GADGETS, VIEW_SUFFIXES, WORLD_WORDS,
+                                  Scene, WorldConfig, all_scenes, caption_with_view, load_split, parse_prompt, prompts,
+                                  sample_dataset, save_split, split_indices, split_view_suffix)
+from instant3d.mini.render import render_scenes, scene_primitives, scene_sdf
+from instant3d.mini.janus import front_feature_visible, janus_rate
 
 def gen(seed): return torch.Generator().manual_seed(seed)
 

@@ -4,24 +4,26 @@
 
 # %% ../../nbs/21_mini_clip.ipynb #584e76f9
 from __future__ import annotations
-import csv, json, math, os, shutil, time
-from dataclasses import dataclass, field, replace
+import csv, io, json, math, time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
-from ..conventions import check_images, config_to_dict, config_from_dict
-from ..cameras import sample_cameras, view_labels
-from ..text import EOT, build_word_tokenizer, validate_prompts
+from ..conventions import config_to_dict, config_from_dict
+from ..cameras import VIEW_SUFFIXES, sample_cameras, view_labels
+from ..text import build_word_tokenizer, validate_prompts
 from ..clip_loss import CLIP_MEAN, CLIP_STD, DEFAULT_CLIP_DIR, MINI_CLIP_CONFIG as CONFIG_NAME, clip_preprocess
-from ..cameras import VIEW_SUFFIXES
-from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts, render_scenes
+from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP (the name `clip_rp` is MiniClip's method here)
+from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts
+from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
 
 # %% auto #0
 __all__ = ['LOG_FIELDS', 'MiniClipConfig', 'build_mini_clip', 'render_cache', 'MiniClip', 'save_mini_clip', 'lr_factor',
-           'clip_loss', 'sample_batch', 'train_mini_clip', 'evaluate_ground_truth', 'shipped_mini_clip_dir',
+           'contrastive_loss', 'sample_batch', 'train_mini_clip', 'evaluate_ground_truth', 'shipped_mini_clip_dir',
            'load_mini_clip']
 
 # %% ../../nbs/21_mini_clip.ipynb #d8945bc0
@@ -29,42 +31,45 @@ def _check_mini_clip_config(c):
     "Raise `ValueError` naming the first bad field of a `MiniClipConfig`."
     def need(ok, name, accepted):
         if not ok: raise ValueError(f"MiniClipConfig.{name}={getattr(c, name)!r}: expected {accepted}")
-    isint = lambda v: isinstance(v, int) and not isinstance(v, bool)
-    need(isinstance(c.words, tuple) and len(c.words) > 0 and all(isinstance(w, str) for w in c.words), "words", "a non-empty tuple of str")
+    isint, isf = (lambda v: isinstance(v, int) and not isinstance(v, bool)), (lambda v: isinstance(v, float))
+    need(isinstance(c.words, tuple) and len(c.words) > 0 and all(isinstance(w, str) for w in c.words), "words",
+         "a non-empty tuple of str")
     need(isint(c.max_length) and 3 <= c.max_length <= 77, "max_length", "an int in [3, 77]")
-    for name in ("text_hidden", "text_layers", "text_heads", "vision_hidden", "vision_layers", "vision_heads", "projection_dim"):
+    for name in "text_hidden text_layers text_heads vision_hidden vision_layers vision_heads projection_dim".split():
         need(isint(getattr(c, name)) and getattr(c, name) >= 1, name, "an int >= 1")
     need(c.text_hidden % c.text_heads == 0, "text_heads", f"a divisor of text_hidden={c.text_hidden}")
     need(c.vision_hidden % c.vision_heads == 0, "vision_heads", f"a divisor of vision_hidden={c.vision_hidden}")
     need(isint(c.image_size) and 8 <= c.image_size <= 256, "image_size", "an int in [8, 256]")
-    need(isint(c.patch_size) and c.patch_size >= 1 and c.image_size % c.patch_size == 0, "patch_size", f"a divisor of image_size={c.image_size}")
+    need(isint(c.patch_size) and c.patch_size >= 1 and c.image_size % c.patch_size == 0, "patch_size",
+         f"a divisor of image_size={c.image_size}")
     need(isinstance(c.image_mean, tuple) and len(c.image_mean) == 3, "image_mean", "3 floats")
     need(isinstance(c.image_std, tuple) and len(c.image_std) == 3 and min(c.image_std) > 0, "image_std", "3 floats > 0")
-    need(isinstance(c.logit_scale_init, float) and 0 <= c.logit_scale_init <= c.logit_scale_max, "logit_scale_init", f"a float in [0, logit_scale_max={c.logit_scale_max}]")
-    need(isinstance(c.logit_scale_max, float) and 0 < c.logit_scale_max <= 10, "logit_scale_max", "a float in (0, 10] (log scale)")
-    need(isinstance(c.logit_scale_lr_mult, float) and 0 <= c.logit_scale_lr_mult <= 100, "logit_scale_lr_mult", "a float in [0, 100]")
+    need(isf(c.logit_scale_init) and 0 <= c.logit_scale_init <= c.logit_scale_max, "logit_scale_init",
+         f"a float in [0, logit_scale_max={c.logit_scale_max}]")
+    need(isf(c.logit_scale_max) and 0 < c.logit_scale_max <= 10, "logit_scale_max", "a float in (0, 10] (log scale)")
+    need(isf(c.logit_scale_lr_mult) and 0 <= c.logit_scale_lr_mult <= 100, "logit_scale_lr_mult", "a float in [0, 100]")
     need(isint(c.steps) and c.steps >= 1, "steps", "an int >= 1")
     need(isint(c.batch_size) and c.batch_size >= 2, "batch_size", "an int >= 2")
-    need(isinstance(c.lr, float) and 0 < c.lr < 1, "lr", "a float in (0, 1)")
-    need(isinstance(c.weight_decay, float) and 0 <= c.weight_decay < 1, "weight_decay", "a float in [0, 1)")
+    need(isf(c.lr) and 0 < c.lr < 1, "lr", "a float in (0, 1)")
+    need(isf(c.weight_decay) and 0 <= c.weight_decay < 1, "weight_decay", "a float in [0, 1)")
     need(isint(c.warmup_steps) and 0 <= c.warmup_steps < c.steps, "warmup_steps", f"an int in [0, steps={c.steps})")
     need(isint(c.seed), "seed", "an int")
     need(isint(c.cache_views) and c.cache_views >= 1, "cache_views", "an int >= 1")
-    need(isinstance(c.view_suffix_prob, float) and 0 <= c.view_suffix_prob <= 1, "view_suffix_prob", "a float in [0, 1]")
-    need(isinstance(c.view_pairs, float) and 0 <= c.view_pairs <= 0.5, "view_pairs", "a float in [0, 0.5]")
+    need(isf(c.view_suffix_prob) and 0 <= c.view_suffix_prob <= 1, "view_suffix_prob", "a float in [0, 1]")
+    need(isf(c.view_pairs) and 0 <= c.view_pairs <= 0.5, "view_pairs", "a float in [0, 0.5]")
     need(isint(c.checkpoint_every) and c.checkpoint_every >= 1, "checkpoint_every", "an int >= 1")
     need(isint(c.eval_every) and c.eval_every >= 0, "eval_every", "an int >= 0 (0 = never)")
-    need(c.stop_clip_rp is None or (isinstance(c.stop_clip_rp, float) and 0 < c.stop_clip_rp <= 1), "stop_clip_rp", "None or a float in (0, 1]")
-    need(c.stop_top1 is None or (isinstance(c.stop_top1, float) and 0 < c.stop_top1 <= 1), "stop_top1", "None or a float in (0, 1]")
+    for name in ("stop_clip_rp", "stop_top1"):
+        v = getattr(c, name); need(v is None or (isf(v) and 0 < v <= 1), name, "None or a float in (0, 1]")
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
-    need(c.world.image_size == c.image_size, "image_size", f"the world's render size {c.world.image_size} (the cache is not resized)")
+    need(c.world.image_size == c.image_size, "image_size", f"the world's render size {c.world.image_size} (no resizing)")
 
 # %% ../../nbs/21_mini_clip.ipynb #61d89894
 @dataclass(frozen=True)
 class MiniClipConfig:
     "The mini CLIP: a small transformers CLIPModel over the world's vocabulary, and how it is trained."
     words: tuple[str, ...] = WORLD_WORDS  # vocabulary: every word of every caption and view suffix (instant3d.mini.world)
-    max_length: int = 24  # tokens per caption incl. BOS/EOT: longest caption + view suffix is 22 (world report); = text.MINI_MAX_LENGTH
+    max_length: int = 24  # tokens incl. BOS/EOT: longest caption + view suffix is 22 (nbs/20_world); = text.MINI_MAX_LENGTH
     text_hidden: int = 64  # D of tokens [B, L, D]: the mini generator's token width (ViT-L/14 and SD 1.x: 768; SD 2.1: 1024)
     text_layers: int = 3  # ours (CLIP text tower: 12)
     text_heads: int = 4  # ours (CLIP: 12)
@@ -78,20 +83,21 @@ class MiniClipConfig:
     image_std: tuple[float, float, float] = CLIP_STD
     logit_scale_init: float = 2.6592  # log(1/0.07), CLIP paper / transformers default
     logit_scale_max: float = 4.6052  # log(100): CLIP clips the learned temperature here
-    logit_scale_lr_mult: float = 10.0  # ours: the log scale moves ~lr per Adam step, too slow for 1k steps (CLIP: ~400k steps at 1x)
-    steps: int = 1000  # optimiser steps (ours; early stop at the bar may end sooner)
-    batch_size: int = 256  # pairs per batch, distinct prompts (ours: 1/6 of the world, ~3 one-attribute neighbours of each prompt; CLIP: 32k)
+    logit_scale_lr_mult: float = 10.0  # ours: the log scale moves ~lr per Adam step, slow for 1k steps (CLIP: ~400k at 1x)
+    steps: int = 1000  # optimiser steps (ours; early stopping may end sooner)
+    batch_size: int = 256  # pairs per batch, distinct prompts (ours: 1/6 of the world, ~3 one-word neighbours; CLIP: 32k)
     lr: float = 1e-3  # AdamW peak learning rate (ours; small transformers)
     weight_decay: float = 0.1  # on matrices only (CLIP: 0.2)
     warmup_steps: int = 50  # linear warm-up, then cosine to 0
     seed: int = 0  # model init, batch order, caption suffixes; the cache cameras use seed, the validation cameras seed + 1
     cache_views: int = 12  # training renders per prompt (random cameras of world.camera)
-    view_suffix_prob: float = 0.5  # chance a training caption gets its camera's ", {view} view" suffix (the teacher's prompts)
-    view_pairs: float = 0.125  # share of a batch that is a second, differently labelled view of a prompt already in it, both suffixed (ours: teaches view words and view-aware image features)
+    view_suffix_prob: float = 0.5  # chance a caption gets its camera's ", {view} view" suffix (the teacher's prompts)
+    view_pairs: float = 0.125  # share of a batch that is a second, differently labelled view of a prompt in it
+                               # (both suffixed; ours: teaches view words and view-aware image features)
     checkpoint_every: int = 200  # steps between atomic checkpoints
     eval_every: int = 100  # steps between validation CLIP-RP / top-1 on fresh cameras (1 view per prompt); 0 = never
-    stop_clip_rp: float | None = 0.88  # stop early when validation CLIP-RP reaches this (bar 0.8 plus a margin); None = run all steps
-    stop_top1: float | None = 0.95  # ... and validation top-1 reaches this (bar 0.9 plus a margin)
+    stop_clip_rp: float | None = 0.88  # stop early when validation CLIP-RP reaches this (0.8 required + margin); None: never
+    stop_top1: float | None = 0.95  # ... and validation top-1 reaches this (0.9 required, plus a margin)
     world: WorldConfig = field(default_factory=WorldConfig.mini)  # the world the captions and renders come from
 
     def __post_init__(self): _check_mini_clip_config(self)
@@ -103,10 +109,11 @@ class MiniClipConfig:
     def mini(cls): return cls()
     @classmethod
     def tiny(cls):  # seconds on CPU: smoke tests on WorldConfig.tiny()
-        micro = WorldConfig(colours=("red", "blue"), bodies=("sphere", "cube"), supports=("stone",), gadgets=("scarf",), hats=("party hat",),
-                            hat_colours=("red",), image_size=32)  # 32 prompts: renders in a second
-        return cls(text_layers=1, vision_hidden=32, vision_layers=1, projection_dim=16, steps=20, batch_size=16, warmup_steps=2,
-                   cache_views=2, checkpoint_every=10, eval_every=10, stop_clip_rp=None, stop_top1=None, world=micro)
+        micro = WorldConfig(colours=("red", "blue"), bodies=("sphere", "cube"), supports=("stone",), gadgets=("scarf",),
+                            hats=("party hat",), hat_colours=("red",), image_size=32)  # 32 prompts: renders in a second
+        return cls(text_layers=1, vision_hidden=32, vision_layers=1, projection_dim=16, steps=20, batch_size=16,
+                   warmup_steps=2, cache_views=2, checkpoint_every=10, eval_every=10, stop_clip_rp=None, stop_top1=None,
+                   world=micro)
 
 # %% ../../nbs/21_mini_clip.ipynb #5ec2b823
 def build_mini_clip(cfg: MiniClipConfig, tokenizer_dir: str | Path | None = None, # keep the tokenizer files here
@@ -115,12 +122,13 @@ def build_mini_clip(cfg: MiniClipConfig, tokenizer_dir: str | Path | None = None
     from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig
     tok = build_word_tokenizer(cfg.words, cfg.max_length, save_dir=tokenizer_dir)
     text = CLIPTextConfig(vocab_size=len(tok), hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
-                          num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, max_position_embeddings=cfg.max_length,
-                          hidden_act="gelu", projection_dim=cfg.projection_dim, bos_token_id=tok.bos_token_id,
-                          eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
-    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden, num_hidden_layers=cfg.vision_layers,
-                              num_attention_heads=cfg.vision_heads, image_size=cfg.image_size, patch_size=cfg.patch_size,
-                              hidden_act="gelu", projection_dim=cfg.projection_dim)
+                          num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads,
+                          max_position_embeddings=cfg.max_length, hidden_act="gelu", projection_dim=cfg.projection_dim,
+                          bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    vision = CLIPVisionConfig(hidden_size=cfg.vision_hidden, intermediate_size=4 * cfg.vision_hidden,
+                              num_hidden_layers=cfg.vision_layers, num_attention_heads=cfg.vision_heads,
+                              image_size=cfg.image_size, patch_size=cfg.patch_size, hidden_act="gelu",
+                              projection_dim=cfg.projection_dim)
     config = CLIPConfig(text_config=text.to_dict(), vision_config=vision.to_dict(), projection_dim=cfg.projection_dim,
                         logit_scale_init_value=cfg.logit_scale_init)
     with torch.random.fork_rng(devices=[]):
@@ -135,17 +143,19 @@ def render_cache(world_cfg: WorldConfig, # grammar, cameras, render settings
                  size: int = 32, # pixels
                  batch: int = 512, # renders per render_scenes call
                  progress: bool = True,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]: # uint8 [N,3,size,size], scene index [N] long, azimuth_deg [N], elevation_deg [N]
-    "`n_views` white-background renders of every scene of `all_scenes(world_cfg)`, prompt-major: index i is scene i // n_views."
+                ) -> tuple: # uint8 images [N, 3, size, size], scene index [N] long, azimuth_deg [N], elevation_deg [N]
+    "`n_views` white-background renders of every scene of `all_scenes(world_cfg)`, prompt-major: i is scene i // n_views."
     from tqdm.auto import tqdm
-    if not (isinstance(n_views, int) and n_views >= 1): raise ValueError(f"render_cache: n_views={n_views!r}, expected an int >= 1")
+    if not (isinstance(n_views, int) and n_views >= 1):
+        raise ValueError(f"render_cache: n_views={n_views!r}, expected an int >= 1")
     scenes = all_scenes(world_cfg)
     idx = torch.arange(len(scenes)).repeat_interleave(n_views)
     cams = sample_cameras(world_cfg.camera, len(idx), torch.Generator().manual_seed(seed))
     out = torch.empty(len(idx), 3, size, size, dtype=torch.uint8)
     for i in tqdm(range(0, len(idx), batch), desc="render cache", disable=not progress, mininterval=5):
         j = slice(i, i + batch)
-        rgb = render_scenes([scenes[k] for k in idx[j].tolist()], cams[j], size=size, background="white", cfg=world_cfg)["rgb"]
+        rgb = render_scenes([scenes[k] for k in idx[j].tolist()], cams[j], size=size, background="white",
+                            cfg=world_cfg)["rgb"]
         out[j] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
     return out, idx, cams.azimuth_deg.clone(), cams.elevation_deg.clone()
 
@@ -173,7 +183,7 @@ def tokenize(self: MiniClip, prompts: str | Sequence[str]) -> torch.Tensor: # [B
 
 @patch
 def encode_text(self: MiniClip, prompts: str | Sequence[str], # B prompts (plain or view-suffixed)
-               ) -> tuple[torch.Tensor, torch.Tensor]: # tokens [B, L, D] last hidden state; pooled [B, P] projected, unit norm
+               ) -> tuple[torch.Tensor, torch.Tensor]: # tokens [B, L, D] last hidden state; pooled [B, P], unit norm
     "Token embeddings (the generator's and teacher's condition) and the normalised joint-space text embedding."
     out = self.model.text_model(input_ids=self.tokenize(prompts))
     return out.last_hidden_state, F.normalize(self.model.text_projection(out.pooler_output), dim=-1)
@@ -195,7 +205,8 @@ def _as_index(true_prompt_idx, n: int, n_prompts: int) -> torch.Tensor:
 @patch
 def text_bank(self: MiniClip, prompt_list: Sequence[str], chunk: int = 1024) -> torch.Tensor: # [K, P] normalised
     "Pooled embeddings of many prompts, in chunks."
-    with torch.no_grad(): return torch.cat([self.encode_text(list(prompt_list[i:i + chunk]))[1] for i in range(0, len(prompt_list), chunk)])
+    with torch.no_grad():
+        return torch.cat([self.encode_text(list(prompt_list[i:i + chunk]))[1] for i in range(0, len(prompt_list), chunk)])
 
 @patch
 def prompt_probs(self: MiniClip, images: torch.Tensor, # [B, 3, H, W] in [0, 1]
@@ -206,9 +217,10 @@ def prompt_probs(self: MiniClip, images: torch.Tensor, # [B, 3, H, W] in [0, 1]
 
 @patch
 def clip_rp(self: MiniClip, images, true_prompt_idx, prompt_list) -> torch.Tensor: # [B] probability of the true prompt
-    "CLIP R-Precision as a probability (paper section 5): softmax over `prompt_list`, read at each image's true prompt."
-    p = self.prompt_probs(images, prompt_list)
-    return p.gather(1, _as_index(true_prompt_idx, len(p), p.shape[1]).to(p.device)[:, None])[:, 0]
+    "CLIP-RP (paper Sec. 4.3) through `instant3d.clip_loss.clip_rp`: softmax over `prompt_list`, read at the true prompt."
+    bank = prompt_list if torch.is_tensor(prompt_list) else self.text_bank(prompt_list)
+    t = _as_index(true_prompt_idx, len(images), len(bank))
+    return _core_clip_rp(self.encode_image(images), bank, t, self.logit_scale)
 
 @patch
 def top1(self: MiniClip, images, true_prompt_idx, prompt_list) -> torch.Tensor: # [B] bool: true prompt ranks first
@@ -219,14 +231,14 @@ def top1(self: MiniClip, images, true_prompt_idx, prompt_list) -> torch.Tensor: 
 def save_mini_clip(model: CLIPModel, tokenizer: CLIPTokenizer, cfg: MiniClipConfig, folder: str | Path,
                    dtype: torch.dtype = torch.float32, # weights dtype on disk (float16 to ship)
                   ) -> Path:
-    "Write `folder/clip` (CLIPModel), `folder/text_encoder` (its text tower as a CLIPTextModel), `folder/tokenizer`, `folder/mini_clip.json`."
+    "Write `folder/clip` (CLIPModel), `folder/text_encoder` (its text tower), `folder/tokenizer`, `folder/mini_clip.json`."
     import copy
     folder = Path(folder); folder.mkdir(parents=True, exist_ok=True)
     m = model if model.dtype == dtype else copy.deepcopy(model).to(dtype)
     m.save_pretrained(str(folder / "clip"))
     m.text_model.save_pretrained(str(folder / "text_encoder"))  # transformers 5: CLIPModel.text_model is a CLIPTextModel
     tokenizer.save_pretrained(str(folder / "tokenizer"))
-    (folder / CONFIG_NAME).write_text(json.dumps(config_to_dict(cfg), indent=1))
+    write_json(folder / CONFIG_NAME, config_to_dict(cfg))
     return folder
 
 # %% ../../nbs/21_mini_clip.ipynb #6eda69e7
@@ -237,7 +249,8 @@ def from_pretrained(cls: MiniClip, folder: str | Path, # a `save_mini_clip` fold
     from transformers import CLIPModel, CLIPTokenizer
     folder = Path(folder)
     if not (folder / CONFIG_NAME).is_file() or not (folder / "clip").is_dir():
-        raise FileNotFoundError(f"no mini CLIP in {str(folder)!r}: expected {CONFIG_NAME}, clip/ and tokenizer/ (see save_mini_clip / train_mini_clip)")
+        raise FileNotFoundError(f"no mini CLIP in {str(folder)!r}: expected {CONFIG_NAME}, clip/ and tokenizer/ "
+                                "(see save_mini_clip / train_mini_clip)")
     cfg = config_from_dict(MiniClipConfig, json.loads((folder / CONFIG_NAME).read_text()))
     model = CLIPModel.from_pretrained(str(folder / "clip"), local_files_only=True, dtype=dtype)
     tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
@@ -250,9 +263,10 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
     if step < warmup: return (step + 1) / warmup
     return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
 
-def clip_loss(img: torch.Tensor, txt: torch.Tensor, # [B, P] unit-norm embeddings of matching pairs
-              logit_scale: torch.Tensor, # scalar, log of the inverse temperature
-             ) -> tuple[torch.Tensor, torch.Tensor]: # symmetric InfoNCE loss, image-to-text accuracy in the batch
+# %% ../../nbs/21_mini_clip.ipynb #1b774ab2
+def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, # [B, P] unit-norm embeddings of matching pairs
+                     logit_scale: torch.Tensor, # scalar, log of the inverse temperature
+                    ) -> tuple[torch.Tensor, torch.Tensor]: # symmetric InfoNCE loss, image-to-text accuracy in the batch
     "CLIP's contrastive loss: cross-entropy over the batch, image-to-text and text-to-image, averaged."
     logits = logit_scale.exp() * img @ txt.T
     target = torch.arange(len(img), device=img.device)
@@ -260,26 +274,27 @@ def clip_loss(img: torch.Tensor, txt: torch.Tensor, # [B, P] unit-norm embedding
     return loss, (logits.argmax(1) == target).float().mean()
 
 # %% ../../nbs/21_mini_clip.ipynb #1984d094
-def _caption_ids(clip: MiniClip, world_cfg: WorldConfig) -> torch.Tensor: # [K, 1 + len(VIEW_SUFFIXES), L]: plain, then each view suffix
+def _caption_ids(clip: MiniClip, world_cfg: WorldConfig) -> torch.Tensor: # [K, 1 + len(VIEW_SUFFIXES), L]: plain, suffixed
     ps = prompts(world_cfg)
     variants = [ps] + [[p + s for p in ps] for s in VIEW_SUFFIXES.values()]
     return torch.stack([clip.tokenize(v) for v in variants], 1)
 
 def _view_variant(az, el, camera_cfg) -> torch.Tensor: # [N] long: 1 + index of the view suffix of each camera
     names = list(VIEW_SUFFIXES)
-    return torch.tensor([1 + names.index(v) for v in view_labels(az, el, camera_cfg.front_half_width_deg, camera_cfg.overhead_elevation_deg)])
+    labels = view_labels(az, el, camera_cfg.front_half_width_deg, camera_cfg.overhead_elevation_deg)
+    return torch.tensor([1 + names.index(v) for v in labels])
 
 def _cached(path: Path, make): # load tensors saved by an earlier run, or make and save them atomically
     if path.is_file(): return torch.load(path, weights_only=True)
     out = make()
-    torch.save(out, path.with_suffix(".tmp")); os.replace(path.with_suffix(".tmp"), path)
+    save_torch(out, path)
     return out
 
 # %% ../../nbs/21_mini_clip.ipynb #ff5cca8a
 def sample_batch(cfg: MiniClipConfig, K: int, # prompts in the world
                  variant: torch.Tensor, # [K * cache_views] 1 + view-suffix index of each cached render (`_view_variant`)
                  gen: torch.Generator,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # prompt [B], cache index [B], caption variant [B] (0 = plain)
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # prompt [B], cache index [B], caption variant [B]
     "One batch of distinct (prompt, caption variant) pairs: no false negatives, some view pairs as hard negatives."
     B, V = cfg.batch_size, cfg.cache_views
     n2 = round(cfg.view_pairs * B); n1 = B - n2
@@ -287,28 +302,25 @@ def sample_batch(cfg: MiniClipConfig, K: int, # prompts in the world
     i = p * V + torch.randint(V, (n1,), generator=gen)
     v = torch.where(torch.rand(n1, generator=gen) < cfg.view_suffix_prob, variant[i], 0)
     if n2 == 0: return p, i, v
-    same = variant[p[:n2, None] * V + torch.arange(V)] == variant[i[:n2], None]  # [n2, V] cached views with the first one's label
-    i2 = p[:n2] * V + (torch.rand(n2, V, generator=gen) - same.float()).argmax(1)  # a view with another label where there is one
+    same = variant[p[:n2, None] * V + torch.arange(V)] == variant[i[:n2], None]  # [n2, V] views with the first one's label
+    i2 = p[:n2] * V + (torch.rand(n2, V, generator=gen) - same.float()).argmax(1)  # another label where there is one
     v[:n2] = variant[i[:n2]]
     return torch.cat([p, p[:n2]]), torch.cat([i, i2]), torch.cat([v, variant[i2]])
 
 # %% ../../nbs/21_mini_clip.ipynb #6350abfc
 def _param_groups(model, weight_decay: float, logit_scale_lr_mult: float = 1.0) -> list[dict]:
-    "Weight decay on matrices only (not on biases, norms, embeddings or the logit scale), as CLIP; the logit scale has its own lr multiplier."
+    "Weight decay on matrices only (not biases, norms, embeddings, logit scale), as CLIP; the logit scale has its own lr."
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
     rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n) and n != "logit_scale"]
     return [dict(params=decay, weight_decay=weight_decay, lr_mult=1.0), dict(params=rest, weight_decay=0.0, lr_mult=1.0),
             dict(params=[model.logit_scale], weight_decay=0.0, lr_mult=logit_scale_lr_mult)]
 
 def _save_checkpoint(out: Path, model, tok, opt, step: int, gen: torch.Generator, elapsed_s: float):
-    "Atomic: write checkpoint.tmp, then swap it in place of checkpoint."
-    tmp, ckpt, old = out / "checkpoint.tmp", out / "checkpoint", out / "checkpoint.old"
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp / "clip")); tok.save_pretrained(str(tmp / "tokenizer"))
-    torch.save(dict(optimizer=opt.state_dict(), step=step, generator=gen.get_state(), torch_rng=torch.get_rng_state(),
-                    elapsed_s=elapsed_s), tmp / "state.pt")
-    if ckpt.exists(): os.replace(ckpt, old)
-    os.replace(tmp, ckpt); shutil.rmtree(old, ignore_errors=True)
+    "Write `out/checkpoint` as a whole: model, tokenizer, optimiser, step and RNG states."
+    with atomic_dir(out / "checkpoint") as tmp:
+        model.save_pretrained(str(tmp / "clip")); tok.save_pretrained(str(tmp / "tokenizer"))
+        save_torch(dict(optimizer=opt.state_dict(), step=step, generator=gen.get_state(), torch_rng=torch.get_rng_state(),
+                        elapsed_s=elapsed_s), tmp / "state.pt")
 
 # %% ../../nbs/21_mini_clip.ipynb #808e1f39
 LOG_FIELDS = ("step", "loss", "acc", "logit_scale", "lr", "elapsed_s", "val_clip_rp", "val_top1")
@@ -319,24 +331,28 @@ def _validate(clip: MiniClip, images, idx, ids_plain, batch: int = 512) -> tuple
     with torch.no_grad():
         out = clip.model.text_model(input_ids=ids_plain)
         bank = F.normalize(clip.model.text_projection(out.pooler_output), dim=-1)
-        p = torch.cat([clip.prompt_probs(images[i:i + batch].float() / 255, bank) for i in range(0, len(idx), batch)])
+        img = torch.cat([clip.encode_image(images[i:i + batch].float() / 255) for i in range(0, len(idx), batch)])
     clip.model.train()
-    return p.gather(1, idx[:, None]).mean().item(), (p.argmax(1) == idx).float().mean().item()
+    rp = _core_clip_rp(img, bank, idx, clip.logit_scale).mean().item()
+    return rp, ((img @ bank.T).argmax(1) == idx).float().mean().item()
 
 # %% ../../nbs/21_mini_clip.ipynb #c2d7686d
 def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
     "Config check/write, render caches (training and validation), model, optimiser, and the step to start at."
     cfg_path = out / CONFIG_NAME
     if resume and cfg_path.is_file() and config_from_dict(MiniClipConfig, json.loads(cfg_path.read_text())) != cfg:
-        raise ValueError(f"resume: the config in {cfg_path} differs from the one given; use a new out_dir or the same config")
-    out.mkdir(parents=True, exist_ok=True); cfg_path.write_text(json.dumps(config_to_dict(cfg), indent=1))
+        raise ValueError(f"resume: the config in {cfg_path} differs from the one given; use a new out_dir or the same one")
+    out.mkdir(parents=True, exist_ok=True); write_json(cfg_path, config_to_dict(cfg))
     w = cfg.world
-    cache = _cached(out / "render_cache.pt", lambda: render_cache(w, cfg.cache_views, cfg.seed, w.image_size, progress=progress))
+    cache = _cached(out / "render_cache.pt",
+                    lambda: render_cache(w, cfg.cache_views, cfg.seed, w.image_size, progress=progress))
     val = _cached(out / "val_cache.pt", lambda: render_cache(w, 1, cfg.seed + 1, w.image_size, progress=progress))
     model, tok = build_mini_clip(cfg)
-    opt = torch.optim.AdamW(_param_groups(model, cfg.weight_decay, cfg.logit_scale_lr_mult), lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
+    groups = _param_groups(model, cfg.weight_decay, cfg.logit_scale_lr_mult)
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
     gen, step, elapsed = torch.Generator().manual_seed(cfg.seed), 0, 0.0
-    ckpt = out / "checkpoint" if (out / "checkpoint").is_dir() else out / "checkpoint.old"
+    ckpt = out / "checkpoint"
+    recover_dir(ckpt)  # a run killed while swapping its checkpoint in
     if resume and (ckpt / "state.pt").is_file():
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(ckpt / "clip" / "model.safetensors")))
@@ -351,16 +367,19 @@ def _open_log(path: Path, start_step: int):
     rows = []
     if start_step > 0 and path.is_file():
         with open(path) as f: rows = [r for r in csv.DictReader(f) if int(r["step"]) < start_step]
-    f = open(path, "w", newline="")
-    w = csv.DictWriter(f, LOG_FIELDS); w.writeheader(); w.writerows(rows); f.flush()
-    return f, w
+    kept = io.StringIO()
+    w = csv.DictWriter(kept, LOG_FIELDS); w.writeheader(); w.writerows(rows)
+    write_text(path, kept.getvalue())  # the header and the kept rows, atomically; new rows are appended
+    f = open(path, "a", newline="")
+    return f, csv.DictWriter(f, LOG_FIELDS)
 
 # %% ../../nbs/21_mini_clip.ipynb #d385d19a
-def train_mini_clip(cfg: MiniClipConfig, out_dir: str | Path, # gets clip/, text_encoder/, tokenizer/, mini_clip.json, log.csv, checkpoint/
+def train_mini_clip(cfg: MiniClipConfig,
+                    out_dir: str | Path, # gets clip/, text_encoder/, tokenizer/, mini_clip.json, log.csv, checkpoint/
                     resume: bool = False, # continue from out_dir/checkpoint (same config)
                     progress: bool = True, # tqdm bars
                     max_minutes: float | None = None, # stop (and save) after this much training time
-                    stop_after: int | None = None, # stop (and checkpoint) after this step, as an interruption would; resume goes on
+                    stop_after: int | None = None, # stop (and checkpoint) after this step, as an interruption would
                    ) -> MiniClip:
     "Contrastive training of the mini CLIP on (render, caption) pairs of every prompt of the world."
     from tqdm.auto import tqdm
@@ -368,31 +387,35 @@ def train_mini_clip(cfg: MiniClipConfig, out_dir: str | Path, # gets clip/, text
     clip, opt, gen, step, elapsed, (imgs, scene, az, el), (vimgs, vidx, _, _) = _prepare(cfg, out, resume, progress)
     model, K = clip.model, len(prompts(cfg.world))
     if cfg.batch_size - round(cfg.view_pairs * cfg.batch_size) > K:
-        raise ValueError(f"batch_size={cfg.batch_size}: too big for the {K} prompts of the world (batches hold distinct prompts)")
+        raise ValueError(f"batch_size={cfg.batch_size}: too big for the {K} prompts of the world "
+                         "(a batch holds distinct prompts)")
     ids, variant = _caption_ids(clip, cfg.world), _view_variant(az, el, cfg.world.camera)
     model.requires_grad_(True).train()
     f, log = _open_log(out / "log.csv", step)
-    bar, t0 = tqdm(total=cfg.steps, initial=step, desc="mini CLIP", disable=not progress, mininterval=5), time.time() - elapsed
+    bar = tqdm(total=cfg.steps, initial=step, desc="mini CLIP", disable=not progress, mininterval=5)
+    t0 = time.time() - elapsed
     while step < cfg.steps:
         for g in opt.param_groups: g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
         p, i, v = sample_batch(cfg, K, variant, gen)
-        out_t = model.text_model(input_ids=ids[p, v])
-        txt = F.normalize(model.text_projection(out_t.pooler_output), dim=-1)
-        img = F.normalize(model.visual_projection(model.vision_model(pixel_values=clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)).pooler_output), dim=-1)
-        loss, acc = clip_loss(img, txt, model.logit_scale)
+        txt = F.normalize(model.text_projection(model.text_model(input_ids=ids[p, v]).pooler_output), dim=-1)
+        pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
+        img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        loss, acc = contrastive_loss(img, txt, model.logit_scale)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, cfg.logit_scale_max)
         step += 1
-        row = dict(step=step, loss=f"{loss.item():.4f}", acc=f"{acc.item():.4f}", logit_scale=f"{model.logit_scale.exp().item():.2f}",
-                   lr=f"{opt.param_groups[0]['lr']:.3g}", elapsed_s=f"{time.time() - t0:.1f}")
+        row = dict(step=step, loss=f"{loss.item():.4f}", acc=f"{acc.item():.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}",
+                   logit_scale=f"{model.logit_scale.exp().item():.2f}", elapsed_s=f"{time.time() - t0:.1f}")
         done = step == cfg.steps or step == stop_after or (max_minutes is not None and time.time() - t0 > 60 * max_minutes)
         if cfg.eval_every and (step % cfg.eval_every == 0 or done):
             rp, top1 = _validate(clip, vimgs, vidx, ids[:, 0])
             row |= dict(val_clip_rp=f"{rp:.4f}", val_top1=f"{top1:.4f}")
-            if cfg.stop_clip_rp is not None and cfg.stop_top1 is not None and rp >= cfg.stop_clip_rp and top1 >= cfg.stop_top1: done = True
+            stops = cfg.stop_clip_rp is not None and cfg.stop_top1 is not None
+            if stops and rp >= cfg.stop_clip_rp and top1 >= cfg.stop_top1: done = True
         log.writerow(row); f.flush()
-        bar.update(1); bar.set_postfix(loss=row["loss"], acc=row["acc"], scale=row["logit_scale"], **({"val_rp": row["val_clip_rp"]} if "val_clip_rp" in row else {}))
-        if step % cfg.checkpoint_every == 0 or done: _save_checkpoint(out, model, clip.tokenizer, opt, step, gen, time.time() - t0)
+        bar.update(1); bar.set_postfix(loss=row["loss"], acc=row["acc"], scale=row["logit_scale"])
+        if step % cfg.checkpoint_every == 0 or done:
+            _save_checkpoint(out, model, clip.tokenizer, opt, step, gen, time.time() - t0)
         if done: break
     bar.close(); f.close()
     model.requires_grad_(False).eval()
@@ -403,12 +426,15 @@ def train_mini_clip(cfg: MiniClipConfig, out_dir: str | Path, # gets clip/, text
 def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, # None: clip.cfg.world
                           seed: int = 1234, # camera seed: must differ from the training seeds (cfg.seed, cfg.seed + 1)
                           n_views: int = 4, batch: int = 512, progress: bool = False,
-                          renders: tuple | None = None, # `render_cache(world_cfg, n_views, seed)` output, to score several models on the same renders
-                         ) -> dict[str, float]: # gt_clip_rp, gt_top1, gt_view_acc (means over all prompts x n_views), logit_scale
+                          renders: tuple | None = None, # `render_cache(world_cfg, n_views, seed)`, shared by models
+                         ) -> dict[str, float]: # gt_clip_rp, gt_top1, gt_view_acc (means over prompts x views), logit_scale
     "The ceiling: CLIP-RP and top-1 of ground-truth renders from fresh cameras, softmax over every prompt of the world."
     w = world_cfg if world_cfg is not None else clip.cfg.world
-    if seed in (clip.cfg.seed, clip.cfg.seed + 1): raise ValueError(f"seed={seed}: the training cache and validation use seeds {clip.cfg.seed} and {clip.cfg.seed + 1}; pick another")
-    images, idx, az, el = renders if renders is not None else render_cache(w, n_views, seed, size=w.image_size, batch=batch, progress=progress)
+    if seed in (clip.cfg.seed, clip.cfg.seed + 1):
+        raise ValueError(f"seed={seed}: training and validation use seeds {clip.cfg.seed} and {clip.cfg.seed + 1}; "
+                         "pick another")
+    if renders is None: renders = render_cache(w, n_views, seed, size=w.image_size, batch=batch, progress=progress)
+    images, idx, az, el = renders
     ps = prompts(w)
     bank = clip.text_bank(ps)
     views = torch.stack([clip.text_bank([p + s for p in ps]) for s in VIEW_SUFFIXES.values()], 1)  # [K, 4, P]
@@ -417,12 +443,12 @@ def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, 
     with torch.no_grad():
         for i in range(0, len(idx), batch):
             img = clip.encode_image(images[i:i + batch].to(clip.device).float() / 255)
-            p = (clip.model.logit_scale.exp() * img @ bank.T).softmax(-1)
-            t = idx[i:i + batch].to(p.device)
-            rp.append(p.gather(1, t[:, None])[:, 0]); hit.append(p.argmax(1) == t)
+            t = idx[i:i + batch].to(img.device)
+            rp.append(_core_clip_rp(img, bank, t, clip.logit_scale)); hit.append((img @ bank.T).argmax(1) == t)
             view_hit.append(torch.einsum("bp,bvp->bv", img, views[t]).argmax(1) == label[i:i + batch])
-    return dict(gt_clip_rp=torch.cat(rp).mean().item(), gt_top1=torch.cat(hit).float().mean().item(),
-                gt_view_acc=torch.cat(view_hit).float().mean().item(), logit_scale=clip.logit_scale, n_images=len(idx), seed=seed)
+    mean = lambda v: torch.cat(v).float().mean().item()
+    return dict(gt_clip_rp=mean(rp), gt_top1=mean(hit), gt_view_acc=mean(view_hit), logit_scale=clip.logit_scale,
+                n_images=len(idx), seed=seed)
 
 # %% ../../nbs/21_mini_clip.ipynb #4c432a4e
 def shipped_mini_clip_dir() -> Path:

@@ -4,26 +4,25 @@
 
 # %% ../../nbs/22_teacher.ipynb #e872b65d
 from __future__ import annotations
-import csv, dataclasses, json, math, os, shutil, time, warnings
+import dataclasses, json, shutil, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple, Callable
+from typing import NamedTuple
 import torch
 import torch.nn.functional as F
-from ..conventions import GUIDANCE_ORDER, check_images, config_to_dict, config_from_dict
-from ..cameras import VIEW_NAMES, sample_cameras, view_labels, orbit_cameras
-from ..sds import DEFAULT_TEACHER_DIR, guide, from_unet, low_mem_kwargs, to_unet
-from ..clip_loss import DEFAULT_CLIP_DIR
-from ..cameras import VIEW_SUFFIXES
-from .world import WorldConfig, prompts as world_prompts, render_scenes, sample_dataset, front_feature_visible, front_feature_mask
+from ..conventions import config_to_dict, config_from_dict
+from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, view_labels
+from ..sds import low_mem_kwargs, to_unet
+from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from .world import WorldConfig, prompts as world_prompts, sample_dataset
+from .render import render_scenes
+from .janus import front_feature_mask
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'SAMPLERS', 'TeacherConfig', 'build_unet',
-           'build_scheduler', 'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache',
-           'batch_captions', 'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher',
-           'load_teacher', 'ddim_sample', 'sample', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser',
-           'sample_closed_form', 'cameras_with_view', 'view_accuracy', 'evaluate_teacher', 'run_train_teacher',
-           'view_caption_gap']
+__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'TeacherConfig', 'build_unet', 'build_scheduler',
+           'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
+           'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher',
+           'run_train_teacher']
 
 # %% ../../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -38,7 +37,8 @@ def _check_teacher_config(c):
     need(isint(c.sample_size) and c.sample_size in (16, 32, 64), "sample_size", "16, 32 or 64 (pixels)")
     need(c.sample_size == c.world.image_size, "sample_size", f"the world's image_size {c.world.image_size}")
     n = len(c.block_out_channels)
-    need(n >= 2 and all(isint(v) and v >= 1 and v % c.norm_num_groups == 0 for v in c.block_out_channels), "block_out_channels",
+    need(n >= 2 and all(isint(v) and v >= 1 and v % c.norm_num_groups == 0 for v in c.block_out_channels),
+         "block_out_channels",
          f">= 2 ints, each divisible by norm_num_groups={c.norm_num_groups}")
     need(len(c.down_block_types) == n and len(c.up_block_types) == n, "down_block_types", f"{n} down and {n} up block types")
     need(isint(c.layers_per_block) and c.layers_per_block >= 1, "layers_per_block", "an int >= 1")
@@ -50,12 +50,15 @@ def _check_teacher_config(c):
     need(0 < c.lr <= 1e-1, "lr", "a float in (0, 0.1]")
     need(0 <= c.ema_decay < 1, "ema_decay", "a float in [0, 1)")
     need(c.grad_clip > 0, "grad_clip", "a float > 0")
-    for name in ("batch_size", "steps", "cache_size", "checkpoint_every", "threads"): need(isint(getattr(c, name)) and getattr(c, name) >= 1, name, "an int >= 1")
-    for name in ("warmup_steps", "fresh_per_batch", "log_every"): need(isint(getattr(c, name)) and getattr(c, name) >= 0, name, "an int >= 0")
+    for name in ("batch_size", "steps", "cache_size", "checkpoint_every", "threads"):
+        need(isint(getattr(c, name)) and getattr(c, name) >= 1, name, "an int >= 1")
+    for name in ("warmup_steps", "fresh_per_batch", "log_every"):
+        need(isint(getattr(c, name)) and getattr(c, name) >= 0, name, "an int >= 0")
     need(c.fresh_per_batch <= c.batch_size, "fresh_per_batch", f"an int in [0, batch_size={c.batch_size}]")
     need(c.background in ("white", "black", "grey"), "background", "'white', 'black' or 'grey'")
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
-    need(c.init_from is None or (isinstance(c.init_from, str) and c.init_from), "init_from", "None or a teacher folder path (str)")
+    need(c.init_from is None or (isinstance(c.init_from, str) and c.init_from), "init_from",
+         "None or a teacher folder path (str)")
     need(isinstance(c.front_weight, (int, float)) and 0 <= c.front_weight <= 1000, "front_weight", "a number in [0, 1000]")
 
 # %% ../../nbs/22_teacher.ipynb #79533c73
@@ -63,34 +66,34 @@ def _check_teacher_config(c):
 class TeacherConfig:
     "The mini teacher: UNet sizes, noise schedule, data and training recipe."
     sample_size: int = 32  # pixels per side; ours (SD 2.1-base: 64x64 latents of 512x512 images)
-    block_out_channels: tuple[int, ...] = (32, 64, 96)  # prototype section 3 (SD: 320, 640, 1280, 1280)
-    down_block_types: tuple[str, ...] = _DOWN  # cross-attention only at 8x8: prototype pitfall 1 (16x16 doubles CPU cost)
+    block_out_channels: tuple[int, ...] = (32, 64, 96)  # as our first mini-world prototype (SD: 320, 640, 1280, 1280)
+    down_block_types: tuple[str, ...] = _DOWN  # cross-attention only at 8x8 (16x16 doubled the CPU cost)
     up_block_types: tuple[str, ...] = _UP  # mirror of down_block_types
-    layers_per_block: int = 1  # prototype (SD: 2)
+    layers_per_block: int = 1  # as the prototype (SD: 2)
     cross_attention_dim: int = 64  # = mini-CLIP token width D (SD 2.1: 1024)
-    heads: int = 4  # attention heads at the 8x8 level; prototype
-    norm_num_groups: int = 8  # GroupNorm groups; prototype (SD: 32)
+    heads: int = 4  # attention heads at the 8x8 level; as the prototype
+    norm_num_groups: int = 8  # GroupNorm groups; as the prototype (SD: 32)
     num_train_timesteps: int = 1000  # DDPM; SD
-    beta_schedule: str = "squaredcos_cap_v2"  # cosine schedule (Nichol & Dhariwal 2021), prototype; SD: scaled_linear (latents)
+    beta_schedule: str = "squaredcos_cap_v2"  # cosine (Nichol & Dhariwal 2021), as the prototype; SD: scaled_linear
     prediction_type: str = "epsilon"  # SD 2.1-base predicts epsilon
     caption_dropout: float = 0.1  # share of empty captions, so classifier-free guidance works; SD: 0.1
-    plain_caption_prob: float = 0.2  # share of captions without the view suffix; ours (DreamFusion prompts are suffixed, queries are not)
-    lr: float = 1e-3  # AdamW peak learning rate; prototype
-    warmup_steps: int = 100  # linear warm-up, then constant; prototype
-    grad_clip: float = 1.0  # max gradient norm; prototype
-    ema_decay: float = 0.999  # weight EMA (with the usual (1 + n) / (10 + n) warm-up); prototype
-    batch_size: int = 64  # images per step; prototype
-    steps: int = 4000  # optimiser steps; prototype recommends 3-5k (~1-1.5 h at 1 step/s on a quiet 2-core CPU)
+    plain_caption_prob: float = 0.2  # share of captions without view suffix; ours (SDS prompts are suffixed, queries not)
+    lr: float = 1e-3  # AdamW peak learning rate; as the prototype
+    warmup_steps: int = 100  # linear warm-up, then constant; as the prototype
+    grad_clip: float = 1.0  # max gradient norm; as the prototype
+    ema_decay: float = 0.999  # weight EMA (with the usual (1 + n) / (10 + n) warm-up); as the prototype
+    batch_size: int = 64  # images per step; as the prototype
+    steps: int = 4000  # optimiser steps; the prototype suggested 3-5k (~1-1.5 h at 1 step/s on a quiet 2-core CPU)
     seed: int = 0  # seeds the cache, batches, noise, dropout and init
-    cache_size: int = 16384  # renders cached once (uint8, ~50 MB at 32x32); prototype used 20k
+    cache_size: int = 16384  # renders cached once (uint8, ~50 MB at 32x32); the prototype used 20k
     fresh_per_batch: int = 16  # freshly rendered images in each batch (cheap: ~5 % of a step); ours
     background: str = "white"  # as the world renders and the mini generator composites
-    world: WorldConfig = field(default_factory=WorldConfig.mini)  # grammar, renderer and camera distribution (all prompts used)
+    world: WorldConfig = field(default_factory=WorldConfig.mini)  # grammar, renderer, cameras (all prompts used)
     checkpoint_every: int = 100  # steps between atomic checkpoints
     log_every: int = 10  # steps between loss-log rows
     threads: int = 2  # torch threads (the machine has 2 cores)
-    init_from: str | None = None  # teacher folder (unet/) whose weights start the run, EMA included; None = fresh init. Ours: staged training
-    front_weight: float = 0.0  # extra loss weight on pixels showing the front feature: w = 1 + front_weight * mask; 0 = plain MSE (see "Loss weighting")
+    init_from: str | None = None  # teacher folder (unet/) whose weights start the run, EMA too; None: fresh. Ours: staged
+    front_weight: float = 0.0  # lambda of w = 1 + lambda m(x0), m the front feature's pixels; 0: plain MSE
 
     def __post_init__(self): _check_teacher_config(self)
     @classmethod
@@ -100,18 +103,23 @@ class TeacherConfig:
     @classmethod
     def mini(cls): return cls()
     @classmethod
-    def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16), down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                              up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), heads=2, batch_size=4, steps=20, warmup_steps=5,
+    def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16),
+                              down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                              up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), heads=2, batch_size=4, steps=20,
+                              warmup_steps=5,
                               cache_size=16, fresh_per_batch=1, checkpoint_every=10, log_every=5,
-                              world=dataclasses.replace(WorldConfig.tiny(), image_size=16, supersample=1))  # seconds on CPU: smoke tests
+                              world=dataclasses.replace(WorldConfig.tiny(), image_size=16, supersample=1))  # seconds on CPU
 
 # %% ../../nbs/22_teacher.ipynb #fa92d993
 def build_unet(cfg: TeacherConfig):
     "A freshly initialised pixel-space `UNet2DConditionModel` (3 -> 3 channels) of `cfg`."
     from diffusers import UNet2DConditionModel
-    return UNet2DConditionModel(sample_size=cfg.sample_size, in_channels=3, out_channels=3, block_out_channels=cfg.block_out_channels,
-                                down_block_types=cfg.down_block_types, up_block_types=cfg.up_block_types, layers_per_block=cfg.layers_per_block,
-                                cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.heads, norm_num_groups=cfg.norm_num_groups)
+    return UNet2DConditionModel(sample_size=cfg.sample_size, in_channels=3, out_channels=3,
+                                block_out_channels=cfg.block_out_channels,
+                                down_block_types=cfg.down_block_types, up_block_types=cfg.up_block_types,
+                                layers_per_block=cfg.layers_per_block,
+                                cross_attention_dim=cfg.cross_attention_dim, attention_head_dim=cfg.heads,
+                                norm_num_groups=cfg.norm_num_groups)
 
 def build_scheduler(cfg: TeacherConfig):
     "The training `DDPMScheduler` of `cfg`."
@@ -122,7 +130,7 @@ def build_scheduler(cfg: TeacherConfig):
 # %% ../../nbs/22_teacher.ipynb #affa9265
 class CaptionBank(NamedTuple):
     "Every caption the teacher trains on and its frozen tokens; index 0 is the empty prompt."
-    captions: list[str]  # K captions: "", then per prompt: plain, ", front view", ", side view", ", back view", ", overhead view"
+    captions: list[str]  # "", then per prompt: plain, ", front view", ", side view", ", back view", ", overhead view"
     tokens: torch.Tensor  # [K, L, D] last hidden states of the frozen text encoder
 
     @staticmethod
@@ -139,7 +147,8 @@ def caption_bank(text_encoder, # instant3d.text.TextEncoder (frozen)
                  plain_prompts: list[str], batch_size: int = 512) -> CaptionBank:
     "Encode every caption of the teacher's world once."
     caps = bank_captions(plain_prompts)
-    toks = [text_encoder.encode(caps[i:i + batch_size], allow_empty=True).tokens.float() for i in range(0, len(caps), batch_size)]
+    toks = [text_encoder.encode(caps[i:i + batch_size], allow_empty=True).tokens.float()
+            for i in range(0, len(caps), batch_size)]
     return CaptionBank(caps, torch.cat(toks))
 
 # %% ../../nbs/22_teacher.ipynb #4d4437eb
@@ -148,8 +157,9 @@ def render_batch(cfg: TeacherConfig, n: int, generator: torch.Generator) -> tupl
     scenes, cams, _ = sample_dataset(cfg.world, n, generator, split="all")
     lookup = {p: i for i, p in enumerate(world_prompts(cfg.world))}
     rgb = render_scenes(scenes, cams, size=cfg.sample_size, background=cfg.background, cfg=cfg.world)["rgb"]
-    views = [VIEW_NAMES.index(v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg, cfg.world.camera.front_half_width_deg,
-                                                      cfg.world.camera.overhead_elevation_deg)]
+    cam = cfg.world.camera
+    views = [VIEW_NAMES.index(v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg, cam.front_half_width_deg,
+                                                      cam.overhead_elevation_deg)]
     return ((rgb * 255).round().to(torch.uint8), torch.tensor([lookup[s.caption()] for s in scenes]), torch.tensor(views))
 
 def build_render_cache(cfg: TeacherConfig, progress: bool = True, chunk: int = 512) -> dict[str, torch.Tensor]:
@@ -161,25 +171,28 @@ def build_render_cache(cfg: TeacherConfig, progress: bool = True, chunk: int = 5
     return {k: torch.cat([p[j] for p in parts]) for j, k in enumerate(("images", "prompt", "view"))}
 
 # %% ../../nbs/22_teacher.ipynb #48efc706
-def batch_captions(prompt_idx: torch.Tensor, view_idx: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator) -> torch.Tensor:
+def batch_captions(prompt_idx: torch.Tensor, view_idx: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator,
+                  ) -> torch.Tensor:
     "Bank rows of one batch: view-suffixed, plain or empty (row 0) captions, by the config's probabilities."
     u = torch.rand(len(prompt_idx), generator=generator)
     rows = torch.where(u < cfg.plain_caption_prob, CaptionBank.index(prompt_idx), CaptionBank.index(prompt_idx, view_idx))
     drop = torch.rand(len(prompt_idx), generator=generator) < cfg.caption_dropout
     return torch.where(drop, torch.zeros_like(rows), rows)
 
+# %% ../../nbs/22_teacher.ipynb #0b5052bd
 def diffusion_loss(unet, scheduler, x0: torch.Tensor, # [B, 3, H, W] in [-1, 1]
                    tokens: torch.Tensor, # [B, L, D] caption tokens
                    generator: torch.Generator,
                    weight: torch.Tensor | None = None, # [B, 1, H, W] per-pixel loss weights (None: plain MSE)
                   ) -> torch.Tensor:
-    "The epsilon-prediction MSE at uniform random timesteps (the loss above), optionally pixel-weighted (sum w e^2 / sum w)."
+    "The epsilon-prediction MSE at uniform random timesteps, optionally pixel-weighted (sum w e^2 / sum w)."
     noise = torch.randn(x0.shape, generator=generator)
     t = torch.randint(0, scheduler.config.num_train_timesteps, (len(x0),), generator=generator)
     x_t = scheduler.add_noise(x0, noise, t)
     err = (unet(x_t, t, encoder_hidden_states=tokens).sample - noise) ** 2
     return err.mean() if weight is None else (weight * err).mean() / weight.mean()
 
+# %% ../../nbs/22_teacher.ipynb #e80af646
 def front_weight_map(images: torch.Tensor, # [B, 3, H, W] in [0, 1] (the clean renders)
                      front_weight: float) -> torch.Tensor: # [B, 1, H, W]: 1 + front_weight on the nose and its 1-pixel rim
     "Loss weights that single out the front feature, found by the world's colour detector (dilated by one pixel)."
@@ -201,19 +214,12 @@ def save_teacher(folder, unet, scheduler, text_encoder_dir, dtype: torch.dtype =
     for sub in ("text_encoder", "tokenizer"):
         if (folder / sub).exists(): shutil.rmtree(folder / sub)
         shutil.copytree(Path(text_encoder_dir) / sub, folder / sub)
-    index = {"_class_name": "Instant3DMiniTeacher", "_diffusers_version": diffusers.__version__, "unet": ["diffusers", "UNet2DConditionModel"],
-             "scheduler": ["diffusers", "DDPMScheduler"], "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
-    (folder / "model_index.json").write_text(json.dumps(index, indent=1))
-    if cfg is not None: (folder / "teacher_config.json").write_text(json.dumps(config_to_dict(cfg), indent=1))
+    index = {"_class_name": "Instant3DMiniTeacher", "_diffusers_version": diffusers.__version__,
+             "unet": ["diffusers", "UNet2DConditionModel"], "scheduler": ["diffusers", "DDPMScheduler"],
+             "text_encoder": ["transformers", "CLIPTextModel"], "tokenizer": ["transformers", "CLIPTokenizer"]}
+    write_json(folder / "model_index.json", index)
+    if cfg is not None: write_json(folder / "teacher_config.json", config_to_dict(cfg))
     return folder
-
-def _replace_dir(tmp: Path, final: Path):
-    "Atomically put folder `tmp` at `final` (the old one is removed only after the rename)."
-    old = final.with_name(final.name + ".old")
-    if old.exists(): shutil.rmtree(old)
-    if final.exists(): os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists(): shutil.rmtree(old)
 
 # %% ../../nbs/22_teacher.ipynb #96d3aed7
 def _init_weights(cfg: TeacherConfig) -> dict:
@@ -221,26 +227,31 @@ def _init_weights(cfg: TeacherConfig) -> dict:
     from diffusers import UNet2DConditionModel
     folder = Path(cfg.init_from)
     if not (folder / "unet" / "config.json").is_file():
-        raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there (expected {folder / 'unet' / 'config.json'})")
+        raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there "
+                                f"(expected {folder / 'unet' / 'config.json'})")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32, local_files_only=True, **low_mem_kwargs())
+        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32,
+                                                   local_files_only=True,
+                                                   **low_mem_kwargs())
     want = build_unet(cfg).state_dict()
     got = src.state_dict()
     bad = [k for k in want if k not in got or got[k].shape != want[k].shape]
-    if bad: raise ValueError(f"TeacherConfig.init_from={cfg.init_from!r}: its UNet does not match this config ({len(bad)} tensors differ, first {bad[0]!r})")
+    if bad: raise ValueError(f"TeacherConfig.init_from={cfg.init_from!r}: its UNet does not match this config "
+                             f"({len(bad)} tensors differ, first {bad[0]!r})")
     return {k: got[k].float() for k in want}
 
 class _Run:
     "State of one training run (model, EMA, optimiser, RNG, step): built fresh or from a checkpoint."
-    def __init__(self, cfg: TeacherConfig, init: bool = True): # init=False: weights will come from a checkpoint (resume), skip `init_from`
+    def __init__(self, cfg: TeacherConfig, init: bool = True): # False: weights from a checkpoint (resume), not init_from
         torch.manual_seed(cfg.seed)
         self.cfg, self.unet, self.scheduler = cfg, build_unet(cfg), build_scheduler(cfg)
         if init and cfg.init_from is not None: self.unet.load_state_dict(_init_weights(cfg))
         self.ema = build_unet(cfg).requires_grad_(False)
         self.ema.load_state_dict(self.unet.state_dict())
         self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.gen, self.step, self.seconds = torch.Generator().manual_seed(cfg.seed), 0, 0.0  # seconds: training wall time over all sessions
+        self.gen, self.step = torch.Generator().manual_seed(cfg.seed), 0
+        self.seconds = 0.0  # training wall time over all sessions
 
     def lr_at(self, step: int) -> float: return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
 
@@ -249,41 +260,45 @@ class _Run:
         with torch.no_grad(): torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - d)
 
     def state(self) -> dict:
-        return dict(unet=self.unet.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step, seconds=self.seconds,
+        return dict(unet=self.unet.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
+                    seconds=self.seconds,
                     gen=self.gen.get_state(), torch_rng=torch.get_rng_state())
 
     def load(self, s: dict):
         self.unet.load_state_dict(s["unet"]); self.ema.load_state_dict(s["ema"]); self.opt.load_state_dict(s["opt"])
-        self.step, self.seconds = int(s["step"]), float(s["seconds"]); self.gen.set_state(s["gen"]); torch.set_rng_state(s["torch_rng"])
+        self.step, self.seconds = int(s["step"]), float(s["seconds"])
+        self.gen.set_state(s["gen"]); torch.set_rng_state(s["torch_rng"])
 
 # %% ../../nbs/22_teacher.ipynb #cf7c6f04
 def _checkpoint(run: _Run, out: Path, text_encoder_dir):
-    tmp = out / "checkpoint.tmp"
-    if tmp.exists(): shutil.rmtree(tmp)
-    save_teacher(tmp, run.ema, run.scheduler, text_encoder_dir, cfg=run.cfg)
-    torch.save(run.state(), tmp / "train_state.pt")
-    _replace_dir(tmp, out / "checkpoint")
+    "Write `out/checkpoint` as a whole: the EMA teacher in diffusers layout plus `train_state.pt`."
+    with atomic_dir(out / "checkpoint") as tmp:
+        save_teacher(tmp, run.ema, run.scheduler, text_encoder_dir, cfg=run.cfg)
+        save_torch(run.state(), tmp / "train_state.pt")
 
 def _trim_log(path: Path, step: int):
     "Keep the header and the rows up to `step` (rows past the last checkpoint are redone on resume)."
     if not path.exists(): return
     rows = path.read_text().splitlines()
-    path.write_text("\n".join(rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= step]) + "\n")
+    write_text(path, "\n".join(rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= step]) + "\n")
 
 # %% ../../nbs/22_teacher.ipynb #b3b839a8
 def _prepare_run(cfg: TeacherConfig, out: Path, text_encoder_dir, resume: bool) -> TeacherConfig:
     "Check the run folder against `resume`; write config.json. On resume the stored config wins (only `steps` may grow)."
+    for d in ("checkpoint", "teacher"): recover_dir(out / d)  # a run killed while swapping a folder in
     ck, cfg_path = out / "checkpoint" / "train_state.pt", out / "config.json"
     if resume:
         if not ck.exists(): raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck})")
         stored = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())["teacher"])
-        diff = [k for k in config_to_dict(cfg) if k not in ("steps", "threads") and config_to_dict(cfg)[k] != config_to_dict(stored)[k]]
-        if diff: raise ValueError(f"--resume: the config differs from {cfg_path} in {diff}; only `steps` and `threads` may change")
+        new, old = config_to_dict(cfg), config_to_dict(stored)
+        diff = [k for k in new if k not in ("steps", "threads") and new[k] != old[k]]
+        if diff:
+            raise ValueError(f"--resume: the config differs from {cfg_path} in {diff}; only `steps`, `threads` may change")
         cfg = dataclasses.replace(stored, steps=cfg.steps, threads=cfg.threads)
     elif ck.exists() or (out / "teacher").exists():
         raise ValueError(f"{out} already holds a teacher run: pass resume=True (--resume) or choose a new output folder")
     out.mkdir(parents=True, exist_ok=True)
-    cfg_path.write_text(json.dumps({"teacher": config_to_dict(cfg), "text_encoder_dir": str(Path(text_encoder_dir).resolve())}, indent=1))
+    write_json(cfg_path, {"teacher": config_to_dict(cfg), "text_encoder_dir": str(Path(text_encoder_dir).resolve())})
     return cfg
 
 # %% ../../nbs/22_teacher.ipynb #233a7f12
@@ -294,7 +309,7 @@ def _load_cache(cfg: TeacherConfig, out: Path, progress: bool) -> dict:
         c = torch.load(path, weights_only=True)
         if c["images"].shape[0] == cfg.cache_size and c["images"].shape[-1] == cfg.sample_size: return c
     c = build_render_cache(cfg, progress)
-    torch.save(c, path.with_suffix(".tmp")); os.replace(path.with_suffix(".tmp"), path)
+    save_torch(c, path)
     return c
 
 def _draw_batch(run: _Run, cache: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -312,10 +327,9 @@ def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may diffe
                   resume: bool = False, # continue from out_dir/checkpoint
                   progress: bool = True, # tqdm bar
                   time_limit_min: float | None = None, # stop (with a checkpoint, resumable) after this many minutes
-                  checkpoint_min: float | None = 5.0, # also checkpoint when this many minutes passed since the last one (slow shared CPUs)
+                  checkpoint_min: float | None = 5.0, # also checkpoint when this many minutes passed since the last one
                  ) -> Path: # out_dir/teacher when all steps ran, else out_dir/checkpoint
-    "Train the mini teacher; resumable, with atomic checkpoints and a loss log. Ctrl-C (KeyboardInterrupt) checkpoints, then re-raises."
-    from tqdm.auto import tqdm
+    "Train the mini teacher; resumable, with atomic checkpoints and a loss log. Ctrl-C checkpoints, then re-raises."
     from instant3d.text import TextEncoder
     out = Path(out_dir)
     cfg = _prepare_run(cfg, out, text_encoder_dir, resume)
@@ -324,18 +338,17 @@ def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may diffe
     bank = caption_bank(enc, world_prompts(cfg.world))
     cache = _load_cache(cfg, out, progress)
     run = _Run(cfg, init=not resume)  # a resumed staged run needs its checkpoint, not its init_from folder
-    if resume: run.load(torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)); _trim_log(out / "loss_log.csv", run.step)
     log_path = out / "loss_log.csv"
-    if not log_path.exists(): log_path.write_text("step,loss,lr,seconds\n")
+    if resume: run.load(torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)); _trim_log(log_path, run.step)
+    if not log_path.exists(): write_text(log_path, "step,loss,lr,seconds\n")
     _train_loop(run, cache, bank, out, text_encoder_dir, log_path, progress, time_limit_min, checkpoint_min)
     if run.step < cfg.steps: return out / "checkpoint"
-    final = out / "teacher.tmp"
-    if final.exists(): shutil.rmtree(final)
-    save_teacher(final, run.ema, run.scheduler, text_encoder_dir, cfg=cfg); _replace_dir(final, out / "teacher")
+    with atomic_dir(out / "teacher") as tmp: save_teacher(tmp, run.ema, run.scheduler, text_encoder_dir, cfg=cfg)
     return out / "teacher"
 
 # %% ../../nbs/22_teacher.ipynb #dbcf356d
-def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir, log_path: Path, progress: bool, time_limit_min, checkpoint_min):
+def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir, log_path: Path, progress: bool,
+                time_limit_min, checkpoint_min):
     from tqdm.auto import tqdm
     cfg, t0, t_start, avg = run.cfg, time.time() - run.seconds, time.time(), None
     t_ck = t_start
@@ -354,7 +367,9 @@ def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir
                 run.opt.step(); run.step += 1; run.update_ema(); run.seconds = time.time() - t0
                 avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
                 bar.update(1); bar.set_postfix(loss=f"{avg:.4f}")
-                if cfg.log_every and run.step % cfg.log_every == 0: log.write(f"{run.step},{loss.item():.6f},{run.lr_at(run.step - 1):.3e},{time.time() - t0:.1f}\n"); log.flush()
+                if cfg.log_every and run.step % cfg.log_every == 0:
+                    log.write(f"{run.step},{loss.item():.6f},{run.lr_at(run.step - 1):.3e},{time.time() - t0:.1f}\n")
+                    log.flush()
                 out_of_time = time_limit_min is not None and time.time() - t_start > 60 * time_limit_min
                 due = checkpoint_min is not None and time.time() - t_ck > 60 * checkpoint_min
                 if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or out_of_time or due:
@@ -379,200 +394,30 @@ def load_teacher(folder, # a teacher folder in the diffusers layout (unet/, sche
     from instant3d.text import TextEncoder
     folder = Path(folder)
     missing = [s for s in TEACHER_SUBFOLDERS if not (folder / s).is_dir()]
-    if missing: raise FileNotFoundError(f"load_teacher: {folder} lacks {missing}; expected a folder with {list(TEACHER_SUBFOLDERS)}")
-    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True, torch_dtype=dtype, **low_mem_kwargs())
+    if missing:
+        raise FileNotFoundError(f"load_teacher: {folder} lacks {missing}; expected a folder with {list(TEACHER_SUBFOLDERS)}")
+    unet = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", local_files_only=True, torch_dtype=dtype,
+                                                **low_mem_kwargs())
     sch = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True)
     enc = TextEncoder.from_pretrained(folder, local_files_only=True, device=device, dtype=dtype)
     return Teacher(unet.to(device).eval().requires_grad_(False), sch, enc)
-
-# %% ../../nbs/22_teacher.ipynb #9bab3faf
-SAMPLERS = ("ddpm", "ddim")  # ancestral DDPM first: the default of `sample` (see "Which sampler" below)
-
-def ddim_sample(eps_fn: Callable, # eps_fn(x_t [2B, 3, H, W], t [2B], cond) -> eps [2B, 3, H, W]; cond in (uncond, cond) order
-                cond, # what eps_fn needs for the 2B rows: tokens [2B, L, D] or 2B captions
-                scheduler_config, # config of the training scheduler
-                n: int, size: int, steps: int = 40, guidance_scale: float = 3.0,
-                generator: torch.Generator | None = None,
-                sampler: str = "ddim", # "ddim": deterministic DDIM (eta = 0); "ddpm": ancestral DDPM sampling on the same `steps` timesteps
-               ) -> torch.Tensor: # [n, 3, size, size] in [0, 1]
-    "Sampling with classifier-free guidance through a diffusers scheduler built from the training one: DDIM (deterministic) or DDPM (ancestral)."
-    from diffusers import DDIMScheduler, DDPMScheduler
-    if sampler not in SAMPLERS: raise ValueError(f"sampler={sampler!r}: accepted {', '.join(SAMPLERS)}")
-    assert GUIDANCE_ORDER == ("uncond", "cond")
-    sch = (DDIMScheduler if sampler == "ddim" else DDPMScheduler).from_config(scheduler_config)
-    sch.set_timesteps(steps)
-    x = torch.randn((n, 3, size, size), generator=generator) * sch.init_noise_sigma
-    for t in sch.timesteps:
-        e_u, e_c = eps_fn(torch.cat([x, x]), t.repeat(2 * n), cond).chunk(2)
-        kw = dict(use_clipped_model_output=True) if sampler == "ddim" else dict(generator=generator)  # DDIM: see "Which sampler"
-        x = sch.step(guide(e_u, e_c, guidance_scale), t, x, **kw).prev_sample
-    return from_unet(x)
-
-# %% ../../nbs/22_teacher.ipynb #3e8b42b9
-def sample(teacher: Teacher, prompts: list[str], # P prompts
-           n: int = 1, # samples per prompt
-           steps: int = 40, # sampling steps
-           guidance_scale: float = 3.0, # classifier-free guidance scale
-           seed: int = 0, batch_size: int = 128, progress: bool = False,
-           sampler: str = "ddpm", # "ddpm" (ancestral) or "ddim" (deterministic): see "Which sampler" below
-          ) -> torch.Tensor: # [P * n, 3, H, W] in [0, 1], prompt-major (the n samples of prompt 0 first)
-    "Samples of the learned teacher."
-    from tqdm.auto import tqdm
-    if isinstance(prompts, str): prompts = [prompts]
-    if not (isinstance(n, int) and n >= 1 and isinstance(steps, int) and steps >= 1):
-        raise ValueError(f"sample: n={n!r} and steps={steps!r} must be ints >= 1")
-    rows = [p for p in prompts for _ in range(n)]
-    u = teacher.unet
-    null = teacher.text_encoder.encode([""], allow_empty=True).tokens.to(u.dtype)
-    g, out = torch.Generator().manual_seed(seed), []
-    eps_fn = lambda x, t, c: u(x.to(u.dtype), t, encoder_hidden_states=c).sample.float()
-    for i in tqdm(range(0, len(rows), batch_size), desc="sample", disable=not progress):
-        chunk = rows[i:i + batch_size]
-        cond = teacher.text_encoder.encode(chunk).tokens.to(u.dtype)
-        with torch.no_grad():
-            out.append(ddim_sample(eps_fn, torch.cat([null.expand(len(chunk), -1, -1), cond]), teacher.scheduler.config,
-                                   len(chunk), u.config.sample_size, steps, guidance_scale, g, sampler))
-    return torch.cat(out)
-
-# %% ../../nbs/22_teacher.ipynb #1f6e8908
-class EmpiricalSet(dict):
-    "caption -> uint8 renders [M, 3, H, W] (the finite data set of the closed-form teacher)."
-
-def empirical_set(world: WorldConfig, plain_prompts: list[str], per_prompt: int = 128, seed: int = 0,
-                  background: str = "white", max_uncond: int = 4096) -> EmpiricalSet:
-    "Render `per_prompt` random views of each prompt; file them by plain and view-suffixed caption."
-    g, s = torch.Generator().manual_seed(seed), EmpiricalSet()
-    for p in plain_prompts:
-        cams = sample_cameras(world.camera, per_prompt, g)
-        img = (render_scenes(p, cams, background=background, cfg=world)["rgb"] * 255).round().to(torch.uint8)
-        views = view_labels(cams.azimuth_deg, cams.elevation_deg, world.camera.front_half_width_deg, world.camera.overhead_elevation_deg)
-        s[p] = img
-        for v in set(views): s[p + VIEW_SUFFIXES[v]] = img[torch.tensor([x == v for x in views])]
-    everything = torch.cat([s[p] for p in plain_prompts])
-    s[""] = everything[torch.randperm(len(everything), generator=g)[:max_uncond]]
-    return s
-
-# %% ../../nbs/22_teacher.ipynb #4eaa8465
-def closed_form_denoiser(x_t: torch.Tensor, # [B, 3, H, W] noisy images, UNet range
-                         t: torch.Tensor, # [B] timesteps
-                         captions: list[str], # B captions, keys of `cache`
-                         cache: EmpiricalSet, # caption -> renders
-                         scheduler, # the training scheduler (for abar)
-                        ) -> torch.Tensor: # [B, 3, H, W] eps, as the UNet predicts it
-    "The optimal (posterior-mean) denoiser of each caption's empirical set, as an epsilon prediction."
-    missing = sorted({c for c in captions if c not in cache or len(cache[c]) == 0})
-    if missing: raise ValueError(f"closed_form_denoiser: no renders for captions {missing[:3]}{'...' if len(missing) > 3 else ''}")
-    abar = scheduler.alphas_cumprod.to(x_t)[t.long()].view(-1, 1)
-    eps = torch.empty_like(x_t)
-    for c in dict.fromkeys(captions):
-        rows = torch.tensor([i for i, k in enumerate(captions) if k == c])
-        xi = to_unet(cache[c].float() / 255).flatten(1)  # [M, 3HW]
-        xt, a = x_t[rows].flatten(1), abar[rows]
-        d2 = (xt.square().sum(1, keepdim=True) - 2 * a.sqrt() * xt @ xi.T + a * xi.square().sum(1))  # [b, M]
-        w = torch.softmax(-d2 / (2 * (1 - a)), dim=1)
-        x0 = w @ xi
-        eps[rows] = ((xt - a.sqrt() * x0) / (1 - a).sqrt()).view(-1, *x_t.shape[1:])
-    return eps
-
-# %% ../../nbs/22_teacher.ipynb #fdcd1840
-def sample_closed_form(cache: EmpiricalSet, scheduler, prompts: list[str], n: int = 1, steps: int = 40, guidance_scale: float = 3.0,
-                       seed: int = 0, size: int = 32) -> torch.Tensor: # [P * n, 3, size, size] in [0, 1], prompt-major
-    "Deterministic DDIM samples of the closed-form teacher (same guidance as `sample`; the exact denoiser needs no ancestral noise)."
-    rows = [p for p in prompts for _ in range(n)]
-    eps_fn = lambda x, t, caps: closed_form_denoiser(x, t, caps, cache, scheduler)
-    return ddim_sample(eps_fn, [""] * len(rows) + rows, scheduler.config, len(rows), size, steps, guidance_scale,
-                       torch.Generator().manual_seed(seed))
-
-# %% ../../nbs/22_teacher.ipynb #b69a1b71
-def cameras_with_view(world: WorldConfig, view: str, n: int, generator: torch.Generator):
-    "n cameras of the world's distribution whose view label is `view` (rejection sampling)."
-    if view not in VIEW_NAMES: raise ValueError(f"view={view!r}: expected one of {VIEW_NAMES}")
-    keep, got = [], 0
-    while got < n:
-        c = sample_cameras(world.camera, 8 * n, generator)
-        ok = torch.tensor([v == view for v in view_labels(c.azimuth_deg, c.elevation_deg, world.camera.front_half_width_deg,
-                                                           world.camera.overhead_elevation_deg)])
-        keep.append(c[ok.nonzero()[:, 0]]); got += int(ok.sum())
-    cams = keep[0] if len(keep) == 1 else type(keep[0])(*(torch.cat([getattr(k, f) for k in keep]) for f in ("c2w", "azimuth_deg", "elevation_deg", "radius", "fovy_deg")))
-    return cams[torch.arange(n)]
-
-# %% ../../nbs/22_teacher.ipynb #ebba3e2c
-def view_accuracy(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3, H, W] in [0, 1] each
-                 ) -> float: # share of images showing the asked view: front -> nose visible, back -> nose hidden
-    "View-suffix accuracy from the front-feature detector of the world."
-    return torch.cat([front_feature_visible(front_images)[0], ~front_feature_visible(back_images)[0]]).float().mean().item()
-
-def _subset(items: list, k: int | None, g: torch.Generator) -> list:
-    if k is None or k >= len(items): return list(items)
-    return [items[i] for i in sorted(torch.randperm(len(items), generator=g)[:k].tolist())]
-
-# %% ../../nbs/22_teacher.ipynb #1dc08a1e
-def evaluate_teacher(folder, # teacher folder (diffusers layout)
-                     clip_folder, # mini CLIP folder (`instant3d.mini.clip.MiniClip.from_pretrained`)
-                     seed: int = 0, # sampling noise, prompt subsets and ground-truth cameras
-                     n_per_prompt: int = 1, # samples per test prompt for CLIP-RP
-                     max_prompts: int | None = None, # None = every test prompt; else a seeded subset (for quick checks)
-                     n_view_prompts: int = 64, # test prompts asked ", front view" and ", back view"
-                     steps: int = 40, guidance_scale: float = 3.0, batch_size: int = 128, progress: bool = True,
-                     sampler: str = "ddpm", # "ddpm" (ancestral) or "ddim" (deterministic)
-                     world: WorldConfig | None = None, # None: the teacher's teacher_config.json, else WorldConfig.mini()
-                    ) -> dict:
-    "The teacher's bar figures: CLIP-RP of samples, its ratio to the ground-truth ceiling, view accuracy."
-    from instant3d.mini.clip import MiniClip
-    t0, g = time.time(), torch.Generator().manual_seed(seed)
-    cfg_path = Path(folder) / "teacher_config.json"
-    if world is None: world = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())).world if cfg_path.exists() else WorldConfig.mini()
-    teacher, clip = load_teacher(folder), MiniClip.from_pretrained(clip_folder)
-    every = world_prompts(world)
-    test = _subset(world_prompts(world, "test"), max_prompts, g)
-    true = torch.tensor([every.index(p) for p in test for _ in range(n_per_prompt)])
-    kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, sampler=sampler)
-    imgs = sample(teacher, test, n_per_prompt, seed=seed, **kw)
-    gt = render_scenes([p for p in test for _ in range(n_per_prompt)], sample_cameras(world.camera, len(true), g), cfg=world)["rgb"]
-    bank = clip.text_bank(every)
-    with torch.no_grad(): rp, rp_gt = clip.clip_rp(imgs, true, bank).mean().item(), clip.clip_rp(gt, true, bank).mean().item()
-    vp = _subset(world_prompts(world, "test"), n_view_prompts, g)
-    front = sample(teacher, [p + VIEW_SUFFIXES["front"] for p in vp], seed=seed + 1, **kw)
-    back = sample(teacher, [p + VIEW_SUFFIXES["back"] for p in vp], seed=seed + 2, **kw)
-    gt_f, gt_b = (render_scenes(vp, cameras_with_view(world, v, len(vp), g), cfg=world)["rgb"] for v in ("front", "back"))
-    return dict(teacher_clip_rp=rp, gt_clip_rp=rp_gt, teacher_clip_rp_ratio=rp / rp_gt, teacher_view_accuracy=view_accuracy(front, back),
-                gt_view_accuracy=view_accuracy(gt_f, gt_b), n_prompts=len(test), n_per_prompt=n_per_prompt, n_view_prompts=len(vp),
-                steps=steps, guidance_scale=guidance_scale, sampler=sampler, seed=seed, logit_scale=clip.logit_scale, seconds=round(time.time() - t0, 1))
 
 # %% ../../nbs/22_teacher.ipynb #4f921477
 def run_train_teacher(args) -> Path:
     "Run `train_teacher` from parsed `add_train_teacher_args` options; on --resume the stored config is used."
     out = Path(args.out)
-    if args.resume and (out / "config.json").exists(): cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
+    if args.resume and (out / "config.json").exists():
+        cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
     else: cfg = TeacherConfig.tiny() if args.preset == "tiny" else TeacherConfig.mini()
-    over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight), ("threads", args.threads),
-                              ("init_from", args.init_from)) if v is not None}
-    if args.resume and set(over) - {"steps", "threads"}: raise ValueError(f"--resume takes the stored recipe; only --steps and --threads may be given, not {sorted(set(over) - {'steps', 'threads'})}")
+    given = (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight),
+             ("threads", args.threads), ("init_from", args.init_from))
+    over = {k: v for k, v in given if v is not None}
+    if args.resume and set(over) - {"steps", "threads"}:
+        raise ValueError(f"--resume takes the stored recipe; only --steps and --threads may be given, "
+                         f"not {sorted(set(over) - {'steps', 'threads'})}")
     if over: cfg = dataclasses.replace(cfg, **over)
     import signal, threading
     def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` checkpoints too
-    return train_teacher(cfg, args.text_encoder, out, resume=args.resume, progress=not args.no_progress, time_limit_min=args.time_limit_min)
-
-# %% ../../nbs/22_teacher.ipynb #23466960
-def view_caption_gap(teacher: Teacher, world: WorldConfig,
-                     n_prompts: int = 64, # test prompts (seeded subset)
-                     timesteps: tuple[int, ...] = (100, 300, 500, 700), # noise levels probed
-                     seed: int = 0,
-                    ) -> list[dict]: # one row per (image view, t): MSE under each caption and the relative gap
-    "Noise-prediction error on front and back ground-truth renders under each view caption of the same prompt (and, for scale, another prompt)."
-    g = torch.Generator().manual_seed(seed)
-    vp = _subset(world_prompts(world, "test"), n_prompts, g)
-    u, sch = teacher.unet, teacher.scheduler
-    caps = {v: [p + VIEW_SUFFIXES[v] for p in vp] for v in ("front", "side", "back")} | {"plain": vp, "other_prompt": vp[1:] + vp[:1]}
-    emb = {k: teacher.text_encoder.encode(c).tokens.to(u.dtype) for k, c in caps.items()}
-    rows = []
-    for view, other in (("front", "back"), ("back", "front")):
-        x0 = to_unet(render_scenes(vp, cameras_with_view(world, view, len(vp), g), cfg=world)["rgb"])
-        for t in timesteps:
-            ts = torch.full((len(vp),), int(t)); eps = torch.randn(x0.shape, generator=g)
-            xt = sch.add_noise(x0, eps, ts)
-            with torch.no_grad(): mse = {k: ((u(xt.to(u.dtype), ts, encoder_hidden_states=e).sample.float() - eps) ** 2).mean().item() for k, e in emb.items()}
-            rows.append(dict(image_view=view, t=int(t), **{f"mse_{k}": v for k, v in mse.items()}, gap=(mse[other] - mse[view]) / mse[view],
-                             prompt_gap=(mse["other_prompt"] - mse["plain"]) / mse["plain"]))
-    return rows
+    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` too
+    return train_teacher(cfg, args.text_encoder, out, resume=args.resume, progress=not args.no_progress,
+                         time_limit_min=args.time_limit_min)
