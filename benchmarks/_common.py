@@ -14,11 +14,10 @@ def generate_cli(prompt: str = "a red cube wearing a blue hat") -> tuple[float, 
         return wall, json.loads((Path(d) / "metadata.json").read_text())
 
 def write_atomic(path, text: str):
-    "Write `text` to a temporary file beside `path` (mode 644), then rename it into place."
+    "Write `text` to `path` through the package's atomic writer (creating the folder)."
+    from instant3d.files import write_text
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: f.write(text)
-    os.chmod(tmp, 0o644); os.replace(tmp, path)
+    write_text(path, text)
 
 def replace_section(block: str, start: str, end: str, heading: str):
     "Put `block` (which begins with `start` and ends with `end`) into BENCHMARKS.md: in place of the old one, else after `heading`."

@@ -14,6 +14,7 @@ import argparse, json, os, platform, subprocess, sys, threading, time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+from instant3d.files import write_text as write_atomic  # the package's one atomic writer
 
 def rss_mb():
     with open("/proc/self/status") as f:
@@ -122,7 +123,7 @@ def main():
             print(f"{name:18s} {dtype:5s} median {res['median_s']*1000:9.1f} ms   min {res['min_s']*1000:9.1f} ms   peak +{res['peak_mem_mb']:.0f} MB")
     out = Path(a.out or ROOT / "benchmarks" / "results" / f"generator_{a.device}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".json.tmp"); tmp.write_text(json.dumps(results, indent=1)); os.replace(tmp, out)
+    write_atomic(out, json.dumps(results, indent=1))
     print(f"wrote {out.relative_to(ROOT)}")
     if not a.quick: update_benchmarks_md(results, " ".join(["python benchmarks/bench_generator.py"] + sys.argv[1:]))
 
@@ -150,7 +151,7 @@ def update_benchmarks_md(results, command):
     start, end = f"<!-- generator:{dev} start -->", f"<!-- generator:{dev} end -->"
     if start in text: text = text[:text.index(start)] + block + text[text.index(end) + len(end):]
     else: text = text.rstrip() + "\n\n" + block + "\n"
-    tmp = md.with_suffix(".md.tmp"); tmp.write_text(text); os.replace(tmp, md)
+    write_atomic(md, text)
     print(f"updated BENCHMARKS.md ({dev})")
 
 if __name__ == "__main__": main()

@@ -39,7 +39,8 @@ def bench_cli() -> dict:
 
 def bench_train(steps: int) -> dict:
     from dataclasses import replace
-    from instant3d.train import train_preset, Trainer
+    from instant3d.train_config import train_preset
+    from instant3d.train import Trainer
     cfg = replace(train_preset("mini"), checkpoint_every=0, preview_every=0, eval_every=0)
     with tempfile.TemporaryDirectory() as d:
         t = Trainer(cfg, d)

@@ -15,7 +15,8 @@ START, END = "<!-- parallel:cpu start -->", "<!-- parallel:cpu end -->"
 WORKER = r'''
 import json, sys, tempfile, time, torch
 from dataclasses import replace
-from instant3d.train import train_preset, Trainer
+from instant3d.train_config import train_preset
+from instant3d.train import Trainer
 cfg = replace(train_preset("mini"), checkpoint_every=0, preview_every=0, eval_every=0)
 with tempfile.TemporaryDirectory() as d:
     t = Trainer(cfg, d)

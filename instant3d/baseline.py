@@ -4,21 +4,24 @@
 
 # %% ../nbs/52_baseline.ipynb #4f2cbde2
 from __future__ import annotations
-import json, math, time
+import math, time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import SimpleNamespace
 import numpy as np
 import torch
 from torch import nn
+from .files import atomic_write, write_json, write_text
 from .conventions import config_to_dict
 from .cameras import four_views
 from .field import TriplaneField
 from .generator import Instant3DConfig
 from .render import render
 from .text import TextEncoder
-from .train import (TRAIN_PRESETS, TrainConfig, Trainer, DistInfo, PromptBank, train_preset, apply_overrides,
-                             evaluate_clip_rp, write_json, _load_guidance, _load_clip)
+from .perp_neg import PerpNegCache
+from .train_config import TRAIN_PRESETS, TrainConfig, train_preset, apply_overrides, prompt_split
+from .train import Trainer, DistInfo, PromptBank, _load_guidance, _load_clip
+from .evaluate import evaluate_clip_rp, world_ground_truth
 
 # %% auto #0
 __all__ = ['METRIC_FIELDS', 'BaselineConfig', 'baseline_preset', 'PromptObject', 'prompt_seed', 'PromptTrainer', 'PromptObjects',
@@ -30,16 +33,21 @@ def _check_baseline_config(c):
     "Raise `ValueError` naming the first bad field of a `BaselineConfig`."
     for n in ("views_pp", "views_per_step"):
         v = getattr(c, n)
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1: raise ValueError(f"BaselineConfig.{n} must be an int >= 1, got {v!r}")
-    if not (isinstance(c.lr, (int, float)) and c.lr > 0): raise ValueError(f"BaselineConfig.lr must be > 0, got {c.lr!r}")
-    if not (isinstance(c.init_std, (int, float)) and c.init_std >= 0): raise ValueError(f"BaselineConfig.init_std must be >= 0, got {c.init_std!r}")
-    if not isinstance(c.train, TrainConfig): raise ValueError(f"BaselineConfig.train must be a TrainConfig, got {type(c.train).__name__}")
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"BaselineConfig.{n} must be an int >= 1, got {v!r}")
+    if not (isinstance(c.lr, (int, float)) and c.lr > 0):
+        raise ValueError(f"BaselineConfig.lr must be > 0, got {c.lr!r}")
+    if not (isinstance(c.init_std, (int, float)) and c.init_std >= 0):
+        raise ValueError(f"BaselineConfig.init_std must be >= 0, got {c.init_std!r}")
+    if not isinstance(c.train, TrainConfig):
+        raise ValueError(f"BaselineConfig.train must be a TrainConfig, got {type(c.train).__name__}")
 
 @dataclass(frozen=True)
 class BaselineConfig:
     "Per-prompt SDS optimisation (DreamFusion style); everything but the 3D representation comes from `train`."
-    train: TrainConfig = field(default_factory=lambda: train_preset("mini"))  # teacher, SDS, Perp-Neg, CLIP loss, cameras, renderer, alpha schedule, Adam betas/eps, seed
-    views_pp: int = 1000  # rendered views per prompt, the x axis of paper Fig. 10; steps = ceil(views_pp / views_per_step)
+    # teacher, SDS, Perp-Neg, CLIP loss, cameras, renderer, alpha schedule, Adam betas/eps, seed
+    train: TrainConfig = field(default_factory=lambda: train_preset("mini"))
+    views_pp: int = 1000  # rendered views per prompt (x axis of paper Fig. 10); steps = ceil(views_pp / views_per_step)
     views_per_step: int = 4  # views of the one prompt per optimiser step (ours; DreamFusion renders one per step)
     lr: float = 1e-2  # Adam lr of the free triplane and its field MLP (ours)
     init_std: float = 0.1  # std of the initial triplane features (ours); the field's density blob shapes the start
@@ -50,7 +58,8 @@ class BaselineConfig:
 
 def baseline_preset(name: str) -> BaselineConfig:
     "The per-prompt baseline beside the training preset `name` (mini, animals, portraits, dailylife)."
-    return BaselineConfig(train=train_preset(name), views_pp=1000 if name == "mini" else 10_000)  # paper Fig. 10: per-prompt methods at 10,000+ Views-PP
+    # paper Fig. 10: the per-prompt methods at 10,000+ Views-PP
+    return BaselineConfig(train=train_preset(name), views_pp=1000 if name == "mini" else 10_000)
 
 # %% ../nbs/52_baseline.ipynb #35ceef51
 class PromptObject(nn.Module):
@@ -80,20 +89,22 @@ def prompt_seed(seed: int, index: int) -> int:
 class PromptTrainer(Trainer):
     "`Trainer.train_step` (SDS, Perp-Neg, CLIP loss, alpha schedule, Adam) on one `PromptObject` for one prompt."
     def __init__(self, cfg: BaselineConfig, prompt: str, index: int, guidance, clip, gen_text, device: str = "cpu"):
-        from instant3d.perp_neg import PerpNegCache
-        tc = replace(cfg.train, batch_size=cfg.views_per_step, steps=cfg.steps, lr=cfg.lr, ema_decay=0.0, seed=prompt_seed(cfg.train.seed, index),
-                     eval_every=0, preview_every=0, checkpoint_every=0)
+        tc = replace(cfg.train, batch_size=cfg.views_per_step, steps=cfg.steps, lr=cfg.lr, ema_decay=0.0,
+                     seed=prompt_seed(cfg.train.seed, index), eval_every=0, preview_every=0, checkpoint_every=0)
         self.cfg, self.out, self.info = tc, None, DistInfo(device=device)
         torch.manual_seed(tc.seed)
         self.model = PromptObject(tc.generator, cfg.init_std).to(device).train()
         self.ema = self.ddp = self.model
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps, weight_decay=tc.weight_decay)
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=tc.lr, betas=tc.betas, eps=tc.eps,
+                                    weight_decay=tc.weight_decay)
         self.prompts, self.split = [prompt], dict(train=[prompt], test=[], all=[prompt])
         self.guidance, self.clip = guidance, clip
         self.bank = PromptBank(self.prompts, gen_text, guidance, clip, device)
-        self.cache = PerpNegCache(1, clip.embed_dim, sim_floor=tc.perp_neg.sim_floor, device=device) if tc.perp_neg.mode == "adaptive" else None
-        self.render_cfg = replace(tc.generator.render, height=tc.render_size or tc.generator.render.height,
-                                  width=tc.render_size or tc.generator.render.width, background=tc.background or tc.generator.render.background)
+        self.cache = (PerpNegCache(1, clip.embed_dim, sim_floor=tc.perp_neg.sim_floor, device=device)
+                      if tc.perp_neg.mode == "adaptive" else None)
+        rc = tc.generator.render
+        self.render_cfg = replace(rc, height=tc.render_size or rc.height, width=tc.render_size or rc.width,
+                                  background=tc.background or rc.background)
         self.step, self.seconds, self.nonfinite, self.nonfinite_run = 0, 0.0, 0, 0
 
     def _update_ema(self): pass  # no EMA: `ema` is the object
@@ -108,12 +119,13 @@ class _IndexTokens:
         return SimpleNamespace(tokens=torch.tensor([[float(self.index[p])] for p in prompts]))
 
 class PromptObjects(nn.Module):
-    "Many `PromptObject`s behind the generator interface `evaluate_clip_rp` reads: index 'triplanes', per-object renders."
+    "Many `PromptObject`s behind the generator interface that `evaluate_clip_rp` reads: index 'triplanes', renders."
     def __init__(self, objects, config: Instant3DConfig):
         super().__init__()
         self.objects, self.config = nn.ModuleList(objects), config
 
-    def triplane(self, tokens, noise=None, generator=None) -> torch.Tensor: return tokens.reshape(-1, 1, 1, 1, 1)  # [B] indices
+    def triplane(self, tokens, noise=None, generator=None) -> torch.Tensor: # [B] object indices as "triplanes"
+        return tokens.reshape(-1, 1, 1, 1, 1)
 
     def render(self, index, cameras, **kwargs) -> dict:
         idx, parts, out = index.reshape(-1).long().cpu(), [], {}
@@ -134,7 +146,8 @@ def baseline_pipeline(objects, prompts: list[str], config: Instant3DConfig) -> S
 # %% ../nbs/52_baseline.ipynb #17457c20
 def _eval_steps(cfg: BaselineConfig, eval_at) -> list[int]:
     for v in eval_at:
-        if not (isinstance(v, (int, float)) and 0 < v <= cfg.views_pp): raise ValueError(f"eval_at: {v!r} is not a Views-PP in (0, {cfg.views_pp}]")
+        if not (isinstance(v, (int, float)) and 0 < v <= cfg.views_pp):
+            raise ValueError(f"eval_at: {v!r} is not a Views-PP in (0, {cfg.views_pp}]")
     return sorted({math.ceil(v / cfg.views_per_step) for v in eval_at} | {cfg.steps})
 
 def run_baseline(cfg: BaselineConfig, prompts: list[str],
@@ -142,13 +155,14 @@ def run_baseline(cfg: BaselineConfig, prompts: list[str],
                  all_prompts: list[str] | None = None, # softmax set of CLIP-RP; None = `prompts`
                  eval_views: int = 4, eval_seed: int = 1234, # CLIP-RP views per prompt (paper 4) and camera seed
                  ground_truth=None, # optional `evaluate_clip_rp` ceiling callable (mini world: `world_ground_truth`)
-                 guidance=None, clip=None, gen_text=None, # shared, already loaded models (loaded from cfg.train when None)
+                 guidance=None, clip=None, gen_text=None, # shared loaded models (loaded from cfg.train when None)
                  device: str | None = None, progress: bool = False,
                  log=None, # optional callable(dict) called after every step of every prompt
-                ) -> dict: # curve [rows: views_pp, step, clip_rp, top1, gt_clip_rp, seconds, per_prompt], objects, trainers, seconds
+                ) -> dict: # curve [rows: views_pp, step, clip_rp, top1, gt_clip_rp, seconds, per_prompt], objects, ...
     "Optimise one object per prompt with the trainer's SDS step; CLIP-RP on the objects along the way."
     from tqdm.auto import tqdm
-    if not prompts or len(set(prompts)) != len(prompts): raise ValueError(f"run_baseline: give distinct prompts, got {prompts!r}")
+    if not prompts or len(set(prompts)) != len(prompts):
+        raise ValueError(f"run_baseline: give distinct prompts, got {prompts!r}")
     marks, dev, tc = _eval_steps(cfg, eval_at), device or "cpu", cfg.train
     guidance = guidance if guidance is not None else _load_guidance(tc, dev)
     clip = clip if clip is not None else _load_clip(tc, dev)
@@ -163,26 +177,37 @@ def run_baseline(cfg: BaselineConfig, prompts: list[str],
             if log is not None: log(dict(row, prompt=i, step=t.step, views_pp=t.views_pp))
         train_s += time.perf_counter() - t0
         if step in marks:
-            m = evaluate_clip_rp(pipe, clip, prompts, all_prompts or prompts, views=eval_views, seed=eval_seed, ground_truth=ground_truth)
+            m = evaluate_clip_rp(pipe, clip, prompts, all_prompts or prompts, views=eval_views, seed=eval_seed,
+                                 ground_truth=ground_truth)
             curve.append(dict(views_pp=step * cfg.views_per_step, step=step, clip_rp=m["clip_rp"], top1=m["top1"],
                               gt_clip_rp=m.get("gt_clip_rp"), seconds=round(train_s, 2), per_prompt=m["per_prompt"]))
     return dict(curve=curve, objects=[t.model for t in trainers], trainers=trainers, pipe=pipe, seconds=train_s)
 
 # %% ../nbs/52_baseline.ipynb #3505b61a
-METRIC_FIELDS = ("prompt", "step", "views_pp", "loss", "sds", "clip", "alpha", "C", "w_neg", "opacity", "grad_norm", "skipped")
+METRIC_FIELDS = ("prompt", "step", "views_pp", "loss", "sds", "clip", "alpha", "C", "w_neg", "opacity", "grad_norm",
+                 "skipped")
+
+def _metrics_text(rows: list[dict]) -> str:
+    "The `metrics.csv` of logged step rows: floats to 6 digits, booleans as 0/1, missing fields empty."
+    cell = lambda v: f"{v:.6g}" if isinstance(v, float) else str(int(v) if isinstance(v, bool) else v)
+    lines = [",".join(METRIC_FIELDS)] + [",".join(cell(r.get(k, "")) for k in METRIC_FIELDS) for r in rows]
+    return "\n".join(lines) + "\n"
 
 def save_baseline(result: dict, cfg: BaselineConfig, prompts: list[str], out, size: int = 64) -> Path:
     "Write a `run_baseline` result to folder `out` (see above); returns `out`."
-    from safetensors.torch import save_file
+    from safetensors.torch import save
     from instant3d.viz import image_grid, save_png
     out = Path(out); (out / "objects").mkdir(parents=True, exist_ok=True)
-    write_json(config_to_dict(cfg), out / "config.json"); write_json(list(prompts), out / "prompts.json")
-    write_json(result["curve"], out / "curve.json")
+    write_json(out / "config.json", config_to_dict(cfg)); write_json(out / "prompts.json", list(prompts))
+    write_json(out / "curve.json", result["curve"])
     for i, o in enumerate(result["objects"]):
-        save_file({k: v.detach().contiguous().cpu() for k, v in o.state_dict().items()}, str(out / "objects" / f"{i:03d}.safetensors"))
-    cams, rc = four_views(cfg.train.generator.camera), replace(cfg.train.generator.render.for_test(), height=size, width=size)
+        state = {k: v.detach().contiguous().cpu() for k, v in o.state_dict().items()}
+        atomic_write(out / "objects" / f"{i:03d}.safetensors", save(state))  # the bytes `save_file` would write
+    cams = four_views(cfg.train.generator.camera)
+    rc = replace(cfg.train.generator.render.for_test(), height=size, width=size)
     with torch.no_grad():
-        rgb = torch.cat([o.render(cams.to(o.planes.device), cfg=rc, perturb=False, background=torch.ones(4, 3, device=o.planes.device))["rgb"].clamp(0, 1).cpu()
+        rgb = torch.cat([o.render(cams.to(o.planes.device), cfg=rc, perturb=False,
+                                  background=torch.ones(4, 3, device=o.planes.device))["rgb"].clamp(0, 1).cpu()
                          for o in result["objects"]])
     save_png(image_grid(rgb, nrow=4), out / "views.png")
     return out
@@ -196,8 +221,10 @@ def load_prompt_object(path, config: Instant3DConfig) -> PromptObject:
 def resolve_baseline_args(args) -> tuple[BaselineConfig, list[str]]:
     "(config, prompts) of parsed `add_baseline_args` options; `ValueError` naming the bad value otherwise."
     from instant3d.prompts import load_prompt_file
-    if args.preset not in TRAIN_PRESETS: raise ValueError(f"unknown --preset {args.preset!r}: accepted {', '.join(TRAIN_PRESETS)}")
-    if (args.prompts is None) == (args.prompt_file is None): raise ValueError("give the prompts with --prompts P [P ...] or --prompt-file FILE (one of the two)")
+    if args.preset not in TRAIN_PRESETS:
+        raise ValueError(f"unknown --preset {args.preset!r}: accepted {', '.join(TRAIN_PRESETS)}")
+    if (args.prompts is None) == (args.prompt_file is None):
+        raise ValueError("give the prompts with --prompts P [P ...] or --prompt-file FILE (one of the two)")
     prompts = load_prompt_file(args.prompt_file) if args.prompt_file else list(dict.fromkeys(args.prompts))
     if any(not p.strip() for p in prompts): raise ValueError("empty prompt in --prompts")
     cfg = baseline_preset(args.preset)
@@ -210,7 +237,6 @@ def resolve_baseline_args(args) -> tuple[BaselineConfig, list[str]]:
 
 def softmax_set(cfg: BaselineConfig, prompts: list[str]) -> list[str]:
     "The CLIP-RP softmax set: the preset's whole prompt set if it holds every prompt, else `prompts`."
-    from instant3d.train import prompt_split
     try: allp = prompt_split(cfg.train.prompts, cfg.train.split_seed)["all"]
     except ValueError: return list(prompts)
     return allp if set(prompts) <= set(allp) else list(prompts)
@@ -222,15 +248,14 @@ def baseline_from_args(args) -> dict:
     allp = softmax_set(cfg, prompts)
     gt = None
     if cfg.train.prompts == "mini" and set(prompts) <= set(allp) and allp is not prompts:
-        from instant3d.train import world_ground_truth
         gt = world_ground_truth(cfg.train.generator.render.test_height)
     rows = []
-    res = run_baseline(cfg, prompts, eval_at=args.eval_at or [], all_prompts=allp, ground_truth=gt, device=dev, progress=not args.no_progress, log=rows.append)
+    res = run_baseline(cfg, prompts, eval_at=args.eval_at or [], all_prompts=allp, ground_truth=gt, device=dev,
+                       progress=not args.no_progress, log=rows.append)
     out = save_baseline(res, cfg, prompts, args.out)
-    with (out / "metrics.csv").open("w") as f:
-        f.write(",".join(METRIC_FIELDS) + "\n")
-        for r in rows: f.write(",".join(f"{r.get(k, ''):.6g}" if isinstance(r.get(k), float) else str(int(r[k]) if isinstance(r.get(k), bool) else r.get(k, "")) for k in METRIC_FIELDS) + "\n")
+    write_text(out / "metrics.csv", _metrics_text(rows))
     last = res["curve"][-1]
-    return dict(out=str(out), prompts=len(prompts), views_pp=last["views_pp"], steps=cfg.steps, clip_rp=last["clip_rp"], top1=last["top1"],
-                gt_clip_rp=last["gt_clip_rp"], softmax_set=len(allp), seconds=round(res["seconds"], 1),
+    return dict(out=str(out), prompts=len(prompts), views_pp=last["views_pp"], steps=cfg.steps, clip_rp=last["clip_rp"],
+                top1=last["top1"], gt_clip_rp=last["gt_clip_rp"], softmax_set=len(allp),
+                seconds=round(res["seconds"], 1),
                 curve=[{k: r[k] for k in ("views_pp", "clip_rp", "top1", "gt_clip_rp")} for r in res["curve"]])

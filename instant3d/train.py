@@ -4,144 +4,28 @@
 
 # %% ../nbs/45_train.ipynb #aeb754b3
 from __future__ import annotations
-import copy, csv, dataclasses, hashlib, json, math, os, shutil, tempfile, time, warnings
-from dataclasses import dataclass, field, replace
+import copy, csv, hashlib, io, json, os, signal, time
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
-from .conventions import config_to_dict, config_from_dict
-from .cameras import sample_cameras, four_views
-from .scaled_sigmoid import alpha_schedule, check_alpha
-from .generator import Instant3D, Instant3DConfig, Instant3DPipeline, preset_config
-from .cameras import VIEW_SUFFIXES
+from fastcore.basics import patch
+from .files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from .conventions import config_to_dict
+from .cameras import sample_cameras, VIEW_SUFFIXES
+from .generator import Instant3D, Instant3DPipeline
 from .text import TextEncoder
-from .sds import SDSConfig
-from .perp_neg import PerpNegConfig
-from .clip_loss import ClipLossConfig
+from .perp_neg import PerpNegCache, view_mix, perp_neg_eps, adaptive_scale
+from .clip_loss import clip_loss
+# the run's config and its evaluation live in their own modules; these names stay importable from here too
+from .train_config import TRAIN_PRESETS, TrainConfig, train_preset, apply_overrides, prompt_split
+from .train_config import resolve_prompts, load_train_config, tiny_train_config
+from .evaluate import evaluate_clip_rp, silhouette_iou, white_foreground, world_ground_truth
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'VIEW_ORDER', 'METRIC_FIELDS', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split',
-           'resolve_prompts', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'TrainingDiverged',
-           'Trainer', 'warm_start_state', 'write_json', 'load_train_config', 'white_foreground', 'silhouette_iou',
-           'evaluate_clip_rp', 'world_ground_truth', 'fingerprint', 'run_training', 'tiny_train_config']
-
-# %% ../nbs/45_train.ipynb #04970324
-TRAIN_PRESETS = ("mini", "animals", "portraits", "dailylife")
-
-def _pos_int(name, v, lo=1):
-    if not isinstance(v, int) or isinstance(v, bool) or v < lo: raise ValueError(f"TrainConfig.{name} must be an int >= {lo}, got {v!r}")
-
-def _check_train_config(c):
-    for n in ("batch_size", "steps", "log_every", "max_nonfinite", "eval_views"): _pos_int(n, getattr(c, n))
-    for n in ("checkpoint_every", "preview_every", "eval_every", "eval_prompts", "seed", "split_seed"): _pos_int(n, getattr(c, n), 0)
-    if not c.lr > 0: raise ValueError(f"TrainConfig.lr must be > 0, got {c.lr!r}")
-    if not (len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas)): raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {c.betas!r}")
-    if not 0 <= c.ema_decay < 1: raise ValueError(f"TrainConfig.ema_decay must lie in [0, 1), got {c.ema_decay!r}")
-    if c.lambda_sds < 0: raise ValueError(f"TrainConfig.lambda_sds must be >= 0, got {c.lambda_sds!r}")
-    check_alpha(c.alpha_start); check_alpha(c.alpha_end)
-    if not 0 <= c.alpha_fraction <= 1: raise ValueError(f"TrainConfig.alpha_fraction must lie in [0, 1], got {c.alpha_fraction!r}")
-    if c.render_size is not None: _pos_int("render_size", c.render_size, 8)
-    if c.background not in (None, "random", "white", "black", "grey"):
-        raise ValueError(f"TrainConfig.background must be None, 'random', 'white', 'black' or 'grey', got {c.background!r}")
-    if c.grad_clip is not None and not c.grad_clip > 0: raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {c.grad_clip!r}")
-    if not c.prompts: raise ValueError("TrainConfig.prompts must name a set (mini, animals, portraits) or a text file")
-
-# %% ../nbs/45_train.ipynb #62e4ebf1
-@dataclass(frozen=True)
-class TrainConfig:
-    "A whole training run: models, losses, optimiser, schedule, logging."
-    preset: str = "animals"  # name of the preset this config came from (informative)
-    generator: Instant3DConfig = field(default_factory=Instant3DConfig.paper)  # what is trained
-    sds: SDSConfig = field(default_factory=SDSConfig.paper)  # instant3d.sds.SDSConfig: teacher, guidance scale, t range, w(t)
-    perp_neg: PerpNegConfig = field(default_factory=PerpNegConfig.paper)  # instant3d.perp_neg.PerpNegConfig: off | fixed | adaptive
-    clip: ClipLossConfig = field(default_factory=ClipLossConfig.paper)  # instant3d.clip_loss.ClipLossConfig: CLIP model (also phi of adaptive Perp-Neg, CLIP-RP) and lambda_clip
-    prompts: str = "animals"  # prompt set: mini | animals | portraits, or a text file (Daily Life: user supplied)
-    split_seed: int = 0  # 60/40 train/test split of a named set or file (the mini world has its own fixed split)
-    batch_size: int = 12  # (prompt, camera) pairs per process and step; paper: 96 over 8 GPUs
-    steps: int = 40_000  # optimiser steps; ours: ~2,000 Views-PP on the 1,890 Animals train prompts at batch 96
-    lr: float = 1e-4  # paper: Adam lr 1e-4
-    betas: tuple[float, float] = (0.9, 0.99)  # paper
-    eps: float = 1e-15  # released code (Adam eps 1e-15)
-    weight_decay: float = 0.0  # paper
-    ema_decay: float = 0.999  # EMA of the generator, saved and used (released code keeps an EMA); (1+k)/(10+k) warm-up
-    lambda_sds: float = 1.0  # SDS weight
-    alpha_start: float = 0.5  # scaled-sigmoid alpha at step 0 (paper: 0.5)
-    alpha_end: float = 1.0  # paper: annealed up to 1
-    alpha_fraction: float = 0.5  # ours: share of the run over which alpha is annealed linearly
-    render_size: int | None = None  # training render side; None = generator.render.height (paper 64)
-    background: str | None = None  # None = generator.render.background (paper: random)
-    grad_clip: float | None = None  # clip the generator's gradient norm; None = no clipping (paper silent)
-    bf16: bool = False  # bf16 autocast of the generator on CUDA
-    seed: int = 0  # model init and every draw: step generator seeded by (seed, rank, step)
-    init_from: str | None = None  # warm start: a model folder (`save_pretrained`, e.g. a run's model/) whose weights start the generator and its EMA; None = random init
-    log_every: int = 10  # steps between metric rows (CSV, TensorBoard)
-    checkpoint_every: int = 500  # steps between atomic checkpoints; 0 = only at the end and on signals
-    preview_every: int = 1000  # steps between preview grids of fixed held-out prompts; 0 = never
-    eval_every: int = 1000  # steps between CLIP-RP on a held-out subset; 0 = never
-    eval_prompts: int = 64  # held-out prompts scored at each eval
-    eval_views: int = 4  # views per prompt in CLIP-RP (paper: 4)
-    max_nonfinite: int = 20  # consecutive non-finite steps that stop the run
-
-    def __post_init__(self): _check_train_config(self)
-    def alpha_at(self, step: int) -> float: return alpha_schedule(self.steps, self.alpha_start, self.alpha_end, self.alpha_fraction)(step)
-
-# %% ../nbs/45_train.ipynb #278b785f
-def _paper_train(name: str, prompts: str, steps: int) -> TrainConfig:
-    return TrainConfig(preset=name, generator=Instant3DConfig.paper(), sds=SDSConfig.paper(), perp_neg=PerpNegConfig.paper(),
-                       clip=ClipLossConfig.paper(), prompts=prompts, steps=steps)
-
-def _mini_train() -> TrainConfig:
-    return TrainConfig(preset="mini", generator=Instant3DConfig.mini(), sds=SDSConfig.mini(), perp_neg=PerpNegConfig.mini(),
-                       clip=ClipLossConfig.mini(), prompts="mini", batch_size=8, steps=6000, lr=1e-3, render_size=32,
-                       background="white", checkpoint_every=200, preview_every=500, eval_every=500, eval_prompts=64)
-
-def train_preset(name: str) -> TrainConfig:
-    "The named training preset; `ValueError` listing the accepted names otherwise."
-    if name == "mini": return _mini_train()
-    if name == "animals": return _paper_train("animals", "animals", 40_000)
-    if name == "portraits": return _paper_train("portraits", "portraits", 8_000)  # 240 train prompts; ~3.5 h on 4 A100 in the paper
-    if name == "dailylife": return _paper_train("dailylife", "dailylife", 300_000)  # 60 h on 8 A100 in the paper
-    raise ValueError(f"unknown training preset {name!r}: accepted {', '.join(TRAIN_PRESETS)}")
-
-# %% ../nbs/45_train.ipynb #692b7481
-def _coerce(old, value: str):
-    try: v = json.loads(value)
-    except json.JSONDecodeError: v = value
-    if isinstance(old, tuple) and isinstance(v, list): v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-    if isinstance(old, float) and isinstance(v, int) and not isinstance(v, bool): v = float(v)
-    return v
-
-def apply_overrides(cfg, items: list[str]):
-    "A copy of dataclass `cfg` with `key=value` items applied (dotted keys reach nested configs)."
-    for item in items:
-        if "=" not in item: raise ValueError(f"--set {item!r}: expected key=value, e.g. sds.guidance_scale=50")
-        key, value = item.split("=", 1)
-        cfg = _set_path(cfg, key.strip().split("."), value, key)
-    return cfg
-
-def _set_path(obj, path, value, full):
-    names = [f.name for f in dataclasses.fields(obj)]
-    if path[0] not in names: raise ValueError(f"--set {full}: unknown key {path[0]!r} in {type(obj).__name__}; accepted {', '.join(names)}")
-    old = getattr(obj, path[0])
-    if len(path) > 1:
-        if not dataclasses.is_dataclass(old): raise ValueError(f"--set {full}: {path[0]!r} is not a nested config")
-        return replace(obj, **{path[0]: _set_path(old, path[1:], value, full)})
-    if dataclasses.is_dataclass(old): raise ValueError(f"--set {full}: {path[0]!r} is a whole config; set one of its fields")
-    return replace(obj, **{path[0]: _coerce(old, value)})
-
-# %% ../nbs/45_train.ipynb #ca68210a
-def prompt_split(prompts: str, split_seed: int = 0) -> dict[str, list[str]]:
-    "{'train', 'test', 'all'} prompt lists of a named set or a file (the softmax of CLIP-RP ranges over 'all')."
-    from instant3d.prompts import prompt_set, split_prompts, load_prompt_file, PROMPT_SETS
-    if prompts in PROMPT_SETS:
-        s = {k: prompt_set(prompts, k, seed=split_seed) for k in ("train", "test")}
-    elif prompts == "dailylife":
-        raise ValueError("the Daily Life set was not released: give your own prompt file with --prompts FILE (one prompt per line)")
-    else: s = split_prompts(load_prompt_file(prompts), seed=split_seed)
-    return dict(s, all=s["train"] + s["test"])
-
-def resolve_prompts(cfg: TrainConfig) -> dict[str, list[str]]: return prompt_split(cfg.prompts, cfg.split_seed)
+__all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'warm_start_state',
+           'TrainingDiverged', 'Trainer', 'fingerprint', 'run_training']
 
 # %% ../nbs/45_train.ipynb #b9369142
 def step_generator(seed: int, rank: int, step: int, device="cpu") -> torch.Generator:
@@ -155,10 +39,10 @@ VIEW_ORDER = tuple(VIEW_SUFFIXES)  # front, side, back, overhead: the V axis of 
 class PromptBank:
     "Lazily cached per-prompt embeddings: generator tokens [L, D], teacher view embeddings [V, L', D'], CLIP text [E]."
     def __init__(self, prompts: list[str], gen_text, teacher=None, clip=None, device="cpu"):
-        self.prompts, self.gen_text, self.teacher, self.clip, self.device = list(prompts), gen_text, teacher, clip, device
-        self._cache = {"gen": {}, "view": {}, "clip": {}}
+        self.prompts, self.gen_text, self.teacher, self.clip = list(prompts), gen_text, teacher, clip
+        self.device, self._cache = device, {"gen": {}, "view": {}, "clip": {}}
 
-    block = 32  # prompts are encoded in fixed index blocks, so an embedding never depends on which batch first asked for it (exact resume)
+    block = 32  # prompts are encoded in fixed index blocks: an embedding never depends on the batch (exact resume)
 
     def _get(self, kind: str, idx: torch.Tensor, encode) -> torch.Tensor:
         c = self._cache[kind]
@@ -171,13 +55,16 @@ class PromptBank:
 
     def tokens(self, idx): return self._get("gen", idx, lambda ps: self.gen_text.encode(ps).tokens)  # [B, L, D]
     def view_embeds(self, idx):  # [B, V, L', D']
-        enc = lambda ps: self.teacher.encode_prompts([p + VIEW_SUFFIXES[v] for p in ps for v in VIEW_ORDER]).unflatten(0, (len(ps), len(VIEW_ORDER)))
+        def enc(ps):
+            flat = self.teacher.encode_prompts([p + VIEW_SUFFIXES[v] for p in ps for v in VIEW_ORDER])
+            return flat.unflatten(0, (len(ps), len(VIEW_ORDER)))
         return self._get("view", idx, enc)
     def clip_text(self, idx): return self._get("clip", idx, self.clip.encode_texts)  # [B, E]
 
 # %% ../nbs/45_train.ipynb #cb401c92
 @dataclass
 class DistInfo:
+    "Where this process sits in the run: its rank, the number of processes, its local rank and device."
     rank: int = 0
     world_size: int = 1
     local_rank: int = 0
@@ -187,7 +74,7 @@ class DistInfo:
 
 def init_distributed(device: str | None = None) -> DistInfo:
     "Join the process group when launched by torchrun/accelerate; pick the device."
-    import torch.distributed as dist
+    dist = torch.distributed
     ws, rank, local = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
     if device is None: device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"): torch.cuda.set_device(torch.device(device))
@@ -198,55 +85,20 @@ def init_distributed(device: str | None = None) -> DistInfo:
 def _all_gather(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
     "Concatenate `x` of every rank along dim 0 (same shape on every rank)."
     if info.world_size == 1: return x
-    import torch.distributed as dist
     out = [torch.empty_like(x) for _ in range(info.world_size)]
-    dist.all_gather(out, x.contiguous())
+    torch.distributed.all_gather(out, x.contiguous())
     return torch.cat(out)
 
 def _all_true(flag: bool, info: DistInfo) -> bool:
     "True only when `flag` holds on every rank (so that all ranks take the same branch)."
     if info.world_size == 1: return flag
-    import torch.distributed as dist
     t = torch.tensor([0.0 if flag else 1.0], device=info.device)
-    dist.all_reduce(t)
+    torch.distributed.all_reduce(t)
     return t.item() == 0
 
-# %% ../nbs/45_train.ipynb #8a658775
-class TrainingDiverged(RuntimeError):
-    "Too many consecutive non-finite steps; the last good checkpoint is kept."
-
-class Trainer:
-    "Amortised Instant3D training on one process (or one DDP rank)."
-    def __init__(self, cfg: TrainConfig, out_dir, info: DistInfo | None = None, guidance=None, clip=None, gen_text=None):
-        from instant3d.perp_neg import PerpNegCache
-        self.cfg, self.out, self.info = cfg, Path(out_dir), info or DistInfo()
-        dev = self.info.device
-        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        self.model = Instant3D(cfg.generator).to(dev).train()
-        if cfg.init_from: self.model.load_state_dict(warm_start_state(cfg.init_from, self.model))
-        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
-        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, weight_decay=cfg.weight_decay)
-        self.ddp = self.model
-        if self.info.world_size > 1:
-            from torch.nn.parallel import DistributedDataParallel as DDP
-            self.ddp = DDP(self.model, device_ids=[self.info.local_rank] if dev.startswith("cuda") else None)
-        self.split = resolve_prompts(cfg)
-        self.prompts = self.split["train"]
-        self.guidance = guidance if guidance is not None else _load_guidance(cfg, dev)
-        self.clip = clip if clip is not None else (_load_clip(cfg, dev) if _needs_clip(cfg) else None)
-        gen_text = gen_text if gen_text is not None else TextEncoder.from_config(cfg.generator.text, device=dev)
-        self.bank = PromptBank(self.prompts, gen_text, self.guidance, self.clip, dev)
-        self.cache = PerpNegCache(len(self.prompts), self.clip.embed_dim, sim_floor=cfg.perp_neg.sim_floor, device=dev) if cfg.perp_neg.mode == "adaptive" else None
-        self.render_cfg = replace(cfg.generator.render, height=cfg.render_size or cfg.generator.render.height,
-                                  width=cfg.render_size or cfg.generator.render.width,
-                                  background=cfg.background or cfg.generator.render.background)
-        self.step, self.seconds, self.nonfinite, self.nonfinite_run = 0, 0.0, 0, 0
-
-    @property
-    def views_pp(self) -> float: return self.step * self.cfg.batch_size * self.info.world_size / len(self.prompts)
-
 # %% ../nbs/45_train.ipynb #2139d3c6
-def _needs_clip(cfg: TrainConfig) -> bool: return cfg.perp_neg.mode == "adaptive" or cfg.clip.weight > 0 or cfg.eval_every > 0
+def _needs_clip(cfg: TrainConfig) -> bool:
+    return cfg.perp_neg.mode == "adaptive" or cfg.clip.weight > 0 or cfg.eval_every > 0
 
 def _load_guidance(cfg: TrainConfig, device):
     from instant3d.sds import SDSGuidance
@@ -270,40 +122,97 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
     if not w.is_file(): raise CheckpointError(f"init_from {str(path)!r} is incomplete: {WEIGHTS_NAME} is missing")
     state, own = load_file(str(w)), model.state_dict()
     bad = sorted(set(own) ^ set(state)) + sorted(k for k in own.keys() & state.keys() if own[k].shape != state[k].shape)
-    if bad: raise ValueError(f"init_from {str(path)!r} does not fit TrainConfig.generator: {len(bad)} tensors differ in name or shape, e.g. {bad[:3]}")
+    if bad:
+        raise ValueError(f"init_from {str(path)!r} does not fit TrainConfig.generator: {len(bad)} tensors differ "
+                         f"in name or shape, e.g. {bad[:3]}")
     return {k: v.to(own[k].dtype) for k, v in state.items()}
 
-# %% ../nbs/45_train.ipynb #a229b83d
-from fastcore.basics import patch
+# %% ../nbs/45_train.ipynb #8a658775
+class TrainingDiverged(RuntimeError):
+    "Too many consecutive non-finite steps; the last good checkpoint is kept."
 
+class Trainer:
+    "Amortised Instant3D training on one process (or one DDP rank)."
+    def __init__(self, cfg: TrainConfig, out_dir, info: DistInfo | None = None,
+                 guidance=None, clip=None, gen_text=None): # already loaded models (loaded from `cfg` when None)
+        self.cfg, self.out, self.info = cfg, Path(out_dir), info or DistInfo()
+        dev = self.info.device
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        self.model = Instant3D(cfg.generator).to(dev).train()
+        if cfg.init_from: self.model.load_state_dict(warm_start_state(cfg.init_from, self.model))
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.opt = torch.optim.Adam(self.model.parameters(), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps,
+                                    weight_decay=cfg.weight_decay)
+        self.ddp = self.model
+        if self.info.world_size > 1:
+            ids = [self.info.local_rank] if dev.startswith("cuda") else None
+            self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        self.split = resolve_prompts(cfg)
+        self.prompts = self.split["train"]
+        self.guidance = guidance if guidance is not None else _load_guidance(cfg, dev)
+        self.clip = clip if clip is not None else (_load_clip(cfg, dev) if _needs_clip(cfg) else None)
+        gen_text = gen_text if gen_text is not None else TextEncoder.from_config(cfg.generator.text, device=dev)
+        self.bank = PromptBank(self.prompts, gen_text, self.guidance, self.clip, dev)
+        self.cache = (PerpNegCache(len(self.prompts), self.clip.embed_dim, sim_floor=cfg.perp_neg.sim_floor, device=dev)
+                      if cfg.perp_neg.mode == "adaptive" else None)
+        rc = cfg.generator.render
+        self.render_cfg = replace(rc, height=cfg.render_size or rc.height, width=cfg.render_size or rc.width,
+                                  background=cfg.background or rc.background)
+        self.step, self.seconds, self.nonfinite, self.nonfinite_run = 0, 0.0, 0, 0
+
+    @property
+    def views_pp(self) -> float: return self.step * self.cfg.batch_size * self.info.world_size / len(self.prompts)
+
+# %% ../nbs/45_train.ipynb #a229b83d
 @patch
-def _losses(self: Trainer, g: torch.Generator) -> tuple[dict, dict]:
-    from instant3d.perp_neg import view_mix, perp_neg_eps, adaptive_scale
-    from instant3d.clip_loss import clip_loss
+def _render_batch(self: Trainer, g: torch.Generator) -> dict:
+    "Draw the step's prompts, cameras and style noise from `g`; render them at alpha_k (paper Eq. 9)."
     cfg, dev, B = self.cfg, self.info.device, self.cfg.batch_size
     idx = torch.randint(len(self.prompts), (B,), generator=g)
     cams = sample_cameras(cfg.generator.camera, B, g).to(dev)
     noise = torch.randn(B, cfg.generator.style.noise_dim, generator=g).to(dev)
     alpha = cfg.alpha_at(self.step)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cfg.bf16 and dev.startswith("cuda")):
-        out = self.ddp(self.bank.tokens(idx), cams, noise=noise, generator=g, cfg=self.render_cfg, shading="random", alpha=alpha)
+        out = self.ddp(self.bank.tokens(idx), cams, noise=noise, generator=g, cfg=self.render_cfg, shading="random",
+                       alpha=alpha)
     raw = out["rgb"].float()
-    rgb = raw + (raw.clamp(0, 1) - raw).detach()  # scaled-sigmoid albedo may exceed 1: teachers see [0, 1], gradients pass straight through
-    stats, losses, w_scale = dict(alpha=alpha), {}, None
-    feats = self.clip.encode_images(rgb) if (self.cache is not None or cfg.clip.weight > 0) else None
+    rgb = raw + (raw.clamp(0, 1) - raw).detach()  # teachers see [0, 1]; the gradient passes straight through
+    return dict(idx=idx, cams=cams, alpha=alpha, rgb=rgb, opacity=out["opacity"])
+
+# %% ../nbs/45_train.ipynb #4d5a0007
+@patch
+def _perp_neg_weights(self: Trainer, idx: torch.Tensor, # [B] prompt indices
+                      cams, # the B cameras of the renders
+                      feats: torch.Tensor | None, # [B, E] CLIP features of the renders; None without adaptive Perp-Neg
+                      stats: dict, # gets "C" (adaptive) and "w_neg", the mean summed negative weight
+                     ) -> tuple[torch.Tensor, torch.Tensor]: # view-prompt mix [B, K, V], negative weights [B, K-1]
+    "The view-prompt mix and the Perp-Neg weights of the batch; adaptive: paper Eq. 12, then the cache update, Eq. 11."
+    cfg, dev, w_scale = self.cfg, self.info.device, None
     if self.cache is not None:
         f = feats.detach()
-        C = self.cache.consistency(idx.to(dev), f, cams.azimuth_deg)
+        C = self.cache.consistency(idx.to(dev), f, cams.azimuth_deg)  # against the previous render: before the update
         self.cache.update(*(_all_gather(t, self.info) for t in (idx.to(dev), f, cams.azimuth_deg)))
         w_scale = adaptive_scale(C, cfg.perp_neg)
         stats["C"] = C.mean().item()
     mix, w_neg = view_mix(cams.azimuth_deg, cams.elevation_deg, cfg.perp_neg, w_scale)
-    embeds = torch.einsum("bkv,bvld->bkld", mix.to(dev), self.bank.view_embeds(idx))
-    combine = partial(perp_neg_eps, neg_weights=w_neg.to(dev), guidance_scale=cfg.sds.guidance_scale) if mix.shape[1] > 1 else None
     if w_neg.numel(): stats["w_neg"] = w_neg.sum(1).mean().item()
-    losses["sds"] = self.guidance.sds(rgb, embeds, combine=combine, generator=g)["loss"]
+    return mix, w_neg
+
+# %% ../nbs/45_train.ipynb #4d5a000a
+@patch
+def _losses(self: Trainer, g: torch.Generator) -> tuple[dict, dict]:
+    "The unweighted loss terms {'sds', 'clip'} of one batch drawn from `g`, and the step's statistics."
+    cfg, dev = self.cfg, self.info.device
+    r = self._render_batch(g)
+    idx, stats, losses = r["idx"], dict(alpha=r["alpha"]), {}
+    feats = self.clip.encode_images(r["rgb"]) if (self.cache is not None or cfg.clip.weight > 0) else None
+    mix, w_neg = self._perp_neg_weights(idx, r["cams"], feats, stats)
+    embeds = torch.einsum("bkv,bvld->bkld", mix.to(dev), self.bank.view_embeds(idx))
+    combine = (partial(perp_neg_eps, neg_weights=w_neg.to(dev), guidance_scale=cfg.sds.guidance_scale)
+               if mix.shape[1] > 1 else None)
+    losses["sds"] = self.guidance.sds(r["rgb"], embeds, combine=combine, generator=g)["loss"]
     if cfg.clip.weight > 0: losses["clip"] = clip_loss(feats, self.bank.clip_text(idx))
-    stats["opacity"] = out["opacity"].mean().item()
+    stats["opacity"] = r["opacity"].mean().item()
     return losses, stats
 
 # %% ../nbs/45_train.ipynb #1bf844fd
@@ -314,6 +223,7 @@ def _update_ema(self: Trainer):
         torch._foreach_lerp_(list(self.ema.parameters()), list(self.model.parameters()), 1 - d)
         for b_ema, b in zip(self.ema.buffers(), self.model.buffers()): b_ema.copy_(b)
 
+# %% ../nbs/45_train.ipynb #4d5a000f
 @patch
 def train_step(self: Trainer) -> dict:
     "One optimiser step; returns the loss terms and statistics (floats), with `skipped` True when it was non-finite."
@@ -337,25 +247,19 @@ def train_step(self: Trainer) -> dict:
     self.step += 1
     return dict({k: v.item() for k, v in losses.items()}, loss=total.item(), skipped=not ok, **stats)
 
+# %% ../nbs/45_train.ipynb #dc656179
+def fingerprint(model: torch.nn.Module) -> str:
+    "SHA-256 of every parameter's bytes: equal fingerprints = bitwise-identical weights."
+    h = hashlib.sha256()
+    for p in model.parameters(): h.update(p.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
+
 # %% ../nbs/45_train.ipynb #f227363c
-def _replace_dir(tmp: Path, final: Path):
-    old = final.with_name(f".{final.name}.old")
-    if old.exists(): shutil.rmtree(old)
-    if final.exists(): os.replace(final, old)
-    os.replace(tmp, final)
-    if old.exists(): shutil.rmtree(old)
-
-def write_json(obj, path):
-    "JSON written to a temporary file, then renamed into place."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}", suffix=".tmp")
-    with os.fdopen(fd, "w") as f: json.dump(obj, f, indent=1)
-    os.replace(tmp, path)
-
 @patch
 def state_dict(self: Trainer) -> dict:
     return dict(model=self.model.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                seconds=self.seconds, nonfinite=self.nonfinite, cache=self.cache.state_dict() if self.cache is not None else None)
+                seconds=self.seconds, nonfinite=self.nonfinite,
+                cache=self.cache.state_dict() if self.cache is not None else None)
 
 @patch
 def load_state_dict(self: Trainer, s: dict):
@@ -365,23 +269,15 @@ def load_state_dict(self: Trainer, s: dict):
 
 @patch
 def save_checkpoint(self: Trainer, name: str = "checkpoint") -> Path | None:
-    "Write `out/name` atomically (rank 0 only)."
+    "Write `out/name` as a whole (rank 0 only)."
     if not self.info.main: return None
-    final = self.out / name
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp", dir=self.out))
-    self.ema.save_pretrained(tmp / "model")
-    write_json(config_to_dict(self.cfg), tmp / "train_config.json")
-    torch.save(self.state_dict(), tmp / "train_state.pt")
-    _replace_dir(tmp, final)
-    return final
+    with atomic_dir(self.out / name) as tmp:
+        self.ema.save_pretrained(tmp / "model")
+        write_json(tmp / "train_config.json", config_to_dict(self.cfg))
+        save_torch(self.state_dict(), tmp / "train_state.pt")
+    return self.out / name
 
 # %% ../nbs/45_train.ipynb #73136e78
-def load_train_config(run_dir) -> TrainConfig:
-    "The TrainConfig stored in `run_dir` (config.json at the top of a run)."
-    p = Path(run_dir) / "config.json"
-    if not p.is_file(): raise FileNotFoundError(f"{str(run_dir)!r} has no config.json: not a training run folder")
-    return config_from_dict(TrainConfig, json.loads(p.read_text()))
-
 @patch
 def resume(self: Trainer) -> bool:
     "Load `out/checkpoint` when present; True if it was."
@@ -391,17 +287,19 @@ def resume(self: Trainer) -> bool:
     return True
 
 # %% ../nbs/45_train.ipynb #117bc439
-METRIC_FIELDS = ("step", "views_pp", "loss", "sds", "clip", "alpha", "C", "w_neg", "opacity", "grad_norm", "skipped", "steps_per_s", "seconds")
+METRIC_FIELDS = ("step", "views_pp", "loss", "sds", "clip", "alpha", "C", "w_neg", "opacity", "grad_norm", "skipped",
+                 "steps_per_s", "seconds")
 
 @patch
 def _open_logs(self: Trainer):
     self.out.mkdir(parents=True, exist_ok=True)
     path = self.out / "metrics.csv"
     if path.exists():  # drop rows past the checkpoint (they will be recomputed identically)
-        rows = [r for r in csv.DictReader(path.open()) if int(r["step"]) <= self.step]
-        with path.open("w", newline="") as f:
-            w = csv.DictWriter(f, METRIC_FIELDS); w.writeheader(); w.writerows(rows)
-    else: path.write_text(",".join(METRIC_FIELDS) + "\n")
+        with path.open(newline="") as f: rows = [r for r in csv.DictReader(f) if int(r["step"]) <= self.step]
+        buf = io.StringIO(newline="")
+        w = csv.DictWriter(buf, METRIC_FIELDS); w.writeheader(); w.writerows(rows)
+        write_text(path, buf.getvalue())
+    else: write_text(path, ",".join(METRIC_FIELDS) + "\n")
     self._csv = path.open("a", newline="")
     self._tb = None
     try:
@@ -412,71 +310,12 @@ def _open_logs(self: Trainer):
 @patch
 def _log(self: Trainer, row: dict):
     row = {k: row.get(k, "") for k in METRIC_FIELDS}
-    self._csv.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()) + "\n"); self._csv.flush()
+    self._csv.write(",".join(f"{v:.6g}" if isinstance(v, float) else str(v) for v in row.values()) + "\n")
+    self._csv.flush()
     if self._tb is not None:
         for k, v in row.items():
-            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool): self._tb.add_scalar(f"train/{k}", v, row["step"])
-
-# %% ../nbs/45_train.ipynb #039d4012
-def white_foreground(rgb: torch.Tensor, # [N, 3, H, W] in [0, 1], rendered on white
-                     threshold: float = 0.1, # a channel this far below white marks the object
-                    ) -> torch.Tensor: # [N, H, W] bool
-    "Object pixels of images rendered on a white background."
-    return (1 - rgb).amax(1) > threshold
-
-def silhouette_iou(rgb: torch.Tensor, gt: torch.Tensor, # [N, 3, H, W] in [0, 1] each, on white, same cameras
-                  ) -> torch.Tensor: # [N] intersection over union of the foregrounds (1 where both are empty)
-    "Silhouette agreement of generated and ground-truth views, read without any CLIP."
-    a, b = white_foreground(rgb), white_foreground(gt)
-    inter, union = (a & b).sum((1, 2)).float(), (a | b).sum((1, 2)).float()
-    return torch.where(union > 0, inter / union.clamp_min(1), torch.ones_like(union))
-
-# %% ../nbs/45_train.ipynb #412b6af2
-def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prompts: list[str], views: int = 4, seed: int = 0,
-                     batch: int = 16, progress: bool = False,
-                     ground_truth=None, # optional callable(prompts [N], cameras [N]) -> rgb [N, 3, H, W]: the same cameras scored as a ceiling
-                    ) -> dict:
-    "CLIP-RP and top-1 of generated renders (`views` random training-distribution cameras per prompt, seeded); per-prompt scores."
-    from tqdm.auto import tqdm
-    from instant3d.clip_loss import clip_rp
-    g = torch.Generator().manual_seed(seed)
-    bank = clip.encode_texts(all_prompts)
-    pos = {p: i for i, p in enumerate(all_prompts)}
-    missing = [p for p in prompts if p not in pos]
-    if missing: raise ValueError(f"evaluate_clip_rp: {missing[:3]} are not in the prompt set of the softmax")
-    cam_cfg, rc = pipe.config.camera, pipe.config.render.for_test()
-    rp, hit, gt, iou = [], [], [], []
-    for i in tqdm(range(0, len(prompts), batch), desc="CLIP-RP", disable=not progress):
-        chunk = prompts[i:i + batch]
-        cams = sample_cameras(cam_cfg, len(chunk) * views, g)
-        noise = torch.randn(len(chunk), pipe.config.style.noise_dim, generator=g)
-        with torch.no_grad():
-            dev = next(pipe.model.parameters()).device
-            tp = pipe.model.triplane(pipe.text_encoder.encode(chunk).tokens.to(dev), noise=noise.to(dev)).repeat_interleave(views, 0)
-            rgb = pipe.model.render(tp, cams.to(dev), cfg=rc, background=torch.ones(len(cams), 3, device=dev), perturb=False)["rgb"].clamp(0, 1)
-            emb = clip.encode_images(rgb)
-            true = torch.tensor([pos[p] for p in chunk]).repeat_interleave(views).to(emb.device)
-            p = clip_rp(emb, bank, true, clip.logit_scale).view(len(chunk), views)
-            t1 = ((emb @ bank.T).argmax(1) == true).float().view(len(chunk), views)
-            if ground_truth is not None:
-                gt_rgb = ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device)
-                gt.append(clip_rp(clip.encode_images(gt_rgb), bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
-                iou.append(silhouette_iou(rgb, gt_rgb).view(len(chunk), views).mean(1).cpu())
-        rp.append(p.mean(1).cpu()); hit.append(t1.mean(1).cpu())
-    rp, hit = torch.cat(rp), torch.cat(hit)
-    gt, iou = (torch.cat(x) if x else torch.full_like(rp, float("nan")) for x in (gt, iou))
-    out = dict(clip_rp=rp.mean().item(), top1=hit.mean().item(), n_prompts=len(prompts), views=views, seed=seed,
-               per_prompt=[dict(prompt=q, clip_rp=a, top1=b, gt_clip_rp=c, silhouette_iou=d)
-                           for q, a, b, c, d in zip(prompts, rp.tolist(), hit.tolist(), gt.tolist(), iou.tolist())])
-    if ground_truth is not None:
-        out.update(gt_clip_rp=gt.mean().item(), ratio_to_gt=rp.mean().item() / gt.mean().item(), silhouette_iou=iou.mean().item())
-    return out
-
-def world_ground_truth(size: int):
-    "The `ground_truth` callable of `evaluate_clip_rp` for the mini world: analytic renders on white at `size` pixels."
-    from instant3d.mini.world import WorldConfig, render_scenes
-    w = WorldConfig.mini()
-    return lambda ps, cams: render_scenes(ps, cams.to("cpu"), cfg=w, size=size)["rgb"].clamp(0, 1)
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool):
+                self._tb.add_scalar(f"train/{k}", v, row["step"])
 
 # %% ../nbs/45_train.ipynb #8c03e0fa
 @patch
@@ -490,42 +329,83 @@ def _preview(self: Trainer):
     pipe = Instant3DPipeline(self.bank.gen_text, self.ema)
     res = pipe(self.preview_prompts(), seed=0, height=64, width=64)
     (self.out / "previews").mkdir(exist_ok=True)
-    save_png(image_grid(res["rgb"].flatten(0, 1).clamp(0, 1).cpu(), nrow=4), self.out / "previews" / f"step_{self.step:07d}.png")
+    grid = image_grid(res["rgb"].flatten(0, 1).clamp(0, 1).cpu(), nrow=4)
+    save_png(grid, self.out / "previews" / f"step_{self.step:07d}.png")
     self.ema.eval()
 
 @patch
 def _evaluate(self: Trainer) -> dict:
     pipe = Instant3DPipeline(self.bank.gen_text, self.ema)
-    t = self.split["test"]; held_out = t[::max(1, len(t) // self.cfg.eval_prompts)][:self.cfg.eval_prompts]  # spread: neighbours share words
+    t, n = self.split["test"], self.cfg.eval_prompts
+    held_out = t[::max(1, len(t) // n)][:n]  # spread over the split: neighbours share words
     m = evaluate_clip_rp(pipe, self.clip, held_out, self.split["all"], views=self.cfg.eval_views, seed=1234)
     self.ema.eval()
     path = self.out / "eval.csv"
-    if not path.exists(): path.write_text("step,views_pp,clip_rp,top1,n_prompts\n")
-    with path.open("a") as f: f.write(f"{self.step},{self.views_pp:.2f},{m['clip_rp']:.5f},{m['top1']:.5f},{m['n_prompts']}\n")
+    if not path.exists(): write_text(path, "step,views_pp,clip_rp,top1,n_prompts\n")
+    with path.open("a") as f:
+        f.write(f"{self.step},{self.views_pp:.2f},{m['clip_rp']:.5f},{m['top1']:.5f},{m['n_prompts']}\n")
     if self._tb is not None: self._tb.add_scalar("eval/clip_rp", m["clip_rp"], self.step)
     return m
 
-# %% ../nbs/45_train.ipynb #1ab12cc8
+# %% ../nbs/45_train.ipynb #4d5a0018
 @patch
 def _periodic(self: Trainer, every: int) -> bool: return every > 0 and self.step % every == 0
 
 @patch
+def _start_run(self: Trainer):
+    "Rank 0: open the logs, write the run's `config.json` and its prompt split `split.json`."
+    if not self.info.main: return
+    from instant3d.prompts import save_split_file
+    self._open_logs()
+    write_json(self.out / "config.json", config_to_dict(self.cfg))
+    split = {k: self.split[k] for k in ("train", "test")}
+    save_split_file(split, self.out / "split.json", prompts=self.cfg.prompts, split_seed=self.cfg.split_seed)
+
+def _stop_on_signals(stop: dict) -> dict:
+    "Make SIGINT and SIGTERM set `stop['flag']` (main thread only); returns the handlers they replaced."
+    import threading
+    if threading.current_thread() is not threading.main_thread(): return {}
+    def _flag(signum, frame): stop["flag"] = True
+    return {s: signal.signal(s, _flag) for s in (signal.SIGINT, signal.SIGTERM)}
+
+# %% ../nbs/45_train.ipynb #4d5a001a
+@patch
+def _report(self: Trainer, bar, last: dict, sps: float, end: int):
+    "Rank 0, after a step: the progress bar, and the periodic metric row, preview and held-out CLIP-RP."
+    cfg = self.cfg
+    bar.update(1)
+    terms = "  ".join(f"{k} {last[k]:.4g}" for k in ("sds", "clip") if k in last)
+    bar.set_postfix_str(f"{sps:.2f} it/s  Views-PP {self.views_pp:.1f}  " + terms)
+    if self._periodic(cfg.log_every) or self.step == end:
+        self._log(dict(last, step=self.step, views_pp=self.views_pp, steps_per_s=sps, seconds=self.seconds,
+                       skipped=int(last["skipped"])))
+    if self._periodic(cfg.preview_every): self._preview()
+    if self._periodic(cfg.eval_every) and self.clip is not None: self._evaluate()
+
+@patch
+def _finish(self: Trainer):
+    "Checkpoint; after the last step also `model/` (the EMA generator and `training.json`); close the logs."
+    cfg = self.cfg
+    self.save_checkpoint()
+    if self.step >= cfg.steps and self.info.main:
+        info = dict(prompts=cfg.prompts, split_seed=cfg.split_seed, clip_model=cfg.clip.model, steps=self.step,
+                    views_pp=self.views_pp, seconds=round(self.seconds, 1), world_size=self.info.world_size,
+                    batch_size=cfg.batch_size)
+        self.ema.save_pretrained(self.out / "model", extra_files={"training.json": json.dumps(info, indent=1)})
+    if self.info.main and getattr(self, "_csv", None): self._csv.close()
+    if self.info.main and getattr(self, "_tb", None) is not None: self._tb.close()
+
+# %% ../nbs/45_train.ipynb #1ab12cc8
+@patch
 def fit(self: Trainer, max_steps: int | None = None, progress: bool = True) -> dict:
     "Train until cfg.steps (or `max_steps` more steps); returns a summary dict."
-    import signal, threading
     from tqdm.auto import tqdm
     cfg, stop = self.cfg, {"flag": False}
     end = cfg.steps if max_steps is None else min(cfg.steps, self.step + max_steps)
-    if self.info.main:
-        self._open_logs(); self.out.mkdir(parents=True, exist_ok=True)
-        write_json(config_to_dict(cfg), self.out / "config.json")
-        from instant3d.prompts import save_split_file
-        save_split_file({k: self.split[k] for k in ("train", "test")}, self.out / "split.json", prompts=cfg.prompts, split_seed=cfg.split_seed)
-    handlers = {}
-    if threading.current_thread() is threading.main_thread():
-        def _flag(signum, frame): stop["flag"] = True
-        for s in (signal.SIGINT, signal.SIGTERM): handlers[s] = signal.signal(s, _flag)
-    bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (progress and self.info.main), mininterval=2)
+    self._start_run()
+    handlers = _stop_on_signals(stop)
+    bar = tqdm(total=cfg.steps, initial=self.step, desc="train", disable=not (progress and self.info.main),
+               mininterval=2)
     t0, s0, last, base = time.time(), self.step, {}, self.seconds
     try:
         while self.step < end:
@@ -533,75 +413,45 @@ def fit(self: Trainer, max_steps: int | None = None, progress: bool = True) -> d
             last = self.train_step()
             self.seconds = base + time.time() - t0
             if self.nonfinite_run >= cfg.max_nonfinite:
-                raise TrainingDiverged(f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; the last good checkpoint "
-                                       f"({self.out / 'checkpoint'}) is intact: lower the learning rate or the guidance scale and --resume")
+                raise TrainingDiverged(f"{self.nonfinite_run} non-finite steps in a row at step {self.step}; the last "
+                                       f"good checkpoint ({self.out / 'checkpoint'}) is intact: lower the learning rate "
+                                       "or the guidance scale and --resume")
             sps = (self.step - s0) / max(time.time() - t0, 1e-9)
-            if self.info.main:
-                bar.update(1)
-                bar.set_postfix_str(f"{sps:.2f} it/s  Views-PP {self.views_pp:.1f}  " + "  ".join(f"{k} {last[k]:.4g}" for k in ("sds", "clip") if k in last))
-                if self._periodic(cfg.log_every) or self.step == end:
-                    self._log(dict(last, step=self.step, views_pp=self.views_pp, steps_per_s=sps, seconds=self.seconds, skipped=int(last["skipped"])))
-                if self._periodic(cfg.preview_every): self._preview()
-                if self._periodic(cfg.eval_every) and self.clip is not None: self._evaluate()
-            if self._periodic(cfg.checkpoint_every) and self.nonfinite_run == 0: self.save_checkpoint()  # never checkpoint inside a non-finite streak
+            if self.info.main: self._report(bar, last, sps, end)
+            if self._periodic(cfg.checkpoint_every) and self.nonfinite_run == 0:
+                self.save_checkpoint()  # never inside a non-finite streak
     finally:
         bar.close()
         for s, h in handlers.items(): signal.signal(s, h)
-    self.save_checkpoint()
-    if self.step >= cfg.steps and self.info.main:
-        tmp = Path(tempfile.mkdtemp(prefix=".model.tmp", dir=self.out))
-        self.ema.save_pretrained(tmp)
-        save_extra = dict(prompts=cfg.prompts, split_seed=cfg.split_seed, clip_model=cfg.clip.model, steps=self.step, views_pp=self.views_pp,
-                          seconds=round(self.seconds, 1), world_size=self.info.world_size, batch_size=cfg.batch_size)
-        write_json(save_extra, tmp / "training.json")
-        _replace_dir(tmp, self.out / "model")
-    if self.info.main and getattr(self, "_csv", None): self._csv.close()
-    if self.info.main and getattr(self, "_tb", None) is not None: self._tb.close()
+    self._finish()
     return dict(step=self.step, views_pp=self.views_pp, nonfinite=self.nonfinite, stopped=self.step < end, last=last)
 
-# %% ../nbs/45_train.ipynb #dc656179
-def fingerprint(model: torch.nn.Module) -> str:
-    "SHA-256 of every parameter's bytes: equal fingerprints = bitwise-identical weights."
-    h = hashlib.sha256()
-    for p in model.parameters(): h.update(p.detach().float().cpu().numpy().tobytes())
-    return h.hexdigest()
-
 # %% ../nbs/45_train.ipynb #6a280ca5
+def _check_resume(cfg: TrainConfig, out: Path, info: DistInfo):
+    "`ValueError` / `FileNotFoundError` unless `out` holds a run of `cfg` (steps aside) and a checkpoint."
+    if info.main: recover_dir(out / "checkpoint")  # a kill during the swap of a checkpoint left it aside
+    if info.world_size > 1: torch.distributed.barrier()
+    stored = load_train_config(out)
+    if replace(stored, steps=cfg.steps) != replace(cfg, steps=cfg.steps):
+        raise ValueError(f"--resume: the config differs from the one stored in {str(out / 'config.json')!r} "
+                         "(only the number of steps may change)")
+    if not (out / "checkpoint" / "train_state.pt").is_file():
+        raise FileNotFoundError(f"--resume: {str(out)!r} has no checkpoint/ to continue from")
+
 def run_training(cfg: TrainConfig, out_dir, resume: bool = False, max_steps: int | None = None, progress: bool = True,
                  device: str | None = None) -> dict:
     "One process of a (possibly distributed) training run; returns the summary of `Trainer.fit`."
     info = init_distributed(device)
     out = Path(out_dir)
-    if resume:
-        stored = load_train_config(out)
-        if replace(stored, steps=cfg.steps) != replace(cfg, steps=cfg.steps):
-            raise ValueError(f"--resume: the config differs from the one stored in {str(out / 'config.json')!r} (only the number of steps may change)")
-        if not (out / "checkpoint" / "train_state.pt").is_file(): raise FileNotFoundError(f"--resume: {str(out)!r} has no checkpoint/ to continue from")
+    if resume: _check_resume(cfg, out, info)
     trainer = Trainer(cfg, out, info)
     if resume: trainer.resume()
     summary = trainer.fit(max_steps=max_steps, progress=progress)
     fp = fingerprint(trainer.model)
     if info.world_size > 1:
-        import torch.distributed as dist
         fps = [None] * info.world_size
-        dist.all_gather_object(fps, dict(rank=info.rank, fingerprint=fp, loss=summary["last"].get("loss")))
-        if info.main: write_json(fps, out / "ranks.json")
-        dist.barrier()
+        torch.distributed.all_gather_object(fps, dict(rank=info.rank, fingerprint=fp, loss=summary["last"].get("loss")))
+        if info.main: write_json(out / "ranks.json", fps)
+        torch.distributed.barrier()
     summary["fingerprint"] = fp
     return summary
-
-# %% ../nbs/45_train.ipynb #133fb13e
-def tiny_train_config(folder, # where the tiny random teacher is written
-                      **overrides) -> TrainConfig:
-    "A seconds-long mini-world config with a tiny random teacher in `folder` (tests, smoke runs)."
-    from instant3d.mini.teacher import TeacherConfig, build_unet, build_scheduler, save_teacher, DEFAULT_CLIP_DIR
-    folder = Path(folder)
-    if not (folder / "unet").is_dir():
-        tc = TeacherConfig.tiny(); torch.manual_seed(0)
-        save_teacher(folder, build_unet(tc), build_scheduler(tc), DEFAULT_CLIP_DIR, cfg=tc)
-    c = train_preset("mini")
-    g = c.generator
-    g = replace(g, render=replace(g.render, n_samples=8, n_importance=8, height=16, width=16, test_height=16, test_width=16))
-    c = replace(c, generator=g, sds=replace(c.sds, teacher=str(folder)), render_size=16, batch_size=2, steps=6, lr=1e-3,
-                checkpoint_every=3, preview_every=0, eval_every=0, eval_prompts=4, log_every=1)
-    return replace(c, **overrides)

@@ -1,10 +1,10 @@
 "Per-prompt baseline contracts: the trainer's step on free objects, CLI runs and errors, save/load round trip."
-import json, os, subprocess, sys
+import csv, json, os, subprocess, sys
 from dataclasses import replace
 from pathlib import Path
 import pytest, torch
 from instant3d.baseline import BaselineConfig, baseline_preset, run_baseline, save_baseline, load_prompt_object
-from instant3d.train import tiny_train_config, apply_overrides
+from instant3d.train_config import tiny_train_config, apply_overrides
 
 EXE = str(Path(sys.executable).parent / "instant3d")
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
@@ -48,6 +48,9 @@ def test_cli_baseline_tiny(tmp_path, teacher_dir):
     s = json.loads(r.stdout)
     assert s["prompts"] == 1 and s["views_pp"] == 2 and s["softmax_set"] == 1620 and 0 < s["gt_clip_rp"] <= 1  # a mini-world caption: paper protocol
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "curve.json", "metrics.csv", "objects", "prompts.json", "views.png"]
+    rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
+    assert [(r["prompt"], r["step"], r["skipped"]) for r in rows] == [("0", "1", "0")]
+    assert float(rows[0]["loss"]) == float(rows[0]["loss"])  # a number, not NaN or empty
 
 
 @pytest.mark.parametrize("args,match", [([], "--prompts"), (["--prompts", "x", "--preset", "zoo"], "zoo"), (["--prompts", "x", "--set", "bogus=1"], "bogus"),

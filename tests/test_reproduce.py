@@ -3,8 +3,8 @@ import json, os, subprocess, sys
 from dataclasses import replace
 from pathlib import Path
 import pytest
-from instant3d.reproduce import (QUICK, FULL, ReproducePlan, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world, summarise,
-                                 results_section, update_results_md, views_to_reach)
+from instant3d.plans import QUICK, FULL, ReproducePlan, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world
+from instant3d.verdicts import summarise, results_section, update_results_md, views_to_reach
 from instant3d.mini.world import parse_prompt
 
 EXE = str(Path(sys.executable).parent / "instant3d")
@@ -104,14 +104,14 @@ class _Stop(Exception): pass
 @pytest.mark.parametrize("method", ["instant3d", "baseline"])
 def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch, method):
     "A run stopped after its last saved state and started again gives the rows of an uninterrupted run."
-    from instant3d import reproduce as R
+    from instant3d import plans as P
     from instant3d.train import Trainer
-    world = R.reduced_world(QUICK.n_train, QUICK.n_test, QUICK.world_seed)
-    shared = R.load_shared(QUICK.train_config(), "cpu")
+    world = P.reduced_world(QUICK.n_train, QUICK.n_test, QUICK.world_seed)
+    shared = P.load_shared(QUICK.train_config(), "cpu")
     marks = [2, 4, 8]
     def run(partial=None):
-        if method == "baseline": return R.baseline_rows(QUICK, 0, world, shared, marks, partial=partial, save_every=1)
-        return R.run_amortised(QUICK, "full", 0, world, shared, 8, marks, partial=partial, save_every=2)
+        if method == "baseline": return P.baseline_rows(QUICK, 0, world, shared, marks, partial=partial, save_every=1)
+        return P.run_amortised(QUICK, "full", 0, world, shared, 8, marks, partial=partial, save_every=2)
     straight = run()
     partial, calls, real = tmp_path / "p.pt", [0], Trainer.train_step
     def failing(self):
@@ -133,16 +133,16 @@ def test_interrupted_run_resumes_to_the_same_rows(tmp_path, monkeypatch, method)
 def test_parallel_processes_share_a_plan(tmp_path, monkeypatch):
     "Two workers on one folder (threads here: the lock and the claims are per open file and per process): every run is trained once, rows and meta are complete."
     import threading, time
-    from instant3d import reproduce as R
+    from instant3d import plans as P, reproduce as R, run_queue as Q
     calls, lock = [], threading.Lock()
     def fake_run(*key, marks):
         with lock: calls.append(key)
         time.sleep(0.02)
         return [dict(views_pp=m, step=m, clip_rp=0.01 * m, top1=0.0, gt_clip_rp=0.9, janus=0.0, front=1.0, train_seconds=0.0, per_prompt=[dict(prompt="p", clip_rp=0.1)]) for m in marks]
-    monkeypatch.setattr(R, "load_shared", lambda cfg, device="cpu": dict(device=device))
-    monkeypatch.setattr(R, "view_feature_rates", lambda *a, **k: dict(janus=0.0, front=1.0))
-    monkeypatch.setattr(R, "run_amortised", lambda plan, v, s, w, sh, vpp, marks, **k: (fake_run("instant3d", v, s, marks=marks), [dict(step=1, views_pp=1, loss=1.0)]))
-    monkeypatch.setattr(R, "baseline_rows", lambda plan, s, w, sh, marks, **k: fake_run("baseline", "baseline", s, marks=marks))
+    monkeypatch.setattr(R, "load_shared", lambda cfg, device="cpu": dict(device=device))  # looked up where `reproduce` runs
+    monkeypatch.setattr(P, "view_feature_rates", lambda *a, **k: dict(janus=0.0, front=1.0))
+    monkeypatch.setattr(P, "run_amortised", lambda plan, v, s, w, sh, vpp, marks, **k: (fake_run("instant3d", v, s, marks=marks), [dict(step=1, views_pp=1, loss=1.0)]))
+    monkeypatch.setattr(P, "baseline_rows", lambda plan, s, w, sh, marks, **k: fake_run("baseline", "baseline", s, marks=marks))
     errors = []
     def worker():
         try: R.reproduce(QUICK, tmp_path, progress=False)
@@ -154,11 +154,11 @@ def test_parallel_processes_share_a_plan(tmp_path, monkeypatch):
     runs = plan_runs(QUICK)
     assert sorted(calls) == sorted((r["method"], r["variant"], r["seed"]) for r in runs)  # each run once
     folder = tmp_path / "quick"
-    assert R.unfinished(folder, QUICK) == [] and not list((folder / "partial").glob("*.claim"))
+    assert Q.unfinished(folder, QUICK) == [] and not list((folder / "partial").glob("*.claim"))
     meta = json.loads((folder / "meta.json").read_text())
     assert len(meta["runs"]) == len(runs)
-    assert len(R.read_rows(folder / "per_prompt.csv")) == sum(len(r["marks"]) for r in runs)
-    assert sum(r["method"] == "ground_truth" for r in R.read_rows(folder / "curves.csv")) == 1
+    assert len(P.read_rows(folder / "per_prompt.csv")) == sum(len(r["marks"]) for r in runs)
+    assert sum(r["method"] == "ground_truth" for r in P.read_rows(folder / "curves.csv")) == 1
 
 
 def test_cli_status(tmp_path):
