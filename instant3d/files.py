@@ -14,7 +14,8 @@ __all__ = ['WEIGHTS_DIR', 'current_umask', 'atomic_write', 'write_text', 'write_
            'atomic_dir']
 
 # %% ../nbs/00_files.ipynb #6fea618d
-WEIGHTS_DIR = Path(__file__).parent / "weights" if "__file__" in globals() else Path("../instant3d/weights")  # shipped models
+# the shipped models (the notebook runs from nbs/, the module from instant3d/)
+WEIGHTS_DIR = Path(__file__).parent / "weights" if "__file__" in globals() else Path("../instant3d/weights")
 
 # %% ../nbs/00_files.ipynb #384f912c
 def current_umask() -> int:
@@ -36,7 +37,8 @@ def atomic_write(path, # destination file; its folder must exist and be writable
     path = os.fspath(path)
     folder = _check_folder(path)
     try: fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=folder)
-    except OSError as e: raise PermissionError(f"cannot write {path!r}: folder {folder!r} is not writable ({e.strerror})") from e
+    except OSError as e:
+        raise PermissionError(f"cannot write {path!r}: folder {folder!r} is not writable ({e.strerror})") from e
     try:
         with os.fdopen(fd, "wb") as f:
             if callable(data): data(f)
@@ -66,7 +68,7 @@ def save_torch(obj, path) -> str:
 def _backup_name(dst: Path) -> Path: return dst.with_name(f".{dst.name}.old")
 
 def recover_dir(dst) -> bool:
-    "Finish a folder swap cut short: when `dst` is missing and its backup exists, rename the backup back. True if it did."
+    "Finish a folder swap cut short: if `dst` is missing and its backup exists, rename the backup back (True if so)."
     dst = Path(dst); old = _backup_name(dst)
     if not dst.exists() and old.is_dir():
         os.replace(old, dst); return True
