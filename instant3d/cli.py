@@ -4,12 +4,13 @@
 
 # %% ../nbs/90_cli.ipynb #2fd7ac4d
 from __future__ import annotations
-import argparse, os, sys, tempfile
+import argparse, os, re, signal, sys, tempfile
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['PRESET_NAMES', 'CLIError', 'check_preset', 'check_size', 'check_prompt', 'writable_dir', 'load_pipeline',
-           'add_train_teacher_args', 'add_baseline_args', 'add_reproduce_args', 'build_parser', 'main']
+__all__ = ['PRESET_NAMES', 'SEED_LIMIT', 'CLIError', 'check_preset', 'check_size', 'check_seed', 'check_seeds_text',
+           'check_prompt', 'writable_dir', 'load_pipeline', 'add_train_teacher_args', 'add_baseline_args',
+           'add_reproduce_args', 'build_parser', 'signal_status', 'main']
 
 # %% ../nbs/90_cli.ipynb #1eb67e5d
 class CLIError(Exception):
@@ -34,6 +35,23 @@ def check_size(v: str) -> int:
     except ValueError: n = -1
     if not 8 <= n <= 2048: raise CLIError(f"--size {v!r}: accepted an integer number of pixels in [8, 2048]", 2)
     return n
+
+SEED_LIMIT = 2**63  # torch.manual_seed takes seeds in [0, 2**63); larger ones wrap onto other seeds
+
+def check_seed(v: str) -> int:
+    "A seed in [0, 2**63) (`--seed`, `--seeds` of reproduce); `CLIError` otherwise."
+    try: n = int(v)
+    except ValueError: n = -1
+    if not 0 <= n < SEED_LIMIT: raise CLIError(f"--seed {v!r}: accepted an integer in [0, 2**63)", 2)
+    return n
+
+def check_seeds_text(text: str, max_count: int = 64) -> str:
+    "Seeds text of `generate --seeds` ('0-3', '0,2,5'): every seed below 2**63, no range over `max_count` seeds."
+    for a, b in re.findall(r"(\d+)\s*(?:-\s*(\d+))?", str(text)):
+        lo, hi = int(a), int(b or a)
+        if hi >= SEED_LIMIT: raise CLIError(f"--seeds {text!r}: accepted seeds in [0, 2**63), got {hi}", 2)
+        if hi - lo + 1 > max_count: raise CLIError(f"--seeds {text!r}: more than {max_count} seeds", 2)
+    return text
 
 def check_prompt(p: str) -> str:
     "A prompt that is not blank; `CLIError` otherwise."
@@ -75,7 +93,7 @@ def add_train_teacher_args(p):
     p.add_argument("--text-encoder", default=str(DEFAULT_CLIP_DIR),
                    help="folder with text_encoder/ and tokenizer/ (default: the shipped mini CLIP)")
     p.add_argument("--preset", default="mini", choices=("mini", "tiny"), help="TeacherConfig preset")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's)")
+    p.add_argument("--seed", type=check_seed, default=None, help="seed (default: the preset's)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimiser steps (default: the preset's; may grow on --resume)")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
@@ -104,7 +122,7 @@ def add_baseline_args(p):
     p.add_argument("--views-per-step", type=int, default=None, help="views per optimiser step (default 4)")
     p.add_argument("--eval-at", type=int, nargs="*", default=[], metavar="VIEWS_PP",
                    help="also measure CLIP-RP at these Views-PP")
-    p.add_argument("--seed", type=int, default=None, help="seed (default: the preset's, 0)")
+    p.add_argument("--seed", type=check_seed, default=None, help="seed (default: the preset's, 0)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override BaselineConfig fields, e.g. lr=0.03 train.sds.guidance_scale=50")
     p.add_argument("--out", default="runs/baseline", help="run folder (default runs/baseline)")
@@ -123,7 +141,7 @@ def add_reproduce_args(p):
     p.add_argument("--out", default="results", help="results folder (default results); rows go to OUT/<plan>/")
     p.add_argument("--results-md", default="RESULTS.md",
                    help="markdown file whose plan section is rewritten (default RESULTS.md)")
-    p.add_argument("--seeds", type=int, nargs="+", default=None, help="seeds (default 0 1 2)")
+    p.add_argument("--seeds", type=check_seed, nargs="+", default=None, help="seeds (default 0 1 2)")
     p.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE", help="training-config overrides for every run")
     p.add_argument("--fresh", action="store_true", help="discard earlier rows of this plan")
     p.add_argument("--dry-run", action="store_true", help="print the runs and step counts; train nothing")
@@ -150,7 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompts", default=None, help="a file with one prompt per line: one folder per prompt under --out")
     g.add_argument("--checkpoint", default=None, help="checkpoint folder (default: the shipped mini model)")
     g.add_argument("--preset", type=check_preset, default=None, help="paper | official | mini (default: mini)")
-    g.add_argument("--seed", type=int, default=None,
+    g.add_argument("--seed", type=check_seed, default=None,
                    help="seed of the style noise: which of the plausible objects (default 0)")
     g.add_argument("--seeds", default=None, help="several seeds side by side, e.g. 0-3 or 0,2,5")
     g.add_argument("--size", type=check_size, default=None,
@@ -168,7 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr = sub.add_parser("prompts", help="print a prompt set, one prompt per line")
     pr.add_argument("set", help="mini | animals | portraits")
     pr.add_argument("--split", default="all", help="train | test | all (default all)")
-    pr.add_argument("--seed", type=int, default=0,
+    pr.add_argument("--seed", type=check_seed, default=0,
                     help="split seed for animals/portraits (mini has its own fixed split)")
     pr.set_defaults(func=C.cmd_prompts)
     t = sub.add_parser("train", help="train Instant3D (SDS, Perp-Neg, CLIP loss); run under torchrun for DDP")
@@ -187,9 +205,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", default=None, help="a model folder (default: the shipped mini model)")
     e.add_argument("--split", default="test", help="train | test | all (default test)")
     e.add_argument("--views", type=int, default=4, help="views per prompt (paper: 4)")
-    e.add_argument("--seed", type=int, default=0, help="cameras and style noise")
+    e.add_argument("--seed", type=check_seed, default=0, help="cameras and style noise")
     e.add_argument("--max-prompts", type=int, default=None, help="only the first N prompts of the split")
-    e.add_argument("--csv", default=None, help="per-prompt scores (default outputs/eval/SPLIT_seedN.csv)")
+    e.add_argument("--csv", default=None, help="per-prompt scores (default outputs/eval/CHECKPOINT_SPLIT_seedN.csv)")
     e.add_argument("--json", action="store_true", help="print one JSON object")
     e.set_defaults(func=C.cmd_eval)
     w = sub.add_parser("world", help="the offline mini world: ground truth, mini CLIP, mini teacher")
@@ -203,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     wc = wsub.add_parser("train-clip", help="train the mini CLIP on ground-truth renders")
     wc.add_argument("--out", required=True,
                     help="run folder: clip/, text_encoder/, tokenizer/, mini_clip.json, log.csv, checkpoint/")
-    wc.add_argument("--seed", type=int, default=None, help="seed (default: the config's, 0)")
+    wc.add_argument("--seed", type=check_seed, default=None, help="seed (default: the config's, 0)")
     wc.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     wc.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
     wc.add_argument("--no-progress", action="store_true", help="no tqdm bar")
@@ -212,7 +230,7 @@ def build_parser() -> argparse.ArgumentParser:
                                                 help="train the mini diffusion teacher on ground-truth renders"))
     wt.set_defaults(func=C.cmd_world_train_teacher)
     we = wsub.add_parser("eval", help="recompute the mini CLIP's and the teacher's figures on fresh cameras")
-    we.add_argument("--seed", type=int, default=1234,
+    we.add_argument("--seed", type=check_seed, default=1234,
                     help="cameras and sampling noise (not 0 or 1: the mini CLIP trained on those)")
     we.add_argument("--clip", default=None, help="mini CLIP folder (default: shipped)")
     we.add_argument("--teacher", default=None, help="teacher folder (default: shipped)")
@@ -233,16 +251,37 @@ def build_parser() -> argparse.ArgumentParser:
     add_reproduce_args(r).set_defaults(func=C.cmd_reproduce)
     return p
 
+# %% ../nbs/90_cli.ipynb #a7c1e0b2
+def signal_status(signum: int | None) -> int:
+    "Exit status of a command ended by signal `signum`, as a shell reports it (128 + N); 130 (SIGINT) when unknown."
+    return 128 + int(signum or signal.SIGINT)
+
+def _interrupt_signum(e: KeyboardInterrupt) -> int | None:
+    "The signal a `KeyboardInterrupt('signal N')` stands for (SIGTERM handlers raise those); None for Ctrl-C."
+    m = re.fullmatch(r"signal (\d+)", str(e))
+    return int(m.group(1)) if m else None
+
+def _raise_on_sigterm():
+    "Make SIGTERM raise `KeyboardInterrupt('signal 15')`, so every command stops as on Ctrl-C; the old handler."
+    import threading
+    if threading.current_thread() is not threading.main_thread(): return None
+    def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
+    return signal.signal(signal.SIGTERM, _interrupt)
+
 # %% ../nbs/90_cli.ipynb #36e7d0f6
 def main(argv=None) -> int:
-    "Console entry point `instant3d`."
+    "Console entry point `instant3d`: the exit status of one command."
+    old = _raise_on_sigterm()
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
-        return 0
+        return args.func(args) or 0
     except CLIError as e:
         print(f"instant3d: error: {e}", file=sys.stderr); return e.status
-    except KeyboardInterrupt:
-        print("instant3d: interrupted", file=sys.stderr); return 130
+    except KeyboardInterrupt as e:
+        signum = _interrupt_signum(e)
+        print(f"instant3d: {'terminated' if signum == signal.SIGTERM else 'interrupted'}", file=sys.stderr)
+        return signal_status(signum)
     except BrokenPipeError:  # the reader went away (`instant3d ... | head`): say nothing more
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno()); return 141
+    finally:
+        if old is not None: signal.signal(signal.SIGTERM, old)

@@ -4,15 +4,15 @@
 
 # %% ../nbs/91_commands.ipynb #7cea66c2
 from __future__ import annotations
-import json, os, sys, time
+import json, math, os, re, sys, time
 from pathlib import Path
-from .cli import CLIError, check_prompt, load_pipeline, writable_dir
+from .cli import CLIError, check_prompt, check_seeds_text, load_pipeline, signal_status, writable_dir
 from .files import write_json, write_text
 
 # %% auto #0
 __all__ = ['preset_info', 'cmd_info', 'cmd_generate', 'cmd_prompts', 'cmd_world_render', 'cmd_world_train_clip',
-           'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train', 'cmd_eval',
-           'cmd_baseline', 'cmd_reproduce']
+           'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train',
+           'eval_csv_path', 'cmd_eval', 'cmd_baseline', 'cmd_reproduce']
 
 # %% ../nbs/91_commands.ipynb #bdf4bcf9
 def preset_info(preset: str) -> dict:
@@ -48,7 +48,8 @@ def _generate_options(args):
         raise CLIError(f"--prompts {args.prompts!r}: no such file (one prompt per line expected)", 2)
     if args.seeds is not None and args.seed is not None: raise CLIError("give --seed N or --seeds A-B, not both", 2)
     try:
-        seeds = parse_seeds(args.seeds) if args.seeds is not None else [args.seed if args.seed is not None else 0]
+        seeds = (parse_seeds(check_seeds_text(args.seeds)) if args.seeds is not None
+                 else [args.seed if args.seed is not None else 0])
         formats = parse_formats(args.formats) if args.formats is not None else None
     except ValueError as e: raise CLIError(str(e), 2) from None
     if not 1 <= args.frames <= 720: raise CLIError(f"--frames {args.frames}: accepted an integer in [1, 720]", 2)
@@ -148,12 +149,6 @@ def cmd_world_render(args):
     print(f"wrote {out / 'turntable.gif'}, {out / 'views.png'} and {out / 'metadata.json'}")
 
 # %% ../nbs/91_commands.ipynb #fecf9205
-def _sigterm_checkpoints():
-    "Make SIGTERM raise KeyboardInterrupt, which the training loops turn into a checkpoint."
-    import signal, threading
-    def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)
-
 def cmd_world_train_clip(args):
     import dataclasses
     from instant3d.mini.clip import MiniClipConfig, train_mini_clip
@@ -164,7 +159,6 @@ def cmd_world_train_clip(args):
     if any(v < (0 if k == "seed" else 1) for k, v in over.items()):
         raise CLIError(f"bad value in {over}: seed >= 0, steps >= 1", 2)
     cfg = dataclasses.replace(MiniClipConfig(), **over)
-    _sigterm_checkpoints()
     t0 = time.perf_counter()
     train_mini_clip(cfg, writable_dir(out), resume=args.resume, progress=not args.no_progress)
     print(f"mini CLIP written to {out} ({time.perf_counter() - t0:.0f} s); "
@@ -272,6 +266,21 @@ def cmd_train(args):
         state = "stopped (resumable with --resume)" if s["stopped"] else "finished"
         print(f"{state} at step {s['step']} (Views-PP {s['views_pp']:.1f}); EMA generator in "
               f"{out / ('model' if not s['stopped'] else 'checkpoint/model')}")
+    if s["stopped"]: return signal_status(s.get("signal"))  # 130 after SIGINT, 143 after SIGTERM
+
+# %% ../nbs/91_commands.ipynb #dba1eb22
+def eval_csv_path(checkpoint, split: str, seed: int) -> Path:
+    "Default CSV of `instant3d eval`: outputs/eval/<checkpoint>_<split>_seed<N>.csv, the checkpoint named by its path."
+    parts = Path(checkpoint).resolve().parts[-2:]
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", "-".join(parts)).strip("-.") or "checkpoint"
+    return Path("outputs") / "eval" / f"{name}_{split}_seed{seed}.csv"
+
+def _check_finite_metrics(m: dict, rows: list[dict], ck):
+    "`CLIError` naming the checkpoint when a metric or a per-prompt score is NaN or infinite."
+    bad = [k for k, v in m.items() if isinstance(v, float) and not math.isfinite(v)]
+    bad += sorted({k for r in rows for k, v in r.items() if isinstance(v, float) and not math.isfinite(v)} - set(bad))
+    if bad: raise CLIError(f"checkpoint {str(ck)!r} gives non-finite {', '.join(bad)} (NaN or inf): its weights or "
+                           f"renders are not finite; nothing was written")
 
 # %% ../nbs/91_commands.ipynb #df662d5a
 def cmd_eval(args):
@@ -280,6 +289,8 @@ def cmd_eval(args):
     from instant3d.evaluate import evaluate_clip_rp, world_ground_truth
     from instant3d.clip_loss import Clip
     from instant3d.text import WeightsNotFoundError
+    from transformers.utils import logging as hf_logging
+    hf_logging.disable_progress_bar()  # keep stderr to our own lines
     if args.split not in ("train", "test", "all"):
         raise CLIError(f"--split {args.split!r}: accepted train, test, all", 2)
     if args.views < 1: raise CLIError(f"--views {args.views}: must be >= 1", 2)
@@ -292,7 +303,7 @@ def cmd_eval(args):
     meta_path = ck / "training.json"
     meta = (json.loads(meta_path.read_text()) if meta_path.is_file()
             else dict(prompts="mini", split_seed=0, clip_model="mini"))
-    csv_path = Path(args.csv) if args.csv else Path("outputs") / "eval" / f"{args.split}_seed{args.seed}.csv"
+    csv_path = Path(args.csv) if args.csv else eval_csv_path(ck, args.split, args.seed)
     writable_dir(csv_path.parent, create=False)
     try:
         pipe = Instant3DPipeline.from_pretrained(ck)
@@ -308,13 +319,15 @@ def cmd_eval(args):
     m = evaluate_clip_rp(pipe, clip, ps, split["all"], views=args.views, seed=args.seed, ground_truth=gt,
                          progress=not args.json)
     rows = m.pop("per_prompt")
+    _check_finite_metrics(m, rows, ck)
     import csv, io
     buf = io.StringIO(); w = csv.DictWriter(buf, list(rows[0])); w.writeheader(); w.writerows(rows)
     writable_dir(csv_path.parent)
+    if csv_path.exists(): print(f"instant3d: replacing {csv_path} (an earlier result)", file=sys.stderr)
     write_text(csv_path, buf.getvalue())
     m.update(checkpoint=str(ck), split=args.split, prompt_set=meta["prompts"], csv=str(csv_path),
              seconds=round(time.perf_counter() - t0, 1))
-    if args.json: print(json.dumps(m)); return
+    if args.json: print(json.dumps(m, allow_nan=False)); return
     for k, v in m.items(): print(f"{k}: {v}")
 
 # %% ../nbs/91_commands.ipynb #b5e1a9c0

@@ -4,7 +4,7 @@
 
 # %% ../nbs/43_train_config.ipynb #aeb75401
 from __future__ import annotations
-import dataclasses, json
+import dataclasses, json, math, typing
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 import torch
@@ -26,11 +26,16 @@ def _pos_int(name, v, lo=1):
     if not isinstance(v, int) or isinstance(v, bool) or v < lo:
         raise ValueError(f"TrainConfig.{name} must be an int >= {lo}, got {v!r}")
 
+def _seed(name, v):
+    "A seed torch takes as it is: an int in [0, 2**63) (larger ones wrap onto other seeds)."
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v < 2**63:
+        raise ValueError(f"TrainConfig.{name} must be an int in [0, 2**63), got {v!r}")
+
 def _check_train_config(c):
     "Raise `ValueError` naming the first bad field of a `TrainConfig`."
     for n in ("batch_size", "steps", "log_every", "max_nonfinite", "eval_views"): _pos_int(n, getattr(c, n))
-    for n in ("checkpoint_every", "preview_every", "eval_every", "eval_prompts", "seed", "split_seed"):
-        _pos_int(n, getattr(c, n), 0)
+    for n in ("checkpoint_every", "preview_every", "eval_every", "eval_prompts"): _pos_int(n, getattr(c, n), 0)
+    for n in ("seed", "split_seed"): _seed(n, getattr(c, n))
     if not c.lr > 0: raise ValueError(f"TrainConfig.lr must be > 0, got {c.lr!r}")
     if not (len(c.betas) == 2 and all(0 <= b < 1 for b in c.betas)):
         raise ValueError(f"TrainConfig.betas must be two floats in [0, 1), got {c.betas!r}")
@@ -116,14 +121,64 @@ def train_preset(name: str) -> TrainConfig:
     raise ValueError(f"unknown training preset {name!r}: accepted {', '.join(TRAIN_PRESETS)}")
 
 # %% ../nbs/43_train_config.ipynb #692b7481
-def _coerce(old, value: str):
-    "`value` read as JSON when it parses, else as a string; lists become tuples and ints floats where `old` is one."
-    try: v = json.loads(value)
-    except json.JSONDecodeError: v = value
-    if isinstance(old, tuple) and isinstance(v, list): v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-    if isinstance(old, float) and isinstance(v, int) and not isinstance(v, bool): v = float(v)
-    return v
+_TRUE, _FALSE = ("true", "1", "yes"), ("false", "0", "no")
 
+def _accepted(tp) -> str:
+    "What `_parse_typed` accepts for declared type `tp`, in words."
+    args = typing.get_args(tp)
+    if type(None) in args: return " or ".join([_accepted(a) for a in args if a is not type(None)] + ["none / null"])
+    if tp is bool: return "true/false, 1/0 or yes/no"
+    if tp is int: return "an integer"
+    if tp is float: return "a finite number"
+    if tp is str: return "a string"
+    if typing.get_origin(tp) is tuple:
+        if len(args) == 2 and args[1] is Ellipsis: return f"a list of items, each {_accepted(args[0])}"
+        return f"a list of {len(args)} items ({'; '.join(_accepted(a) for a in args)})"
+    return f"a value of type {tp}"
+
+# %% ../nbs/43_train_config.ipynb #cbe1f4dc
+def _parse_typed(tp, v):
+    "Text (or, inside a JSON list, a JSON value) `v` as declared type `tp`; `ValueError` when it is not one."
+    args = typing.get_args(tp)
+    if type(None) in args:
+        if v is None or (isinstance(v, str) and v.strip().lower() in ("none", "null")): return None
+        inner = [a for a in args if a is not type(None)]
+        return _parse_typed(inner[0] if len(inner) == 1 else typing.Union[tuple(inner)], v)
+    if typing.get_origin(tp) is tuple: return _parse_tuple(tp, v)
+    if tp is bool:
+        s = str(v).strip().lower() if not isinstance(v, bool) else str(v).lower()
+        if s in _TRUE or s in _FALSE: return s in _TRUE
+    elif tp is int and not isinstance(v, (bool, float)):
+        try: return int(str(v).strip())
+        except ValueError: pass
+    elif tp is float and not isinstance(v, bool):
+        try: x = float(str(v).strip())
+        except ValueError: x = None
+        if x is not None and math.isfinite(x): return x
+    elif tp is str and isinstance(v, str):
+        s = v.strip()
+        if len(s) >= 2 and s[0] == s[-1] == '"':
+            try: return json.loads(s)
+            except json.JSONDecodeError: pass
+        return v
+    raise ValueError(v)
+
+# %% ../nbs/43_train_config.ipynb #6bcf0f1a
+def _parse_tuple(tp, v):
+    "A tuple of declared type `tp` from a JSON list, a list, or comma-separated text."
+    args = typing.get_args(tp)
+    if isinstance(v, str):
+        s = v.strip()
+        if s.startswith("["):
+            try: v = json.loads(s)
+            except json.JSONDecodeError: raise ValueError(v) from None
+        else: v = [x for x in s.split(",")] if s else []
+    if not isinstance(v, (list, tuple)): raise ValueError(v)
+    items = [args[0]] * len(v) if len(args) == 2 and args[1] is Ellipsis else list(args)
+    if len(items) != len(v): raise ValueError(v)
+    return tuple(_parse_typed(a, x) for a, x in zip(items, v))
+
+# %% ../nbs/43_train_config.ipynb #61593e20
 def _set_path(obj, path, value, full):
     names = [f.name for f in dataclasses.fields(obj)]
     if path[0] not in names:
@@ -134,14 +189,18 @@ def _set_path(obj, path, value, full):
         return replace(obj, **{path[0]: _set_path(old, path[1:], value, full)})
     if dataclasses.is_dataclass(old):
         raise ValueError(f"--set {full}: {path[0]!r} is a whole config; set one of its fields")
-    return replace(obj, **{path[0]: _coerce(old, value)})
+    tp = typing.get_type_hints(type(obj))[path[0]]
+    try: v = _parse_typed(tp, value)
+    except ValueError: raise ValueError(f"--set {full}={value}: accepted {_accepted(tp)}") from None
+    try: return replace(obj, **{path[0]: v})
+    except ValueError as e: raise ValueError(f"--set {full}={value}: {e}") from None
 
 def apply_overrides(cfg, items: list[str]):
-    "A copy of dataclass `cfg` with `key=value` items applied (dotted keys reach nested configs)."
+    "A copy of dataclass `cfg` with `key=value` items applied (dotted keys reach nested configs), typed by field."
     for item in items:
         if "=" not in item: raise ValueError(f"--set {item!r}: expected key=value, e.g. sds.guidance_scale=50")
         key, value = item.split("=", 1)
-        cfg = _set_path(cfg, key.strip().split("."), value, key)
+        cfg = _set_path(cfg, key.strip().split("."), value, key.strip())
     return cfg
 
 # %% ../nbs/43_train_config.ipynb #ca68210a
