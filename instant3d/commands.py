@@ -60,23 +60,26 @@ def _generate_options(args):
 
 # %% ../nbs/91_commands.ipynb #8f97259c
 def _generate_one(pipe, prompt, out: Path, seeds, formats, threshold, args, ck, note, load_s):
-    "Outputs and metadata.json of one prompt in `out` (created here)."
+    "Outputs and metadata.json of one prompt in `out`, written as one set (an interrupted run leaves `out` as it was)."
     from instant3d.conventions import config_to_dict
     from instant3d.export import generate_outputs
-    writable_dir(out)
-    r = generate_outputs(pipe, prompt, out, seeds=seeds, size=args.size, frames=args.frames, mesh_res=args.mesh_res,
-                         formats=formats, threshold=threshold)
-    meta = {"prompt": r["prompt"], "seed": seeds[0], "seeds": seeds, "preset": pipe.config.preset, "checkpoint": ck,
-            "random_weights": ck == "random", "views": ["front", "left", "back", "right"],
-            "views_rows": ["rgb", "normals", "depth"], "size": r["size"], "frames": r["frames"],
-            "mesh_res": r["mesh_res"], "threshold": threshold, "formats": r["formats"],
-            "files": r["files"], "mesh": r["mesh"], "seconds": round(load_s + r["seconds_total"], 3),
-            "timings": {"load": round(load_s, 4), **r["seconds"], "total_without_load": r["seconds_total"]},
-            "config": config_to_dict(pipe.config)}
-    notes = ([note] if note else []) + r["notes"]
-    if notes: meta["note"] = " | ".join(notes)
+    writable_dir(out, create=False)  # fail early; `generate_outputs` creates `out` only with the finished set
+    def meta(r: dict) -> dict:
+        m = {"prompt": r["prompt"], "seed": seeds[0], "seeds": seeds, "preset": pipe.config.preset, "checkpoint": ck,
+             "random_weights": ck == "random", "views": ["front", "left", "back", "right"],
+             "views_rows": ["rgb", "normals", "depth"], "size": r["size"], "frames": r["frames"],
+             "mesh_res": r["mesh_res"], "threshold": threshold, "formats": r["formats"],
+             "files": r["files"], "mesh": r["mesh"], "seconds": round(load_s + r["seconds_total"], 3),
+             "timings": {"load": round(load_s, 4), **r["seconds"], "total_without_load": r["seconds_total"]},
+             "config": config_to_dict(pipe.config)}
+        notes = ([note] if note else []) + r["notes"]
+        if notes: m["note"] = " | ".join(notes)
+        return m
+    try:
+        r = generate_outputs(pipe, prompt, out, seeds=seeds, size=args.size, frames=args.frames,
+                             mesh_res=args.mesh_res, formats=formats, threshold=threshold, metadata=meta)
+    except (ValueError, OSError) as e: raise CLIError(" ".join(str(e).split())) from None
     for n in r["notes"]: print(f"NOTE: {n}", file=sys.stderr)
-    write_json(out / "metadata.json", meta)
     return r
 
 def cmd_generate(args):

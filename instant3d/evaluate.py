@@ -6,7 +6,7 @@
 from __future__ import annotations
 import torch
 from .cameras import sample_cameras
-from .generator import Instant3DPipeline
+from .generator import Instant3DPipeline, check_finite
 
 # %% auto #0
 __all__ = ['white_foreground', 'silhouette_iou', 'evaluate_clip_rp', 'world_ground_truth']
@@ -58,6 +58,7 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
                      ground_truth=None,
                     ) -> dict:
     "CLIP-RP and top-1 of renders from `views` random training cameras per prompt (seeded); per-prompt scores."
+    ck = getattr(pipe, "checkpoint", None)  # named in the error when renders or scores are not finite
     from tqdm.auto import tqdm
     from instant3d.clip_loss import clip_rp
     g = torch.Generator().manual_seed(seed)
@@ -69,10 +70,13 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
     for i in tqdm(range(0, len(prompts), batch), desc="CLIP-RP", disable=not progress):
         chunk = prompts[i:i + batch]
         cams, rgb = _render_views(pipe, chunk, views, g)
+        what = f"of {chunk[0]!r}" + (f" and {len(chunk) - 1} more prompts" if len(chunk) > 1 else "")
+        check_finite(rgb, f"CLIP-RP renders {what}", ck)
         with torch.no_grad():
-            emb = clip.encode_images(rgb)
+            emb = check_finite(clip.encode_images(rgb), f"CLIP image embeddings {what}", ck)
             true = torch.tensor([pos[p] for p in chunk]).repeat_interleave(views).to(emb.device)
-            rp.append(clip_rp(emb, bank, true, clip.logit_scale).view(len(chunk), views).mean(1).cpu())
+            score = check_finite(clip_rp(emb, bank, true, clip.logit_scale), f"CLIP-RP scores {what}", ck)
+            rp.append(score.view(len(chunk), views).mean(1).cpu())
             hit.append(((emb @ bank.T).argmax(1) == true).float().view(len(chunk), views).mean(1).cpu())
             if ground_truth is not None:
                 gt_rgb = ground_truth([q for q in chunk for _ in range(views)], cams).to(emb.device)

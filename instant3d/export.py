@@ -4,20 +4,23 @@
 
 # %% ../nbs/50_export.ipynb #f0a98053
 from __future__ import annotations
-import importlib.util, math, os, tempfile, time, warnings
+import importlib.util, math, os, re, shutil, tempfile, time, warnings
 from dataclasses import dataclass, replace
+from pathlib import Path
 import numpy as np
 import torch
 from .cameras import CameraConfig, orbit_cameras, four_views
-from .files import atomic_write
+from .files import atomic_dir, atomic_write, write_json
+from .generator import check_finite
 from .viz import image_grid, save_png, save_gif, depth_to_rgb, normal_to_rgb
 
 # %% auto #0
-__all__ = ['FORMATS', 'MESH_FORMATS', 'VIEW_MODES', 'DEFAULT_THRESHOLD', 'STAGES', 'have_mp4', 'default_formats', 'parse_formats',
-           'parse_seeds', 'view_camera', 'turntable_cameras', 'render_views', 'view_image', 'views_grid',
-           'density_grid', 'Mesh', 'mesh_radius', 'extract_mesh', 'to_trimesh', 'mesh_bytes', 'save_mesh',
-           'mesh_figure', 'save_html', 'save_mp4', 'mp4_frame_count', 'seeds_figure', 'generate_outputs',
-           'read_prompt_file', 'prompt_problem', 'prompt_folder']
+__all__ = ['FORMATS', 'MESH_FORMATS', 'SEED_LIMIT', 'VIEW_MODES', 'DEFAULT_THRESHOLD', 'STAGES', 'OUTPUT_FILE', 'have_mp4',
+           'default_formats', 'parse_formats', 'parse_seeds', 'view_camera', 'turntable_cameras', 'render_views',
+           'view_image', 'views_grid', 'density_grid', 'Mesh', 'mesh_radius', 'extract_mesh', 'to_trimesh',
+           'mesh_bytes', 'save_mesh', 'mesh_figure', 'save_html', 'save_mp4', 'mp4_frame_count', 'seeds_figure',
+           'keep_other_files', 'restore_modes', 'generate_outputs', 'read_prompt_file', 'prompt_problem',
+           'prompt_folder']
 
 # %% ../nbs/50_export.ipynb #1933cfaa
 FORMATS = ("png", "gif", "mp4", "glb", "obj", "ply", "html")
@@ -41,6 +44,8 @@ def parse_formats(text: str) -> tuple[str, ...]:
     return fs
 
 # %% ../nbs/50_export.ipynb #e06b2a05
+SEED_LIMIT = 2**63  # seeds are int64 (torch.Generator.manual_seed)
+
 def parse_seeds(text: str, max_count: int = 64) -> list[int]:
     "'3' -> [3], '0-3' -> [0, 1, 2, 3], '0,5-6' -> [0, 5, 6]; `ValueError` naming the bad part."
     seeds = []
@@ -50,10 +55,17 @@ def parse_seeds(text: str, max_count: int = 64) -> list[int]:
         except ValueError:
             raise ValueError(f"--seeds {text!r}: {part.strip()!r} is not a seed N "
                              f"or a range A-B of non-negative integers") from None
+        for v in (lo, hi):
+            if not 0 <= v < SEED_LIMIT:
+                raise ValueError(f"--seeds {_short(text)!r}: seed {_short(str(v))} is out of range; "
+                                 f"accepted 0 <= seed < 2**63")
         if hi < lo: raise ValueError(f"--seeds {text!r}: range {part.strip()!r} is empty (A-B needs A <= B)")
+        if len(seeds) + hi - lo + 1 > max_count:  # before building the range: 0-10**18 must not fill memory
+            raise ValueError(f"--seeds {_short(text)!r}: more than {max_count} seeds")
         seeds += range(lo, hi + 1)
-        if len(seeds) > max_count: raise ValueError(f"--seeds {text!r}: more than {max_count} seeds")
     return list(dict.fromkeys(seeds))
+
+def _short(s: str, n: int = 40) -> str: return s if len(s) <= n else s[:n - 3] + "..."
 
 # %% ../nbs/50_export.ipynb #017a08b1
 def _mid(rng): return 0.5 * (rng[0] + rng[1])
@@ -253,40 +265,41 @@ def seeds_figure(meshes: list, seeds: list, prompt: str):
     fig.update_layout(title=dict(text=prompt, font=dict(size=13)), margin=dict(l=0, r=0, t=50, b=0))
     return fig
 
-# %% ../nbs/50_export.ipynb #0f7982cf
-def generate_outputs(pipe, # Instant3DPipeline
-                     prompt: str,
-                     out, # existing writable folder (pathlib.Path)
-                     seeds=(0,), # one seed, or several for a side-by-side
-                     size: int | None = None, # pixels; None = the checkpoint's test render size
-                     frames: int = 16, # turntable frames (16: a 22.5 degree step,
-                                       # within the 2 s budget on a 2-core CPU)
-                     mesh_res: int = 64, # marching-cubes grid points per axis
-                     formats=None, # subset of FORMATS; None = default_formats()
-                     threshold: float = DEFAULT_THRESHOLD, # iso level of the mesh
-                     fps: float = 12.0, # turntable frames per second
-                    ) -> dict: # files written, seconds per stage, mesh sizes, notes
-    "Write the outputs of one prompt into `out`; return what was written and how long each stage took."
-    formats = default_formats() if formats is None else tuple(formats)
-    size = size or pipe.config.render.test_height
-    seeds, times, files, notes = list(seeds), dict.fromkeys(STAGES, 0.0), [], []
-    t = time.perf_counter()
-    def lap(stage):
-        nonlocal t
-        now = time.perf_counter(); times[stage] += now - t; t = now
-    made = [pipe.triplanes(prompt, seed=s) for s in seeds]; lap("triplane")
-    name, tps = made[0][0][0], [tp for _, tp in made]
-    grids, turn, meshes = [], [], []
-    for tp in tps:
-        if "png" in formats:
-            grids.append(views_grid(render_views(pipe.model, tp, four_views(pipe.config.camera), size, normals=True)))
-            lap("views")
-        if {"gif", "mp4"} & set(formats):
-            turn.append(render_views(pipe.model, tp, turntable_cameras(pipe.config.camera, frames), size)["rgb"])
-            lap("turntable")
-        if set(MESH_FORMATS) & set(formats):
-            meshes.append(extract_mesh(pipe.model, tp, mesh_res, threshold))
-            lap("mesh")
+# %% ../nbs/50_export.ipynb #efaad8fe
+OUTPUT_FILE = re.compile(r"views\.png|turntable\.(gif|mp4)|mesh(_seed\d+)?\.(glb|obj|ply)|mesh\.html|metadata\.json")
+
+def _link_or_copy(src, dst):
+    try: os.link(src, dst)
+    except OSError: shutil.copy2(src, dst)  # a file system without hard links
+
+def _modes(p: Path, root: Path) -> dict:
+    "{path relative to `root`: permission bits} of `p` and, for a folder, everything in it (links not followed)."
+    ps = [p] + (sorted(p.rglob("*")) if p.is_dir() and not p.is_symlink() else [])
+    return {str(q.relative_to(root)): q.lstat().st_mode & 0o7777 for q in ps if not q.is_symlink()}
+
+def keep_other_files(old, # the output folder about to be replaced (may not exist)
+                     new, # the temporary folder that will replace it
+                    ) -> dict: # {relative path: permission bits} of everything carried over
+    "Hard-link into `new` what `old` holds besides a previous output set (`OUTPUT_FILE`), so the swap keeps it."
+    old, new, kept = Path(old), Path(new), {}
+    if not old.is_dir(): return kept
+    for p in sorted(old.iterdir()):
+        if OUTPUT_FILE.fullmatch(p.name): continue
+        kept |= _modes(p, old)
+        if p.is_symlink(): os.symlink(os.readlink(p), new / p.name)
+        elif p.is_dir(): shutil.copytree(p, new / p.name, symlinks=True, copy_function=_link_or_copy)
+        else: _link_or_copy(p, new / p.name)
+    return kept
+
+def restore_modes(folder, modes: dict):
+    "Give the entries of `folder` named in `modes` their permission bits back (the folder swap resets modes)."
+    for rel, m in modes.items():
+        if os.path.lexists(Path(folder) / rel): os.chmod(Path(folder) / rel, m)
+
+# %% ../nbs/50_export.ipynb #953297db
+def _write_set(out, name, seeds, grids, turn, meshes, formats, threshold, fps, notes) -> list[str]:
+    "The files of one output set in folder `out`; their names."
+    files = []
     if grids: files.append(save_png(torch.cat([g[:, :-2] for g in grids[:-1]] + grids[-1:], 1), out / "views.png"))
     if turn: files += _save_turntable(torch.cat(turn, 3), out, formats, fps)  # seeds side by side in each frame
     empty = [s for s, m in zip(seeds, meshes) if len(m.faces) == 0]
@@ -301,11 +314,71 @@ def generate_outputs(pipe, # Instant3DPipeline
         fig = (mesh_figure(meshes[0], f"{name} (seed {seeds[0]})") if len(seeds) == 1
                else seeds_figure(meshes, seeds, name))
         files.append(save_html(fig, out / "mesh.html"))
-    lap("write")
-    return dict(prompt=name, seeds=seeds, size=size, frames=frames if turn else 0, mesh_res=mesh_res,
-                threshold=threshold, formats=list(formats), files=[os.path.basename(f) for f in files], notes=notes,
-                mesh=[dict(seed=s, vertices=len(m.vertices), faces=len(m.faces)) for s, m in zip(seeds, meshes)],
-                seconds={k: round(v, 4) for k, v in times.items()}, seconds_total=round(sum(times.values()), 4))
+    return [os.path.basename(f) for f in files]
+
+# %% ../nbs/50_export.ipynb #0f7982cf
+def _finite_views(o: dict, what: str, checkpoint) -> dict:
+    for k in ("rgb", "opacity"): check_finite(o[k], f"{k} of {what}", checkpoint)
+    return o
+
+def generate_outputs(pipe, # Instant3DPipeline
+                     prompt: str,
+                     out, # the folder to write (pathlib.Path); replaced as a whole at the end, created if missing
+                     seeds=(0,), # one seed, or several for a side-by-side
+                     size: int | None = None, # pixels; None = the checkpoint's test render size
+                     frames: int = 16, # turntable frames (16: a 22.5 degree step,
+                                       # within the 2 s budget on a 2-core CPU)
+                     mesh_res: int = 64, # marching-cubes grid points per axis
+                     formats=None, # subset of FORMATS; None = default_formats()
+                     threshold: float = DEFAULT_THRESHOLD, # iso level of the mesh
+                     fps: float = 12.0, # turntable frames per second
+                     metadata=None, # dict, or callable(result) -> dict: written as metadata.json in the set
+                    ) -> dict: # files written, seconds per stage, mesh sizes, notes, prompt_report
+    "Write the outputs of one prompt into `out`, all or nothing; return what was written and how long each stage took."
+    out = Path(os.path.abspath(out))
+    if Path.cwd() == out or out in Path.cwd().parents:  # the swap would pull the current folder from under us
+        raise ValueError(f"output folder {str(out)!r} holds the current folder, but it is replaced as a whole "
+                         "at the end; give a folder of its own, e.g. ./outputs")
+    formats = default_formats() if formats is None else tuple(formats)
+    size = size or pipe.config.render.test_height
+    seeds, times, notes, ck = list(seeds), dict.fromkeys(STAGES, 0.0), [], pipe.checkpoint
+    report = pipe.text_encoder.prompt_report(prompt)
+    if report["unknown_words"]:
+        notes.append(f"words not in the text encoder's vocabulary (read piece by piece): "
+                     f"{', '.join(map(repr, report['unknown_words'][:8]))}")
+    t = time.perf_counter()
+    def lap(stage):
+        nonlocal t
+        now = time.perf_counter(); times[stage] += now - t; t = now
+    made = [pipe.triplanes(prompt, seed=s) for s in seeds]
+    name = made[0][0][0]
+    tps = [check_finite(tp, f"triplane of {_short(name)!r} (seed {s})", ck) for s, (_, tp) in zip(seeds, made)]
+    lap("triplane")
+    grids, turn, meshes = [], [], []
+    for s, tp in zip(seeds, tps):
+        what = f"the renders of {_short(name)!r} (seed {s})"
+        if "png" in formats:
+            o = render_views(pipe.model, tp, four_views(pipe.config.camera), size, normals=True)
+            grids.append(views_grid(_finite_views(o, what, ck))); lap("views")
+        if {"gif", "mp4"} & set(formats):
+            o = render_views(pipe.model, tp, turntable_cameras(pipe.config.camera, frames), size)
+            turn.append(_finite_views(o, what, ck)["rgb"]); lap("turntable")
+        if set(MESH_FORMATS) & set(formats):
+            meshes.append(extract_mesh(pipe.model, tp, mesh_res, threshold)); lap("mesh")
+    with atomic_dir(out) as tmp:
+        files = _write_set(tmp, name, seeds, grids, turn, meshes, formats, threshold, fps, notes)
+        kept = keep_other_files(out, tmp)
+        lap("write")
+        r = dict(prompt=name, seeds=seeds, size=size, frames=frames if turn else 0, mesh_res=mesh_res,
+                 threshold=threshold, formats=list(formats), files=files, notes=notes,
+                 mesh=[dict(seed=s, vertices=len(m.vertices), faces=len(m.faces)) for s, m in zip(seeds, meshes)],
+                 seconds={k: round(v, 4) for k, v in times.items()}, seconds_total=round(sum(times.values()), 4),
+                 prompt_report=report)
+        if metadata is not None:
+            meta = dict(metadata(r) if callable(metadata) else metadata)
+            write_json(tmp / "metadata.json", {**meta, "prompt_report": meta.get("prompt_report", report)})
+    restore_modes(out, kept)  # the swap gives the new set the usual modes; the user's own files keep theirs
+    return r
 
 # %% ../nbs/50_export.ipynb #ca836910
 import re, unicodedata

@@ -21,8 +21,8 @@ from .render import RenderConfig, render
 
 # %% auto #0
 __all__ = ['PRESETS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'Instant3DConfig', 'preset_config', 'Instant3D', 'count_parameters',
-           'CheckpointError', 'load_config', 'Instant3DPipeline', 'default_checkpoint', 'load_pipeline',
-           'turntable_views']
+           'CheckpointError', 'load_config', 'first_non_finite', 'Instant3DPipeline', 'check_finite',
+           'default_checkpoint', 'load_pipeline', 'turntable_views']
 
 # %% ../nbs/09_generator.ipynb #99ea95f2
 @dataclass(frozen=True)
@@ -148,24 +148,49 @@ def save_pretrained(self: Instant3D, path, extra_files: dict | None = None):
     return Path(path)
 
 # %% ../nbs/09_generator.ipynb #1a072281
+def _not_a_checkpoint_hint(path: Path) -> str | None:
+    "Why `path` is not a checkpoint folder when it is something close to one: a file, or a training run folder."
+    if path.is_file():
+        return (f"checkpoint {path} is a file; a checkpoint is a folder holding {CONFIG_NAME} + {WEIGHTS_NAME} "
+                f"(pass the folder that holds {path.name})")
+    if (path / WEIGHTS_NAME).is_file(): return None
+    for sub in ("model", "checkpoint/model"):  # what `instant3d train` writes: RUN/model at the end, RUN/checkpoint
+        if (path / sub / CONFIG_NAME).is_file():
+            return f"{path} is a training run folder, not a checkpoint; its model is in {path / sub}"
+    return None
+
 def load_config(path) -> Instant3DConfig:
-    "Read and validate `config.json` of a checkpoint folder."
+    "Read and validate `config.json` of a checkpoint folder; a file or a training run folder gets a hint."
     path = Path(path)
+    hint = _not_a_checkpoint_hint(path)
+    if hint: raise CheckpointError(hint)
     if not path.is_dir(): raise CheckpointError(f"checkpoint folder not found: {path}")
     f = path / CONFIG_NAME
     if not f.is_file(): raise CheckpointError(f"{path} is not an instant3d checkpoint: {CONFIG_NAME} is missing")
     try: return config_from_dict(Instant3DConfig, json.loads(f.read_text()))
     except (json.JSONDecodeError, ValueError, TypeError) as e: raise CheckpointError(f"corrupt {f}: {e}") from None
 
+# %% ../nbs/09_generator.ipynb #cf4d0e04
+def first_non_finite(state: dict) -> tuple[str, int, int] | None:
+    "(name, NaN count, inf count) of the first floating-point tensor of `state` holding NaN or inf; None if all finite."
+    for k, v in state.items():
+        if v.is_floating_point() and not torch.isfinite(v).all():
+            return k, int(v.isnan().sum()), int(v.isinf().sum())
+    return None
+
 @classmethod
 def _from_pretrained(cls, path, device=None):
-    "Load a folder written by `save_pretrained`; `CheckpointError` says what is missing or corrupt."
+    "Load a folder written by `save_pretrained`; `CheckpointError` says what is missing, corrupt or non-finite."
     from safetensors.torch import load_file
     path = Path(path); cfg = load_config(path)
     w = path / WEIGHTS_NAME
     if not w.is_file(): raise CheckpointError(f"{path} is incomplete: {WEIGHTS_NAME} is missing")
     try: state = load_file(str(w), device=str(device or "cpu"))
     except Exception as e: raise CheckpointError(f"corrupt weights file {w}: {e}") from None
+    bad = first_non_finite(state)
+    if bad:  # a diverged run saves NaN weights, which render black images without any error
+        raise CheckpointError(f"non-finite weights in {w}: tensor {bad[0]!r} holds {bad[1]} NaN and {bad[2]} inf "
+                              "values (a diverged training run?); use an earlier checkpoint")
     model = cls(cfg)
     missing, unexpected = model.load_state_dict(state, strict=False)
     if missing or unexpected:
@@ -240,6 +265,17 @@ def __call__(self: Instant3DPipeline, prompts, # str or list of str
     H, W = rc.height, rc.width
     views = {k: v.reshape(B, V, *v.shape[1:]) for k, v in out.items() if torch.is_tensor(v) and v.ndim == 4}
     return dict(prompts=names, triplane=tp, cameras=cams, **views)
+
+# %% ../nbs/09_generator.ipynb #7011d36b
+def check_finite(x: torch.Tensor, # any float tensor: a triplane, renders, embeddings, scores
+                 what: str, # what `x` is, for the message ("triplane of 'a red cube'")
+                 checkpoint: str | None = None, # named in the message when known
+                ) -> torch.Tensor: # `x` itself
+    "`x` when every value is finite; otherwise `ValueError` counting the NaN and inf values."
+    if torch.isfinite(x).all(): return x
+    src = f" (checkpoint {checkpoint})" if checkpoint else ""
+    raise ValueError(f"non-finite {what}{src}: {int(x.isnan().sum())} NaN and {int(x.isinf().sum())} inf of "
+                     f"{x.numel()} values; the model or its inputs are broken, nothing was written")
 
 # %% ../nbs/09_generator.ipynb #85a41010
 def default_checkpoint(preset: str = "mini") -> Path | None:

@@ -16,8 +16,8 @@ if TYPE_CHECKING: from transformers import CLIPTextModel, CLIPTokenizer
 # %% auto #0
 __all__ = ['SD21_BASE', 'MINI', 'DTYPES', 'BOS', 'EOT', 'MINI_WORDS', 'MINI_MAX_LENGTH', 'TextEncoderConfig',
            'WeightsNotFoundError', 'hf_offline', 'missing_weights_message', 'TextEmbeddings', 'word_bpe',
-           'build_word_tokenizer', 'validate_prompts', 'TextEncoder', 'mini_text_encoder', 'tiny_text_encoder_folder',
-           'shipped_mini_text_dir']
+           'build_word_tokenizer', 'PromptTruncatedWarning', 'prompt_report', 'validate_prompts', 'TextEncoder',
+           'mini_text_encoder', 'tiny_text_encoder_folder', 'shipped_mini_text_dir']
 
 # %% ../nbs/02_text.ipynb #2945095a
 SD21_BASE = "stabilityai/stable-diffusion-2-1-base"  # released code models/sd/sd.py:84-85
@@ -165,6 +165,29 @@ def build_word_tokenizer(words: Sequence[str], # words that must each become one
     if bad: raise ValueError(f"these words do not encode to one token: {bad}")
     return tok
 
+# %% ../nbs/02_text.ipynb #6c165964
+class PromptTruncatedWarning(UserWarning):
+    "A prompt has more tokens than the text encoder reads: the tokenizer drops its tail."
+
+def _head(text: str, n: int = 40) -> str: return text if len(text) <= n else text[:n - 3] + "..."
+
+def prompt_report(prompt: str, # one prompt
+                  tokenizer, # a CLIPTokenizer
+                  max_length: int, # tokens the text encoder reads, incl. BOS/EOT
+                 ) -> dict: # truncated, tokens, max_tokens, unknown_words (+ dropped, the text cut off, when truncated)
+    "How the text encoder reads `prompt`: token count, whether truncation drops a tail, words not in the vocabulary."
+    ids = tokenizer(prompt, truncation=False, verbose=False).input_ids  # BOS, words, EOT
+    unknown, word = [], []
+    for i, t in zip(ids[1:-1], tokenizer.convert_ids_to_tokens(ids[1:-1])):
+        word.append(i)
+        if t.endswith("</w>"):  # CLIP's BPE marks the last piece of each word
+            if len(word) > 1: unknown.append(tokenizer.decode(word).strip())
+            word = []
+    r = dict(truncated=len(ids) > max_length, tokens=len(ids), max_tokens=max_length,
+             unknown_words=list(dict.fromkeys(unknown)))
+    if r["truncated"]: r["dropped"] = tokenizer.decode(ids[max_length - 1:-1])  # the tokenizer keeps BOS .. EOT
+    return r
+
 # %% ../nbs/02_text.ipynb #c137b4db
 def validate_prompts(prompts: str | Sequence[str], # one prompt or a list of prompts
                      tokenizer, # a CLIPTokenizer
@@ -182,8 +205,8 @@ def validate_prompts(prompts: str | Sequence[str], # one prompt or a list of pro
     for i, (p, ids) in enumerate(zip(prompts, tokenizer(list(prompts), truncation=False, verbose=False).input_ids)):
         if len(ids) > max_length:  # ids = BOS, words, EOT: the tokenizer keeps ids[:max_length - 1] + EOT
             dropped = tokenizer.decode(ids[max_length - 1:-1])
-            warnings.warn(f"prompt {i} has {len(ids)} tokens incl. BOS/EOT, over the limit of {max_length}: "
-                          f"truncated, dropping {dropped!r} (prompt: {p!r})", stacklevel=2)
+            warnings.warn(f"prompt {i} {_head(p)!r} truncated: kept {max_length} of {len(ids)} tokens "
+                          f"(incl. BOS/EOT), dropping {_head(dropped)!r}", PromptTruncatedWarning, stacklevel=2)
     return list(prompts)
 
 # %% ../nbs/02_text.ipynb #599f3cd7
@@ -258,6 +281,12 @@ def mini_text_encoder(seed: int = 0, hidden: int = 64, layers: int = 2, heads: i
         torch.manual_seed(seed)
         model = CLIPTextModel(cfg)
     return TextEncoder(model, tok)
+
+# %% ../nbs/02_text.ipynb #823998b1
+@patch
+def prompt_report(self: TextEncoder, prompt: str) -> dict:
+    "`prompt_report` of `prompt` with this encoder's tokenizer and length (what metadata files record)."
+    return prompt_report(prompt, self.tokenizer, self.max_length)
 
 # %% ../nbs/02_text.ipynb #57345e8c
 @patch
