@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'SEED_LIMIT', 'CLIError', 'check_preset', 'check_size', 'check_seed', 'check_seeds_text',
            'check_prompt', 'writable_dir', 'load_pipeline', 'add_train_teacher_args', 'add_baseline_args',
-           'add_reproduce_args', 'build_parser', 'signal_status', 'main']
+           'add_reproduce_args', 'build_parser', 'signal_status', 'one_line_warnings', 'main']
 
 # %% ../nbs/90_cli.ipynb #1eb67e5d
 class CLIError(Exception):
@@ -268,10 +268,23 @@ def _raise_on_sigterm():
     def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
     return signal.signal(signal.SIGTERM, _interrupt)
 
+# %% ../nbs/90_cli.ipynb #c09434e2
+def one_line_warnings():
+    "Make the package's own warnings (e.g. a truncated prompt) print as one `instant3d: warning: ...` line."
+    import warnings
+    if getattr(warnings.formatwarning, "_instant3d", False): return
+    default = warnings.formatwarning
+    def fmt(message, category, filename, lineno, line=None):
+        if category.__module__.startswith("instant3d"): return f"instant3d: warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+    fmt._instant3d = True
+    warnings.formatwarning = fmt
+
 # %% ../nbs/90_cli.ipynb #36e7d0f6
 def main(argv=None) -> int:
     "Console entry point `instant3d`: the exit status of one command."
     old = _raise_on_sigterm()
+    one_line_warnings()
     try:
         args = build_parser().parse_args(argv)
         return args.func(args) or 0
