@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 from torch import nn
-from .files import atomic_write, write_json, write_text
+from .files import atomic_write, clean_stale_tmp, run_lock, write_json, write_text
 from .conventions import config_to_dict
 from .cameras import four_views
 from .field import TriplaneField
@@ -244,6 +244,11 @@ def softmax_set(cfg: BaselineConfig, prompts: list[str]) -> list[str]:
 def baseline_from_args(args) -> dict:
     "Run and save `instant3d baseline` from parsed options; returns the summary printed by the CLI."
     cfg, prompts = resolve_baseline_args(args)
+    with run_lock(args.out):  # one process per run folder; what a killed run left there is cleared first
+        clean_stale_tmp(args.out)
+        return _run_and_save(args, cfg, prompts)
+
+def _run_and_save(args, cfg: BaselineConfig, prompts: list[str]) -> dict:
     dev = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     allp = softmax_set(cfg, prompts)
     gt = None

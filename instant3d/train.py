@@ -5,6 +5,7 @@
 # %% ../nbs/45_train.ipynb #aeb754b3
 from __future__ import annotations
 import copy, csv, hashlib, io, json, os, signal, time
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
@@ -12,6 +13,7 @@ import numpy as np
 import torch
 from fastcore.basics import patch
 from .files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from .files import CorruptCheckpoint, RunFolderBusy, clean_stale_tmp, load_torch, run_lock
 from .conventions import config_to_dict
 from .cameras import sample_cameras, VIEW_SUFFIXES
 from .generator import Instant3D, Instant3DPipeline
@@ -278,12 +280,22 @@ def save_checkpoint(self: Trainer, name: str = "checkpoint") -> Path | None:
     return self.out / name
 
 # %% ../nbs/45_train.ipynb #73136e78
+def _corrupt(ck: Path, why: str) -> CorruptCheckpoint:
+    hint = "start the run again in a new --out folder"
+    if (ck / "model" / "model.safetensors").is_file():
+        hint += f", or warm-start from its EMA generator with --set init_from={ck / 'model'}"
+    return CorruptCheckpoint(f"--resume: {why}; the run cannot continue from this checkpoint: {hint}")
+
 @patch
 def resume(self: Trainer) -> bool:
-    "Load `out/checkpoint` when present; True if it was."
-    p = self.out / "checkpoint" / "train_state.pt"
+    "Load `out/checkpoint` when present; True if it was. `CorruptCheckpoint` when its state is unreadable or foreign."
+    ck = self.out / "checkpoint"; p = ck / "train_state.pt"
     if not p.is_file(): return False
-    self.load_state_dict(torch.load(p, map_location=self.info.device, weights_only=True))
+    try: s = load_torch(p, map_location=self.info.device)
+    except CorruptCheckpoint as e: raise _corrupt(ck, str(e)) from None
+    try: self.load_state_dict(s)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise _corrupt(ck, f"{str(p)!r} is corrupt: it does not fit this trainer ({type(e).__name__})") from None
     return True
 
 # %% ../nbs/45_train.ipynb #117bc439
@@ -362,10 +374,10 @@ def _start_run(self: Trainer):
     save_split_file(split, self.out / "split.json", prompts=self.cfg.prompts, split_seed=self.cfg.split_seed)
 
 def _stop_on_signals(stop: dict) -> dict:
-    "Make SIGINT and SIGTERM set `stop['flag']` (main thread only); returns the handlers they replaced."
+    "Make SIGINT and SIGTERM set `stop['flag']` and `stop['signal']` (main thread only); returns the replaced handlers."
     import threading
     if threading.current_thread() is not threading.main_thread(): return {}
-    def _flag(signum, frame): stop["flag"] = True
+    def _flag(signum, frame): stop.update(flag=True, signal=signum)
     return {s: signal.signal(s, _flag) for s in (signal.SIGINT, signal.SIGTERM)}
 
 # %% ../nbs/45_train.ipynb #4d5a001a
@@ -424,7 +436,9 @@ def fit(self: Trainer, max_steps: int | None = None, progress: bool = True) -> d
         bar.close()
         for s, h in handlers.items(): signal.signal(s, h)
     self._finish()
-    return dict(step=self.step, views_pp=self.views_pp, nonfinite=self.nonfinite, stopped=self.step < end, last=last)
+    stopped = self.step < end
+    return dict(step=self.step, views_pp=self.views_pp, nonfinite=self.nonfinite, stopped=stopped,
+                signal=int(stop["signal"]) if stopped and "signal" in stop else None, last=last)
 
 # %% ../nbs/45_train.ipynb #6a280ca5
 def _check_resume(cfg: TrainConfig, out: Path, info: DistInfo):
@@ -435,18 +449,34 @@ def _check_resume(cfg: TrainConfig, out: Path, info: DistInfo):
     if replace(stored, steps=cfg.steps) != replace(cfg, steps=cfg.steps):
         raise ValueError(f"--resume: the config differs from the one stored in {str(out / 'config.json')!r} "
                          "(only the number of steps may change)")
-    if not (out / "checkpoint" / "train_state.pt").is_file():
-        raise FileNotFoundError(f"--resume: {str(out)!r} has no checkpoint/ to continue from")
+    ck = out / "checkpoint"
+    if not ck.is_dir(): raise FileNotFoundError(f"--resume: {str(out)!r} has no checkpoint/ to continue from")
+    if not (ck / "train_state.pt").is_file():
+        raise _corrupt(ck, f"{str(ck)!r} is incomplete: train_state.pt is missing")
+
+@contextmanager
+def _hold_run_folder(out: Path, info: DistInfo):
+    "Rank 0 holds `run_lock(out)` and clears stale temporaries; every rank raises `RunFolderBusy` if it cannot."
+    with ExitStack() as stack:
+        busy = None
+        if info.main:
+            try: stack.enter_context(run_lock(out))
+            except RunFolderBusy as e: busy = e
+            else: clean_stale_tmp(out)
+        if not _all_true(busy is None, info):
+            raise busy or RunFolderBusy(f"run folder {str(out)!r} is in use by another run (see rank 0)")
+        yield
 
 def run_training(cfg: TrainConfig, out_dir, resume: bool = False, max_steps: int | None = None, progress: bool = True,
                  device: str | None = None) -> dict:
     "One process of a (possibly distributed) training run; returns the summary of `Trainer.fit`."
     info = init_distributed(device)
     out = Path(out_dir)
-    if resume: _check_resume(cfg, out, info)
-    trainer = Trainer(cfg, out, info)
-    if resume: trainer.resume()
-    summary = trainer.fit(max_steps=max_steps, progress=progress)
+    with _hold_run_folder(out, info):
+        if resume: _check_resume(cfg, out, info)
+        trainer = Trainer(cfg, out, info)
+        if resume: trainer.resume()
+        summary = trainer.fit(max_steps=max_steps, progress=progress)
     fp = fingerprint(trainer.model)
     if info.world_size > 1:
         fps = [None] * info.world_size

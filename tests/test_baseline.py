@@ -47,7 +47,7 @@ def test_cli_baseline_tiny(tmp_path, teacher_dir):
     assert r.returncode == 0, r.stderr[-2000:]
     s = json.loads(r.stdout)
     assert s["prompts"] == 1 and s["views_pp"] == 2 and s["softmax_set"] == 1620 and 0 < s["gt_clip_rp"] <= 1  # a mini-world caption: paper protocol
-    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["config.json", "curve.json", "metrics.csv", "objects", "prompts.json", "views.png"]
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [".lock", "config.json", "curve.json", "metrics.csv", "objects", "prompts.json", "views.png"]
     rows = list(csv.DictReader(open(tmp_path / "b" / "metrics.csv")))
     assert [(r["prompt"], r["step"], r["skipped"]) for r in rows] == [("0", "1", "0")]
     assert float(rows[0]["loss"]) == float(rows[0]["loss"])  # a number, not NaN or empty

@@ -17,6 +17,7 @@ from ..text import build_word_tokenizer, validate_prompts
 from ..clip_loss import CLIP_MEAN, CLIP_STD, DEFAULT_CLIP_DIR, MINI_CLIP_CONFIG as CONFIG_NAME, clip_preprocess
 from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP (the name `clip_rp` is MiniClip's method here)
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
 from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts
 from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
@@ -356,7 +357,9 @@ def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
     if resume and (ckpt / "state.pt").is_file():
         from safetensors.torch import load_file
         model.load_state_dict(load_file(str(ckpt / "clip" / "model.safetensors")))
-        st = torch.load(ckpt / "state.pt", weights_only=True)
+        try: st = load_torch(ckpt / "state.pt")
+        except CorruptCheckpoint as e:
+            raise CorruptCheckpoint(f"resume: {e}; the run cannot continue from it: start again in a new folder") from None
         opt.load_state_dict(st["optimizer"]); gen.set_state(st["generator"]); torch.set_rng_state(st["torch_rng"])
         step, elapsed = st["step"], st["elapsed_s"]
     return MiniClip(model, tok, cfg), opt, gen, step, elapsed, cache, val
@@ -382,8 +385,13 @@ def train_mini_clip(cfg: MiniClipConfig,
                     stop_after: int | None = None, # stop (and checkpoint) after this step, as an interruption would
                    ) -> MiniClip:
     "Contrastive training of the mini CLIP on (render, caption) pairs of every prompt of the world."
-    from tqdm.auto import tqdm
     out = Path(out_dir)
+    with run_lock(out):  # one process per run folder; what a killed run left there is cleared first
+        clean_stale_tmp(out)
+        return _train_mini_clip(cfg, out, resume, progress, max_minutes, stop_after)
+
+def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool, max_minutes, stop_after) -> MiniClip:
+    from tqdm.auto import tqdm
     clip, opt, gen, step, elapsed, (imgs, scene, az, el), (vimgs, vidx, _, _) = _prepare(cfg, out, resume, progress)
     model, K = clip.model, len(prompts(cfg.world))
     if cfg.batch_size - round(cfg.view_pairs * cfg.batch_size) > K:

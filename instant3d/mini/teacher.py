@@ -14,6 +14,7 @@ from ..conventions import config_to_dict, config_from_dict
 from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, view_labels
 from ..sds import low_mem_kwargs, to_unet
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
+from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
 from .world import WorldConfig, prompts as world_prompts, sample_dataset
 from .render import render_scenes
 from .janus import front_feature_mask
@@ -288,7 +289,8 @@ def _prepare_run(cfg: TeacherConfig, out: Path, text_encoder_dir, resume: bool) 
     for d in ("checkpoint", "teacher"): recover_dir(out / d)  # a run killed while swapping a folder in
     ck, cfg_path = out / "checkpoint" / "train_state.pt", out / "config.json"
     if resume:
-        if not ck.exists(): raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck})")
+        if not ck.parent.is_dir(): raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck})")
+        if not ck.exists(): raise CorruptCheckpoint(f"--resume: {ck.parent} is incomplete: train_state.pt is missing")
         stored = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())["teacher"])
         new, old = config_to_dict(cfg), config_to_dict(stored)
         diff = [k for k in new if k not in ("steps", "threads") and new[k] != old[k]]
@@ -330,8 +332,25 @@ def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may diffe
                   checkpoint_min: float | None = 5.0, # also checkpoint when this many minutes passed since the last one
                  ) -> Path: # out_dir/teacher when all steps ran, else out_dir/checkpoint
     "Train the mini teacher; resumable, with atomic checkpoints and a loss log. Ctrl-C checkpoints, then re-raises."
-    from instant3d.text import TextEncoder
     out = Path(out_dir)
+    with run_lock(out):  # one process per run folder; what a killed run left there is cleared first
+        clean_stale_tmp(out)
+        return _train_teacher(cfg, text_encoder_dir, out, resume, progress, time_limit_min, checkpoint_min)
+
+def _resume(run: _Run, out: Path):
+    "Load `out/checkpoint/train_state.pt` into `run`; `CorruptCheckpoint` naming the file if it is unreadable or foreign."
+    ck = out / "checkpoint"; p = ck / "train_state.pt"
+    hint = f"the run cannot continue from it: start again in a new --out, or from its EMA teacher with --init-from {ck}"
+    try: s = load_torch(p)
+    except CorruptCheckpoint as e: raise CorruptCheckpoint(f"--resume: {e}; {hint}") from None
+    try: run.load(s)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        why = f"{str(p)!r} is corrupt: not a state of this run ({type(e).__name__})"
+        raise CorruptCheckpoint(f"--resume: {why}; {hint}") from None
+
+def _train_teacher(cfg: TeacherConfig, text_encoder_dir, out: Path, resume: bool, progress: bool, time_limit_min,
+                   checkpoint_min) -> Path:
+    from instant3d.text import TextEncoder
     cfg = _prepare_run(cfg, out, text_encoder_dir, resume)
     torch.set_num_threads(cfg.threads)
     enc = TextEncoder.from_pretrained(text_encoder_dir, local_files_only=True)
@@ -339,7 +358,7 @@ def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may diffe
     cache = _load_cache(cfg, out, progress)
     run = _Run(cfg, init=not resume)  # a resumed staged run needs its checkpoint, not its init_from folder
     log_path = out / "loss_log.csv"
-    if resume: run.load(torch.load(out / "checkpoint" / "train_state.pt", weights_only=True)); _trim_log(log_path, run.step)
+    if resume: _resume(run, out); _trim_log(log_path, run.step)
     if not log_path.exists(): write_text(log_path, "step,loss,lr,seconds\n")
     _train_loop(run, cache, bank, out, text_encoder_dir, log_path, progress, time_limit_min, checkpoint_min)
     if run.step < cfg.steps: return out / "checkpoint"
