@@ -151,33 +151,40 @@ def cmd_world_render(args):
                                        "seconds": round(time.perf_counter() - t0, 3)})
     print(f"wrote {out / 'turntable.gif'}, {out / 'views.png'} and {out / 'metadata.json'}")
 
+# %% ../nbs/91_commands.ipynb #16eeea35
+def _has_checkpoint(run) -> bool:
+    "Whether run folder `run` holds a checkpoint, counting one whose swap a kill cut short (`.checkpoint.old`)."
+    return (Path(run) / "checkpoint").is_dir() or (Path(run) / ".checkpoint.old").is_dir()
+
 # %% ../nbs/91_commands.ipynb #fecf9205
 def cmd_world_train_clip(args):
     import dataclasses
     from instant3d.mini.clip import MiniClipConfig, train_mini_clip
     out = writable_dir(args.out, create=False)
-    if args.resume and not (out / "checkpoint").is_dir():
+    if args.resume and not _has_checkpoint(out):
         raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
     over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
     if any(v < (0 if k == "seed" else 1) for k, v in over.items()):
         raise CLIError(f"bad value in {over}: seed >= 0, steps >= 1", 2)
     cfg = dataclasses.replace(MiniClipConfig(), **over)
     t0 = time.perf_counter()
-    train_mini_clip(cfg, writable_dir(out), resume=args.resume, progress=not args.no_progress)
+    try: train_mini_clip(cfg, writable_dir(out), resume=args.resume, progress=not args.no_progress)
+    except ValueError as e: raise CLIError(str(e), 2) from None  # a busy run folder, a corrupt checkpoint
     print(f"mini CLIP written to {out} ({time.perf_counter() - t0:.0f} s); "
           f"evaluate with `instant3d world eval --clip {out}`")
 
 def cmd_world_train_teacher(args):
     from instant3d.mini.teacher import run_train_teacher
     out = writable_dir(args.out, create=False)
-    if args.resume and not (out / "checkpoint").is_dir():
+    if args.resume and not _has_checkpoint(out):
         raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
     if not (Path(args.text_encoder) / "text_encoder").is_dir():
         raise CLIError(f"--text-encoder {args.text_encoder!r}: expected a folder with text_encoder/ and tokenizer/ "
                        f"(e.g. a mini CLIP folder)", 2)
     writable_dir(out)
     t0 = time.perf_counter()
-    done = run_train_teacher(args)  # installs its own SIGTERM -> checkpoint handler
+    try: done = run_train_teacher(args)
+    except ValueError as e: raise CLIError(str(e), 2) from None  # a busy run folder, a corrupt checkpoint
     print(f"teacher written to {done} ({time.perf_counter() - t0:.0f} s); "
           f"evaluate with `instant3d world eval --teacher {done}`")
 
@@ -256,9 +263,9 @@ def cmd_train(args):
         try: load_config(cfg.init_from)
         except CheckpointError as e: raise CLIError(f"--set init_from: {e}", 2) from None
     out = writable_dir(args.out, create=False)
-    if args.resume and not (out / "checkpoint").is_dir():
+    if args.resume and not _has_checkpoint(out):
         raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)
-    if not args.resume and (out / "checkpoint").is_dir():
+    if not args.resume and _has_checkpoint(out):
         raise CLIError(f"--out {str(out)!r} already holds a run: add --resume to continue it, "
                        f"or pick another folder", 2)
     try: s = run_training(cfg, writable_dir(out), resume=args.resume, progress=not args.no_progress, device=args.device)

@@ -10,7 +10,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from .conventions import config_to_dict, config_from_dict
-from .files import WEIGHTS_DIR, atomic_dir
+from .files import WEIGHTS_DIR, atomic_dir, save_safetensors
 from .cameras import CameraConfig, Cameras, four_views, turntable
 from .text import TextEncoderConfig, TextEncoder
 from .token_to_plane import TokenToPlaneConfig, TokenToPlane, LearnedConstantBase
@@ -138,11 +138,10 @@ class CheckpointError(ValueError):
 @patch
 def save_pretrained(self: Instant3D, path, extra_files: dict | None = None):
     "Write config.json + model.safetensors (+ `extra_files` {name: bytes|str}) to folder `path`, atomically."
-    from safetensors.torch import save_file
     with atomic_dir(path) as tmp:
         (tmp / CONFIG_NAME).write_text(json.dumps(config_to_dict(self.config), indent=1))
-        save_file({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, str(tmp / WEIGHTS_NAME),
-                  metadata={"format": "pt", "library": "instant3d"})
+        save_safetensors({k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}, tmp / WEIGHTS_NAME,
+                         {"format": "pt", "library": "instant3d"})  # fixed metadata order: identical weights, identical bytes
         for name, data in (extra_files or {}).items():
             (tmp / name).write_bytes(data if isinstance(data, bytes) else data.encode())
     return Path(path)

@@ -20,20 +20,15 @@ from .generator import Instant3D, Instant3DPipeline
 from .text import TextEncoder
 from .perp_neg import PerpNegCache, view_mix, perp_neg_eps, adaptive_scale
 from .clip_loss import clip_loss
-# the run's config and its evaluation live in their own modules; these names stay importable from here too
+from .distributed import DistInfo, init_distributed, step_generator, _all_gather, _all_true
+# the run's config, its evaluation and the process set-up live in their own modules; their names stay importable here
 from .train_config import TRAIN_PRESETS, TrainConfig, train_preset, apply_overrides, prompt_split
 from .train_config import resolve_prompts, load_train_config, tiny_train_config
 from .evaluate import evaluate_clip_rp, silhouette_iou, white_foreground, world_ground_truth
 
 # %% auto #0
-__all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'step_generator', 'PromptBank', 'DistInfo', 'init_distributed', 'warm_start_state',
-           'TrainingDiverged', 'Trainer', 'fingerprint', 'run_training']
-
-# %% ../nbs/45_train.ipynb #b9369142
-def step_generator(seed: int, rank: int, step: int, device="cpu") -> torch.Generator:
-    "A torch generator seeded from (seed, rank, step) through numpy's SeedSequence."
-    s = int(np.random.SeedSequence([seed, rank, step]).generate_state(1, dtype=np.uint64)[0] >> 1)
-    return torch.Generator(device=device).manual_seed(s)
+__all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'PromptBank', 'warm_start_state', 'TrainingDiverged', 'Trainer', 'fingerprint',
+           'run_training']
 
 # %% ../nbs/45_train.ipynb #22b8a638
 VIEW_ORDER = tuple(VIEW_SUFFIXES)  # front, side, back, overhead: the V axis of view embeddings (VIEW_NAMES order)
@@ -62,41 +57,6 @@ class PromptBank:
             return flat.unflatten(0, (len(ps), len(VIEW_ORDER)))
         return self._get("view", idx, enc)
     def clip_text(self, idx): return self._get("clip", idx, self.clip.encode_texts)  # [B, E]
-
-# %% ../nbs/45_train.ipynb #cb401c92
-@dataclass
-class DistInfo:
-    "Where this process sits in the run: its rank, the number of processes, its local rank and device."
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: str = "cpu"
-    @property
-    def main(self) -> bool: return self.rank == 0
-
-def init_distributed(device: str | None = None) -> DistInfo:
-    "Join the process group when launched by torchrun/accelerate; pick the device."
-    dist = torch.distributed
-    ws, rank, local = (int(os.environ.get(k, d)) for k, d in (("WORLD_SIZE", 1), ("RANK", 0), ("LOCAL_RANK", 0)))
-    if device is None: device = f"cuda:{local}" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"): torch.cuda.set_device(torch.device(device))
-    if ws > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
-    return DistInfo(rank, ws, local, device)
-
-def _all_gather(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    "Concatenate `x` of every rank along dim 0 (same shape on every rank)."
-    if info.world_size == 1: return x
-    out = [torch.empty_like(x) for _ in range(info.world_size)]
-    torch.distributed.all_gather(out, x.contiguous())
-    return torch.cat(out)
-
-def _all_true(flag: bool, info: DistInfo) -> bool:
-    "True only when `flag` holds on every rank (so that all ranks take the same branch)."
-    if info.world_size == 1: return flag
-    t = torch.tensor([0.0 if flag else 1.0], device=info.device)
-    torch.distributed.all_reduce(t)
-    return t.item() == 0
 
 # %% ../nbs/45_train.ipynb #2139d3c6
 def _needs_clip(cfg: TrainConfig) -> bool:
