@@ -10,7 +10,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['PRESET_NAMES', 'SEED_LIMIT', 'CLIError', 'check_preset', 'check_size', 'check_seed', 'check_seeds_text',
            'check_prompt', 'writable_dir', 'load_pipeline', 'add_train_teacher_args', 'add_baseline_args',
-           'add_reproduce_args', 'build_parser', 'signal_status', 'one_line_warnings', 'main']
+           'add_reproduce_args', 'build_parser', 'signal_status', 'one_line_warnings', 'quiet_loading', 'main']
 
 # %% ../nbs/90_cli.ipynb #1eb67e5d
 class CLIError(Exception):
@@ -280,6 +280,13 @@ def one_line_warnings():
     fmt._instant3d = True
     warnings.formatwarning = fmt
 
+# %% ../nbs/90_cli.ipynb #9d7fc03c
+def quiet_loading():
+    "Turn off the 'Loading weights' progress bars of transformers and diffusers (for `--no-progress`)."
+    from transformers.utils import logging as tl
+    from diffusers.utils import logging as dl
+    tl.disable_progress_bar(); dl.disable_progress_bar()
+
 # %% ../nbs/90_cli.ipynb #36e7d0f6
 def main(argv=None) -> int:
     "Console entry point `instant3d`: the exit status of one command."
@@ -287,6 +294,7 @@ def main(argv=None) -> int:
     one_line_warnings()
     try:
         args = build_parser().parse_args(argv)
+        if getattr(args, "no_progress", False): quiet_loading()
         return args.func(args) or 0
     except CLIError as e:
         print(f"instant3d: error: {e}", file=sys.stderr); return e.status

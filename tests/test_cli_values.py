@@ -172,3 +172,14 @@ def test_eval_nonfinite_is_one_line_error(tmp_path, monkeypatch, capsys):
     assert io.out == "" and not csv.exists()
     line = one_line(io.err)
     assert "non-finite clip_rp" in line and "checkpoint" in line
+
+
+def test_no_progress_turns_off_the_loading_bars(monkeypatch, tmp_path):
+    "`--no-progress` reaches the weight-loading bars of transformers and diffusers, not only our own tqdm bar."
+    import instant3d.cli as cli
+    calls = []
+    monkeypatch.setattr(cli, "quiet_loading", lambda: calls.append(1))
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--resume", "--no-progress"]) == 2  # fails fast: no checkpoint
+    assert calls == [1]
+    assert cli.main(["train", "--out", str(tmp_path / "run"), "--resume"]) == 2
+    assert calls == [1]  # without the flag the bars stay
