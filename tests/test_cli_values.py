@@ -113,7 +113,11 @@ def test_main_maps_signals(monkeypatch, capsys, signum, status, word):
         os.kill(os.getpid(), signum)
         time.sleep(30)
     monkeypatch.setattr(C, "cmd_prompts", slow)
-    assert main(["prompts", "mini"]) == status
+    # Python's own SIGINT handler: a shell starts background jobs (nohup, `&`) with SIGINT ignored, and an
+    # earlier in-process training test may have left its stop-flag handler behind
+    old_int = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try: assert main(["prompts", "mini"]) == status
+    finally: signal.signal(signal.SIGINT, old_int)
     assert capsys.readouterr().err.strip() == f"instant3d: {word}"
 
 TINY = ["--set", "steps=100000", "batch_size=1", "render_size=16", "generator.render.n_samples=8",
