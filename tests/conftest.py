@@ -1,4 +1,18 @@
-import os, pytest
+import os, sys
+from pathlib import Path
+import pytest
+
+EXE = str(Path(sys.executable).parent / "instant3d")  # the console script of this environment
+ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")  # for CLI runs in a subprocess: offline, one thread
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+    "A tiny random diffusion teacher folder (written by `tiny_train_config`), for the trainer and baseline tests."
+    from instant3d.train_config import tiny_train_config
+    d = tmp_path_factory.mktemp("tiny") / "teacher"
+    tiny_train_config(d)
+    return d
 
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", help="run tests marked slow")

@@ -6,15 +6,7 @@ import pytest, torch
 from instant3d.baseline import BaselineConfig, baseline_preset, run_baseline, save_baseline, load_prompt_object
 from instant3d.train_config import tiny_train_config, apply_overrides
 
-EXE = str(Path(sys.executable).parent / "instant3d")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny") / "teacher"
-    tiny_train_config(d)
-    return d
+from conftest import EXE, ENV  # and the `teacher_dir` fixture
 
 
 def test_config_shares_the_training_preset():

@@ -7,15 +7,7 @@ from instant3d.files import RunFolderBusy, CorruptCheckpoint, clean_stale_tmp, r
 from instant3d.train_config import tiny_train_config
 from instant3d.train import run_training, Trainer, fingerprint
 
-EXE = str(Path(sys.executable).parent / "instant3d")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny") / "teacher"
-    tiny_train_config(d)  # writes the tiny random teacher
-    return d
+from conftest import EXE, ENV  # and the `teacher_dir` fixture
 
 
 @pytest.fixture(scope="module")

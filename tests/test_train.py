@@ -7,15 +7,7 @@ from instant3d.conventions import config_to_dict, config_from_dict
 from instant3d.train_config import TrainConfig, TRAIN_PRESETS, train_preset, apply_overrides, tiny_train_config
 from instant3d.train import run_training, Trainer, TrainingDiverged, fingerprint, init_distributed
 
-EXE = str(Path(sys.executable).parent / "instant3d")
-ENV = dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
-
-
-@pytest.fixture(scope="module")
-def teacher_dir(tmp_path_factory):
-    d = tmp_path_factory.mktemp("tiny") / "teacher"
-    tiny_train_config(d)  # writes the tiny random teacher
-    return d
+from conftest import EXE, ENV  # and the `teacher_dir` fixture
 
 
 # names other modules, benchmarks and notebooks import from instant3d.train since it was split in three
