@@ -4,10 +4,10 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-PROMPT ?= a red cube wearing a blue hat
+PROMPT ?= a red cube wearing a blue party hat
 OUT ?= outputs/demo
 
-.PHONY: setup demo test sync browser nbtest pytest bench explorer clean
+.PHONY: setup demo test sync browser nbtest pytest bench gpu-check explorer clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -45,6 +45,12 @@ test: sync browser nbtest pytest
 
 bench: setup
 	$(BIN)/python benchmarks/bench_generator.py
+
+# One prepared check for a lent GPU (under 8 minutes on an H100): the cuda tests, official generator and 256x256 render
+# timings (fp32, bf16), a paper-scale training step (random-weight SD 2.1-base + CLIP ViT-L/14, no download) at the
+# largest batch that fits; writes benchmarks/results/gpu_check_cuda.json and BENCHMARKS.md. `--tiny` runs it on a CPU.
+gpu-check: setup
+	$(BIN)/python benchmarks/gpu_check.py
 
 # The prompt explorer as a page on http://127.0.0.1:8866 (INSTANT3D_CHECKPOINT=folder for another checkpoint).
 explorer: setup

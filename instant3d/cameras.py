@@ -271,8 +271,9 @@ def get_rays(cameras: Cameras, # N cameras
     n = len(cameras)
     d_cam = torch.stack([x.expand(n, height, width), y.expand(n, height, width),
                          -torch.ones(n, height, width, **kw)], -1)
-    d = torch.einsum("nij,nhwj->nhwi", c2w[:, :3, :3], d_cam)
-    d = d / d.norm(dim=-1, keepdim=True)
+    with torch.autocast(c2w.device.type, enabled=False):  # unit directions in c2w's precision, also under autocast
+        d = torch.einsum("nij,nhwj->nhwi", c2w[:, :3, :3], d_cam)
+        d = d / d.norm(dim=-1, keepdim=True)
     o = c2w[:, None, None, :3, 3].expand(n, height, width, 3).contiguous()
     return o, d
 

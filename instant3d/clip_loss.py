@@ -14,13 +14,15 @@ from fastcore.basics import patch
 from .text import WeightsNotFoundError, hf_offline, validate_prompts
 from .conventions import check_images
 from .files import WEIGHTS_DIR
+from .precision import PRECISIONS
 
 # %% auto #0
 __all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG', 'CLIP_MEAN', 'CLIP_STD', 'ClipLossConfig',
            'clip_loss', 'clip_rp', 'clip_preprocess', 'Clip', 'missing_clip_message']
 
 # %% ../nbs/41_clip_loss.ipynb #3989609f
-OPENAI_CLIP_L14 = "openai/clip-vit-large-patch14"  # the CLIP the released code loads (training/loss.py:124-127)
+from .hub import OPENAI_CLIP_L14 as _L14, hub_hint
+OPENAI_CLIP_L14 = _L14  # the CLIP the released code loads (training/loss.py:124-127); ids live in instant3d.hub
 MINI_CLIP = "mini"  # reserved name: the shipped mini CLIP, in DEFAULT_CLIP_DIR
 DEFAULT_CLIP_DIR = WEIGHTS_DIR / "mini_clip"  # trained by instant3d.mini.clip (nbs/21_mini_clip)
 # a mini CLIP folder's config; its image_mean / image_std override CLIP_MEAN / CLIP_STD
@@ -32,6 +34,8 @@ class ClipLossConfig:
     model: str = OPENAI_CLIP_L14  # hub id or folder with a transformers CLIPModel
                                   # (+ tokenizer); "mini" = the shipped mini CLIP
     weight: float = 10.0  # lambda_clip; paper: not given; stable-dreamfusion CLIP guidance grad_scale 10 (0 disables)
+    dtype: str = "auto"  # the frozen CLIP's weights and compute: "auto" = bfloat16 where the device computes it
+                         # natively, else float32 (instant3d.precision); or force one
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -39,6 +43,8 @@ class ClipLossConfig:
         w = self.weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
             raise ValueError(f"ClipLossConfig.weight={w!r}: expected a finite number >= 0 (0 disables the loss)")
+        if self.dtype not in PRECISIONS:
+            raise ValueError(f"ClipLossConfig.dtype={self.dtype!r}: expected one of {PRECISIONS}")
     @classmethod
     def paper(cls): return cls()
     @classmethod
@@ -138,7 +144,7 @@ def missing_clip_message(name: str, local_files_only: bool, cause: object = None
             f"(config.json + weights) and its tokenizer, flat or in clip/ + tokenizer/. To provide it, download it "
             f"once, e.g. `hf download {OPENAI_CLIP_L14} --local-dir DIR` and pass DIR, or set HF_HOME to a Hugging "
             f"Face cache that holds it; or use {MINI_CLIP!r} (ClipLossConfig.mini(), the shipped mini CLIP) for the "
-            f"offline mini world."
+            f"offline mini world." + ("" if local else " " + hub_hint(name, "clip", "clip.model"))
             + (f" Cause: {cause}" if cause else ""))
 
 def _clip_source(name: str) -> tuple[str, str, Path | None]:

@@ -10,15 +10,26 @@ from .cli import CLIError, check_prompt, check_seeds_text, load_pipeline, signal
 from .files import write_json, write_text
 
 # %% auto #0
-__all__ = ['preset_info', 'cmd_info', 'cmd_generate', 'cmd_prompts', 'cmd_world_render', 'cmd_world_train_clip',
-           'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config', 'cmd_train',
-           'eval_csv_path', 'cmd_eval', 'cmd_baseline', 'cmd_reproduce']
+__all__ = ['RATE_PROMPTS', 'OPEN_SEEDS', 'preset_info', 'cmd_info', 'cmd_generate', 'cmd_prompts', 'cmd_world_render',
+           'cmd_world_train_clip', 'cmd_world_train_teacher', 'world_eval', 'cmd_world_eval', 'resolve_train_config',
+           'cmd_train', 'eval_csv_path', 'cmd_eval', 'cmd_convert_official', 'cmd_baseline', 'cmd_reproduce']
 
 # %% ../nbs/91_commands.ipynb #bdf4bcf9
+def _preset_models(preset: str):
+    "(generator config, SDSConfig, ClipLossConfig, training preset or None) of a generator or training preset."
+    from instant3d.generator import PRESETS, preset_config
+    from instant3d.sds import SDSConfig
+    from instant3d.clip_loss import ClipLossConfig
+    if preset in PRESETS:
+        return preset_config(preset), getattr(SDSConfig, preset)(), getattr(ClipLossConfig, preset)(), None
+    from instant3d.train_config import train_preset
+    tc = train_preset(preset)
+    return tc.generator, tc.sds, tc.clip, preset
+
 def preset_info(preset: str) -> dict:
-    "Parameters (total and by part), triplane shape, render size and text interface of a preset."
-    from instant3d.generator import preset_config, count_parameters
-    cfg = preset_config(preset)
+    "Parameters (total and by part), triplane shape, render size, text interface and borrowed models of a preset."
+    from instant3d.generator import count_parameters
+    cfg, sds, clip, train = _preset_models(preset)
     counts = count_parameters(cfg)
     d = cfg.decoder
     return {"preset": preset, "parameters": counts.pop("total"), "parameters_by_part": counts,
@@ -26,7 +37,8 @@ def preset_info(preset: str) -> dict:
             "render_size": [cfg.render.height, cfg.render.width],
             "test_render_size": [cfg.render.test_height, cfg.render.test_width],
             "samples_per_ray": [cfg.render.n_samples, cfg.render.n_importance],
-            "text_encoder": cfg.text.name_or_path,
+            "text_encoder": cfg.text.name_or_path, "teacher": sds.teacher, "clip": clip.model,
+            "training_preset": train, "generator_preset": cfg.preset,
             "token_shape": [cfg.token_to_plane.n_tokens, cfg.token_to_plane.token_dim]}
 
 def cmd_info(args):
@@ -34,7 +46,8 @@ def cmd_info(args):
     if args.json: print(json.dumps(info)); return
     print(f"preset {info['preset']}: {info['parameters']:,} parameters")
     for k, v in info["parameters_by_part"].items(): print(f"  {k:15s} {v:>13,}")
-    for k in ("triplane_shape", "render_size", "test_render_size", "samples_per_ray", "token_shape", "text_encoder"):
+    for k in ("triplane_shape", "render_size", "test_render_size", "samples_per_ray", "token_shape", "text_encoder",
+              "teacher", "clip"):
         print(f"{k}: {info[k]}")
 
 # %% ../nbs/91_commands.ipynb #9879e6ef
@@ -71,7 +84,7 @@ def _generate_one(pipe, prompt, out: Path, seeds, formats, threshold, args, ck, 
              "mesh_res": r["mesh_res"], "threshold": threshold, "formats": r["formats"],
              "files": r["files"], "mesh": r["mesh"], "seconds": round(load_s + r["seconds_total"], 3),
              "timings": {"load": round(load_s, 4), **r["seconds"], "total_without_load": r["seconds_total"]},
-             "config": config_to_dict(pipe.config)}
+             "config": config_to_dict(pipe.config), "unknown_words": r["prompt_report"]["unknown_words"]}
         notes = ([note] if note else []) + r["notes"]
         if notes: m["note"] = " | ".join(notes)
         return m
@@ -166,6 +179,10 @@ def cmd_world_train_clip(args):
     over = {k: v for k, v in (("seed", args.seed), ("steps", args.steps)) if v is not None}
     if any(v < (0 if k == "seed" else 1) for k, v in over.items()):
         raise CLIError(f"bad value in {over}: seed >= 0, steps >= 1", 2)
+    if args.world != "v1":  # world v2: its renders and captions, and the word only its open prompts use
+        from instant3d.mini.world import WorldConfig, world_words
+        w = WorldConfig.mini(args.world)
+        over.update(world=w, words=world_words(w))
     cfg = dataclasses.replace(MiniClipConfig(), **over)
     t0 = time.perf_counter()
     try: train_mini_clip(cfg, writable_dir(out), resume=args.resume, progress=not args.no_progress)
@@ -207,10 +224,14 @@ def world_eval(clip_dir=None, teacher_dir=None, seed: int = 1234, max_prompts: i
     except ValueError as e: raise CLIError(f"--seed {seed}: {e}", 2) from None
     t = evaluate_teacher(teacher_dir, clip_dir, seed=seed, max_prompts=max_prompts, steps=steps,
                          guidance_scale=guidance_scale, progress=progress, sampler=sampler)
+    from instant3d.mini.analysis import teacher_world
+    from instant3d.mini.janus import ground_truth_rates
+    world = teacher_world(teacher_dir)
+    rates = ground_truth_rates(world, n_prompts=max_prompts if max_prompts is not None else 256, seed=seed)
     ratio = t["teacher_clip_rp"] / t["gt_clip_rp"]
     return dict(gt_clip_rp=gt["gt_clip_rp"], gt_top1=gt["gt_top1"], teacher_clip_rp=t["teacher_clip_rp"],
                 teacher_view_accuracy=t["teacher_view_accuracy"], teacher_gt_clip_rp_same_prompts=t["gt_clip_rp"],
-                teacher_clip_rp_ratio=ratio, gt_view_accuracy=t["gt_view_accuracy"],
+                teacher_clip_rp_ratio=ratio, gt_view_accuracy=t["gt_view_accuracy"], **rates, world=f"world {world.version}",
                 bars=dict(gt_clip_rp=gt["gt_clip_rp"] >= 0.8, gt_top1=gt["gt_top1"] >= 0.9,
                           teacher_clip_rp_ratio=ratio >= 0.5, teacher_view_accuracy=t["teacher_view_accuracy"] >= 0.8),
                 n_prompts=t["n_prompts"], n_view_prompts=t["n_view_prompts"], sampler=sampler, sampling_steps=steps,
@@ -242,7 +263,10 @@ def resolve_train_config(args):
             cfg = train_preset(args.preset)
         if args.prompts is not None:
             if not Path(args.prompts).is_file():
-                raise ValueError(f"--prompts {args.prompts!r}: no such file (one prompt per line expected)")
+                raise ValueError(f"--prompts {args.prompts!r}: no such file (one prompt per line, or a JSON prompt "
+                                 "library)")
+            from instant3d.prompts import file_split
+            file_split(args.prompts)  # a malformed file fails here, before any model is built
             cfg = replace(cfg, prompts=str(args.prompts))
         if cfg.prompts == "dailylife":
             raise ValueError("--preset dailylife needs --prompts FILE: the Daily Life set was not released")
@@ -292,6 +316,10 @@ def _check_finite_metrics(m: dict, rows: list[dict], ck):
     if bad: raise CLIError(f"checkpoint {str(ck)!r} gives non-finite {', '.join(bad)} (NaN or inf): its weights or "
                            f"renders are not finite; nothing was written")
 
+# %% ../nbs/91_commands.ipynb #df1b3a31
+RATE_PROMPTS = 64  # prompts of the split whose front and back views give front_rate and janus_rate
+OPEN_SEEDS = 8  # style noises per open prompt for the diversity figure
+
 # %% ../nbs/91_commands.ipynb #df662d5a
 def cmd_eval(args):
     from instant3d.generator import Instant3DPipeline, CheckpointError
@@ -306,6 +334,7 @@ def cmd_eval(args):
     if args.views < 1: raise CLIError(f"--views {args.views}: must be >= 1", 2)
     if args.max_prompts is not None and args.max_prompts < 1:
         raise CLIError(f"--max-prompts {args.max_prompts}: must be >= 1", 2)
+    if args.open_prompts < 0: raise CLIError(f"--open-prompts {args.open_prompts}: must be >= 0", 2)
     from instant3d.generator import default_checkpoint
     ck = Path(args.checkpoint) if args.checkpoint else default_checkpoint("mini")
     if ck is None:
@@ -335,10 +364,27 @@ def cmd_eval(args):
     writable_dir(csv_path.parent)
     if csv_path.exists(): print(f"instant3d: replacing {csv_path} (an earlier result)", file=sys.stderr)
     write_text(csv_path, buf.getvalue())
+    if meta["prompts"] == "mini":
+        version = meta.get("world_version", "v1")  # checkpoints trained before world versions: v1
+        from instant3d.mini.janus import generator_view_rates
+        from instant3d.mini.analysis import generator_open_diversity
+        m.update(generator_view_rates(pipe, ps[:RATE_PROMPTS], version, args.seed))
+        if args.open_prompts: m.update(generator_open_diversity(pipe, clip, args.open_prompts, version, args.seed, OPEN_SEEDS))
     m.update(checkpoint=str(ck), split=args.split, prompt_set=meta["prompts"], csv=str(csv_path),
              seconds=round(time.perf_counter() - t0, 1))
     if args.json: print(json.dumps(m, allow_nan=False)); return
     for k, v in m.items(): print(f"{k}: {v}")
+
+# %% ../nbs/91_commands.ipynb #d5b81793
+def cmd_convert_official(args):
+    from instant3d.convert_official import convert_official
+    writable_dir(Path(args.out).parent, create=False)
+    t0 = time.perf_counter()
+    try: out = convert_official(args.path, args.out, fp16=args.fp16, text_encoder=args.text_encoder)
+    except (ValueError, OSError) as e: raise CLIError(" ".join(str(e).split())) from None
+    mb = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 2**20
+    print(f"wrote {out} ({mb:.0f} MB, {time.perf_counter() - t0:.1f} s): use it with `instant3d generate --checkpoint "
+          f"{out}`, `instant3d eval --checkpoint {out}` or the explorer")
 
 # %% ../nbs/91_commands.ipynb #b5e1a9c0
 def cmd_baseline(args):

@@ -9,7 +9,7 @@ from .cameras import sample_cameras
 from .generator import Instant3DPipeline, check_finite
 
 # %% auto #0
-__all__ = ['white_foreground', 'silhouette_iou', 'evaluate_clip_rp', 'world_ground_truth']
+__all__ = ['white_foreground', 'silhouette_iou', 'evaluate_clip_rp', 'world_ground_truth', 'render_prompt_views']
 
 # %% ../nbs/44_evaluate.ipynb #039d4012
 def white_foreground(rgb: torch.Tensor, # [N, 3, H, W] in [0, 1], rendered on white
@@ -92,3 +92,23 @@ def world_ground_truth(size: int):
     from instant3d.mini.render import render_scenes
     w = WorldConfig.mini()
     return lambda ps, cams: render_scenes(ps, cams.to("cpu"), cfg=w, size=size)["rgb"].clamp(0, 1)
+
+# %% ../nbs/44_evaluate.ipynb #0283d031
+def render_prompt_views(pipe: Instant3DPipeline, prompts: list[str],
+                        cameras, # V cameras, the same for every prompt and noise
+                        seed: int = 0, n_noise: int = 1, # style noises per prompt, drawn in order from `seed`
+                       ) -> torch.Tensor: # [P, n_noise, V, 3, H, W] in [0, 1], test render on white
+    "Renders of each prompt, with `n_noise` style noises, from fixed cameras."
+    g, out = torch.Generator().manual_seed(seed), []
+    dev = next(pipe.model.parameters()).device
+    V = len(cameras)
+    for p in prompts:
+        noise = torch.randn(n_noise, pipe.config.style.noise_dim, generator=g)
+        with torch.no_grad():
+            tokens = pipe.text_encoder.encode([p] * n_noise).tokens.to(dev)
+            tp = pipe.model.triplane(tokens, noise=noise.to(dev)).repeat_interleave(V, 0)
+            cams = cameras[torch.arange(V).repeat(n_noise)].to(dev)
+            white = torch.ones(len(cams), 3, device=dev)
+            o = pipe.model.render(tp, cams, cfg=pipe.config.render.for_test(), background=white, perturb=False)
+        out.append(check_finite(o["rgb"].clamp(0, 1), f"renders of {p!r}", getattr(pipe, "checkpoint", None)).cpu())
+    return torch.stack(out).view(len(prompts), n_noise, V, *out[0].shape[1:])

@@ -10,8 +10,9 @@ from .files import write_text
 
 # %% auto #0
 __all__ = ['ANIMAL_SPECIES', 'ANIMAL_ITEMS', 'ANIMAL_GADGETS', 'ANIMAL_HATS', 'PORTRAIT_FIGURES', 'PORTRAIT_HATS',
-           'PORTRAIT_EXPRESSIONS', 'SPLITS', 'PROMPT_SETS', 'animal_prompt', 'animals_prompts', 'portraits_prompts',
-           'split_prompts', 'load_prompt_file', 'prompt_set', 'save_split_file']
+           'PORTRAIT_EXPRESSIONS', 'SPLITS', 'LIBRARY_KEYS', 'PROMPT_SETS', 'animal_prompt', 'animals_prompts',
+           'portraits_prompts', 'split_prompts', 'is_prompt_library', 'load_prompt_file', 'read_prompt_library',
+           'file_split', 'prompt_set', 'save_split_file']
 
 # %% ../nbs/30_prompts.ipynb #85365eb3
 ANIMAL_SPECIES = ("wolf", "dog", "panda", "fox", "civet", "cat", "red panda", "teddy bear", "rabbit", "koala")
@@ -54,11 +55,18 @@ def split_prompts(prompts: list[str], seed: int = 0, train_fraction: float = 0.6
     return {"train": [uniq[i] for i in order[:n]], "test": [uniq[i] for i in order[n:]]}
 
 # %% ../nbs/30_prompts.ipynb #881b3558
+def is_prompt_library(path) -> bool: return Path(path).suffix.lower() == ".json"
+
 def load_prompt_file(path) -> list[str]:
     "Prompts of a text file, one per line (blank lines and '#' comments skipped, duplicates dropped with a warning)."
     import warnings
     p = Path(path)
-    if not p.is_file(): raise ValueError(f"prompt file {str(p)!r} not found: give a text file with one prompt per line")
+    if not p.is_file():
+        raise ValueError(f"prompt file {str(p)!r} not found: give a text file with one prompt per line or a JSON "
+                         "prompt library (.json)")
+    if is_prompt_library(p):  # every prompt of a JSON library, whatever its split
+        lib = read_prompt_library(p)
+        return lib if isinstance(lib, list) else list(dict.fromkeys(x for k in LIBRARY_KEYS for x in lib.get(k, [])))
     lines = [l.strip() for l in p.read_text(encoding="utf-8").splitlines()]
     out = [l for l in lines if l and not l.startswith("#")]
     if not out: raise ValueError(f"prompt file {str(p)!r} holds no prompts (one per line expected)")
@@ -66,13 +74,59 @@ def load_prompt_file(path) -> list[str]:
     if len(uniq) < len(out): warnings.warn(f"{p}: dropped {len(out) - len(uniq)} duplicate prompt(s)")
     return uniq
 
+# %% ../nbs/30_prompts.ipynb #c2a84b6b
+LIBRARY_KEYS = ("train", "val", "test")  # the lists a JSON prompt library may hold
+
+def _library_list(items, where: str) -> list[str]:
+    "The stripped prompts of one JSON list; `ValueError` naming the first entry that is not a non-empty string."
+    if not isinstance(items, list):
+        raise ValueError(f"{where}: expected a list of prompts, got {type(items).__name__}")
+    for j, x in enumerate(items):
+        if not isinstance(x, str) or not x.strip():
+            raise ValueError(f"{where}[{j}] = {x!r}: every prompt must be a non-empty string")
+    return list(dict.fromkeys(x.strip() for x in items))
+
+def read_prompt_library(path) -> list[str] | dict[str, list[str]]:
+    "A JSON prompt library: a list of prompts, or {'train': [...], 'val': [...], 'test': [...]} ('train' required)."
+    p = Path(path)
+    accepted = "a JSON list of prompts or an object with 'train' (and optional 'val', 'test') lists of prompts"
+    try: obj = json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"prompt library {str(p)!r} is not readable JSON ({e}); expected {accepted}") from None
+    if isinstance(obj, list):
+        out = _library_list(obj, str(p))
+        if not out: raise ValueError(f"prompt library {str(p)!r} is an empty list; expected {accepted}")
+        return out
+    if not isinstance(obj, dict):
+        raise ValueError(f"prompt library {str(p)!r} holds a {type(obj).__name__}; expected {accepted}")
+    extra = [k for k in obj if k not in LIBRARY_KEYS]
+    if extra: raise ValueError(f"prompt library {str(p)!r} has keys {extra}; accepted {list(LIBRARY_KEYS)}")
+    lib = {k: _library_list(obj[k], f"{p}: {k!r}") for k in LIBRARY_KEYS if k in obj}
+    if not lib.get("train"):
+        raise ValueError(f"prompt library {str(p)!r} has no non-empty 'train' list; expected {accepted}")
+    return lib
+
+# %% ../nbs/30_prompts.ipynb #82545e2f
+def file_split(path, seed: int = 0, train_fraction: float = 0.6) -> dict[str, list[str]]:
+    "{'train', 'test'} of a prompt file: a JSON library's own train / val + test, else a seeded split of its prompts."
+    import warnings
+    if not is_prompt_library(path): return split_prompts(load_prompt_file(path), seed, train_fraction)
+    lib = read_prompt_library(path)
+    if isinstance(lib, list): return split_prompts(lib, seed, train_fraction)
+    held = list(dict.fromkeys(lib.get("val", []) + lib.get("test", [])))
+    both = set(held) & set(lib["train"])
+    if both: warnings.warn(f"{path}: {len(both)} held-out prompt(s) also in 'train' were kept in 'train' only")
+    return {"train": sorted(lib["train"]), "test": sorted(p for p in held if p not in both)}
+
 # %% ../nbs/30_prompts.ipynb #957716a0
 PROMPT_SETS = ("mini", "animals", "portraits")
 
 def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[str]:
     "Prompts of a named set (`mini`, `animals`, `portraits`) or of `file`, for one split."
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}: accepted {', '.join(SPLITS)}")
-    if file is not None: allp = load_prompt_file(file)
+    if file is not None:
+        s = file_split(file, seed)
+        return sorted(set(s["train"] + s["test"])) if split == "all" else s[split]
     elif name == "mini":
         from instant3d.mini.world import WorldConfig, prompts as world_prompts
         return world_prompts(WorldConfig.mini(), split)  # the world's own fixed split (seed in WorldConfig)

@@ -12,7 +12,7 @@ if TYPE_CHECKING: from instant3d.render import RenderConfig  # annotations only:
 
 # %% auto #0
 __all__ = ['IMPORTANCE_SMOOTHING', 'ray_box_intersect', 'ray_sphere_intersect', 'ray_segments', 'stratified_samples',
-           'composite_weights', 'composite', 'smooth_weights', 'sample_pdf', 'fine_samples']
+           'composite_weights', 'composite', 'smooth_weights', 'sample_pdf', 'occupied_samples', 'fine_samples']
 
 # %% ../nbs/08a_rays.ipynb #5f25d9d1
 def ray_box_intersect(origins: torch.Tensor, # [..., 3] world units
@@ -126,18 +126,35 @@ def sample_pdf(bins: torch.Tensor, # [..., S + 1] sorted interval edges
     frac = (u - c0) / torch.where(c1 - c0 > 1e-12, c1 - c0, torch.ones_like(c0))
     return b0 + frac.clamp(0, 1) * (b1 - b0)
 
+# %% ../nbs/08a_rays.ipynb #8ff661d5
+def occupied_samples(density: torch.Tensor, # [R, S] coarse densities (detached)
+                     threshold: float, # sigma_min: density per unit length that counts as something
+                    ) -> torch.Tensor: # [R, S] bool
+    "Coarse samples whose density, or a neighbour's on the ray, reaches `threshold`."
+    occ = density >= threshold
+    out = occ.clone()
+    out[:, 1:] |= occ[:, :-1]; out[:, :-1] |= occ[:, 1:]
+    return out
+
 # %% ../nbs/08a_rays.ipynb #2963884d
 def fine_samples(t: torch.Tensor, # [R, S] sorted coarse samples
                  far: torch.Tensor, # [R] end of each ray's segment
                  density: torch.Tensor, # [R, S] coarse density (detached)
                  cfg: RenderConfig, perturb: bool = True, generator: torch.Generator | None = None,
+                 occupied: torch.Tensor | None = None, # [R, S] bool from `occupied_samples`; None = all
                 ) -> tuple[torch.Tensor, torch.Tensor | None]: # t_fine [R, n_importance] sorted; keep: bool or None
-    "Importance samples from the coarse weights, and which of them lie before coarse transmittance `min_transmittance`."
+    "Importance samples from the coarse weights; which lie before coarse transmittance `min_transmittance` and in space."
     w, delta = composite_weights(density, t, far)
     t_fine = sample_pdf(torch.cat([t, far[:, None]], -1), smooth_weights(w, cfg.importance_smoothing),
                         cfg.n_importance, perturb, generator)
-    if cfg.min_transmittance == 0: return t_fine, None
-    tau = density * delta
-    trans = torch.exp(-(torch.cumsum(tau, -1) - tau))  # [R, S] coarse transmittance at the start of each interval
+    if cfg.min_transmittance == 0 and occupied is None: return t_fine, None
     interval = (torch.searchsorted(t.contiguous(), t_fine.contiguous(), right=True) - 1).clamp_min(0)
-    return t_fine, trans.gather(-1, interval) >= cfg.min_transmittance
+    keep = torch.ones_like(t_fine, dtype=torch.bool)
+    if cfg.min_transmittance > 0:
+        tau = density * delta
+        trans = torch.exp(-(torch.cumsum(tau, -1) - tau))  # [R, S] coarse transmittance at the start of each interval
+        keep = trans.gather(-1, interval) >= cfg.min_transmittance
+    if occupied is not None:  # interval j is occupied when either end is (the last one ends at `far`)
+        ends = occupied | torch.cat([occupied[:, 1:], occupied[:, -1:]], 1)
+        keep = keep & ends.gather(-1, interval)
+    return t_fine, keep

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from .conventions import BOX_RADIUS
 from .rays import (
     IMPORTANCE_SMOOTHING, ray_box_intersect, ray_sphere_intersect, ray_segments, stratified_samples, composite_weights,
-    composite, smooth_weights, sample_pdf, fine_samples)
+    composite, smooth_weights, sample_pdf, fine_samples, occupied_samples)
 from .shading import (
     SHADING_MODES, BACKGROUNDS, NORMAL_METHODS, query_field, query_density, estimate_normals, visible_normals,
     surface_normals, shade, _shade_rays, _shade_surface, sample_shading, sample_background)
@@ -18,14 +18,14 @@ from .shading import (
 # %% auto #0
 __all__ = ['NORMALS_AT', 'RenderConfig', 'render_rays', 'render', 'IMPORTANCE_SMOOTHING', 'ray_box_intersect',
            'ray_sphere_intersect', 'ray_segments', 'stratified_samples', 'composite_weights', 'composite',
-           'smooth_weights', 'sample_pdf', 'fine_samples', 'SHADING_MODES', 'BACKGROUNDS', 'NORMAL_METHODS',
-           'query_field', 'query_density', 'estimate_normals', 'visible_normals', 'surface_normals', 'shade',
-           'sample_shading', 'sample_background']
+           'smooth_weights', 'sample_pdf', 'fine_samples', 'occupied_samples', 'SHADING_MODES', 'BACKGROUNDS',
+           'NORMAL_METHODS', 'query_field', 'query_density', 'estimate_normals', 'visible_normals', 'surface_normals',
+           'shade', 'sample_shading', 'sample_background']
 
 # %% ../nbs/08c_render.ipynb #489b839d
 # the renderer's parts stay importable from here (`from instant3d.render import shade`)
 _all_ = ["IMPORTANCE_SMOOTHING", "ray_box_intersect", "ray_sphere_intersect", "ray_segments", "stratified_samples",
-         "composite_weights", "composite", "smooth_weights", "sample_pdf", "fine_samples", "SHADING_MODES",
+         "composite_weights", "composite", "smooth_weights", "sample_pdf", "fine_samples", "occupied_samples", "SHADING_MODES",
          "BACKGROUNDS", "NORMAL_METHODS", "query_field", "query_density", "estimate_normals", "visible_normals",
          "surface_normals", "shade", "sample_shading", "sample_background"]
 
@@ -64,6 +64,9 @@ class RenderConfig:
     bound_radius: float | None = None
     # fine samples behind a coarse transmittance below this are not evaluated (ours, for speed); 0 = all (paper, released)
     min_transmittance: float = 0.0
+    # coarse samples whose density and neighbours' stay below this are not evaluated or differentiated, nor fine
+    # samples between them (ours, for speed: empty-space skipping); 0 = all (paper, released)
+    empty_density: float = 0.0
 
     def __post_init__(self): _check_render_config(self)
     @classmethod
@@ -74,7 +77,7 @@ class RenderConfig:
     def mini(cls):  # bound_radius: mini-world objects reach 1.17 from the origin (20_world: stone slab rim)
         return cls(test_height=64, test_width=64, n_samples=32, n_importance=32, normals="forward_difference",
                    chunk_rays=32768, bound_radius=1.25, min_transmittance=1e-4, normal_min_weight=1e-3,
-                   normals_at="surface")
+                   normals_at="surface", empty_density=1e-3)
     def for_test(self):
         return dataclasses.replace(self, height=self.test_height, width=self.test_width,
                                    background=self.test_background)
@@ -109,6 +112,8 @@ def _check_render_config(c: RenderConfig):
         raise ValueError(f"RenderConfig.bound_radius must be None or > 0, got {c.bound_radius!r}")
     if not 0 <= c.min_transmittance < 1:
         raise ValueError(f"RenderConfig.min_transmittance must lie in [0, 1), got {c.min_transmittance}")
+    if not (isinstance(c.empty_density, (int, float)) and 0 <= c.empty_density < math.inf):
+        raise ValueError(f"RenderConfig.empty_density must be a number >= 0 (0 = off), got {c.empty_density!r}")
 
 # %% ../nbs/08c_render.ipynb #fdd258fb
 def _resolve_modes(shading, cfg: RenderConfig, B: int, generator) -> tuple[str, ...]:
@@ -157,11 +162,19 @@ def _render_chunk(field, triplane, o, d, cfg: RenderConfig, modes, background, l
     rb, ri = hit.nonzero(as_tuple=True)  # the R sampled rays, sorted by batch element
     ro, rd, far_r = o[rb, ri], d[rb, ri], far[rb, ri]
     t = stratified_samples(near[rb, ri], far_r, cfg.n_samples, perturb, generator)  # [R, S]
-    density, albedo = _evaluate(field, triplane, ro, rd, t, rb, alpha)  # coarse samples, with gradients, once
+    occ = None
+    if cfg.empty_density > 0:  # a pass without gradients finds the occupied samples; only those are differentiated
+        with torch.no_grad(): d0, a0 = _evaluate(field, triplane, ro, rd, t, rb, alpha)
+        occ = occupied_samples(d0, cfg.empty_density)
+        if torch.is_grad_enabled(): density, albedo = _evaluate(field, triplane, ro, rd, t, rb, alpha, occ)
+        else: density, albedo = d0 * occ, a0 * occ[..., None]
+    else: density, albedo = _evaluate(field, triplane, ro, rd, t, rb, alpha)  # coarse samples, with gradients, once
     t_sorted, weights_sorted = t, composite_weights(density, t, far_r)[0]
     weights = weights_sorted
     if cfg.n_importance > 0:
-        with torch.no_grad(): t_fine, keep = fine_samples(t, far_r, density.detach(), cfg, perturb, generator)
+        # placed from the coarse densities as evaluated (skipped ones included): the same samples as without skipping
+        pdf_density = density.detach() if occ is None else d0
+        with torch.no_grad(): t_fine, keep = fine_samples(t, far_r, pdf_density, cfg, perturb, generator, occ)
         density_f, albedo_f = _evaluate(field, triplane, ro, rd, t_fine, rb, alpha, keep)
         t, density = torch.cat([t, t_fine], -1), torch.cat([density, density_f], -1)
         albedo = torch.cat([albedo, albedo_f], 1)

@@ -13,7 +13,9 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .conventions import GUIDANCE_ORDER, check_images
 from .text import DTYPES, SD21_BASE, TextEncoder, WeightsNotFoundError, hf_offline, tiny_text_encoder_folder
+from .hub import download_command, hub_hint, is_local
 from .files import WEIGHTS_DIR
+from .precision import PRECISIONS, resolve_dtype
 
 # %% auto #0
 __all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'DEFAULT_TEACHER_DIR', 'SDSConfig', 'timestep_bounds', 'sample_timesteps', 'sds_weight',
@@ -42,7 +44,9 @@ def _check_sds_config(c):
          and 8 <= c.latent_render_size <= 2048 and c.latent_render_size % 8 == 0,
          "latent_render_size", "an int in [8, 2048], a multiple of 8 (the SD VAE downsamples 8x)")
     need(c.grad_clip is None or (real(c.grad_clip) and c.grad_clip > 0), "grad_clip", "None or a number > 0")
-    need(c.dtype in DTYPES, "dtype", f"one of {sorted(DTYPES)}")
+    need(c.dtype in PRECISIONS, "dtype", f"one of {PRECISIONS}")
+    for name in ("channels_last", "skip_unused", "compile"):
+        need(isinstance(getattr(c, name), bool), name, "True or False")
 
 # %% ../nbs/40_sds.ipynb #52b24dd0
 @dataclass(frozen=True)
@@ -60,8 +64,11 @@ class SDSConfig:
                                    # this before the VAE (stable-dreamfusion sd.py, inferred)
     grad_clip: float | None = None  # clamp each element of grad to [-c, c] (threestudio
                                     # grad_clip); None = off (paper and released code: none)
-    dtype: str = "float32"  # teacher weights and UNet/VAE compute; fp32 by default;
-                            # float16/bfloat16 are explicit speed options
+    dtype: str = "auto"  # teacher weights and UNet/VAE compute (a frozen network): "auto" = bfloat16 where the
+                         # device computes it natively, else float32 (instant3d.precision); or force one
+    channels_last: bool = True  # UNet weights and inputs in channels-last memory (faster convolutions; same math)
+    skip_unused: bool = True  # conditions whose Perp-Neg weight is exactly 0 are not run through the UNet
+    compile: bool = False  # torch.compile the UNet (pays only over long runs; falls back to eager if it fails)
 
     def __post_init__(self): _check_sds_config(self)
     @classmethod
@@ -138,6 +145,7 @@ class SDSGuidance(torch.nn.Module):
         self.t_bounds = timestep_bounds(cfg.t_range, self.num_train_timesteps)
         self.register_buffer("abar", scheduler.alphas_cumprod.float().clone(), persistent=False)  # [N]
         self.requires_grad_(False).eval()
+        self._unet_call = None  # the UNet as called: eager, channels-last, or compiled (`_unet_fn`)
         # [1, L, D], cached
         self.register_buffer("uncond", self.encode_prompts([""], allow_empty=True), persistent=False)
 
@@ -202,16 +210,38 @@ def add_noise(self: SDSGuidance, x: torch.Tensor, # [B, C, h, w] clean input
 def predict_eps(self: SDSGuidance, x_t: torch.Tensor, # [B, C, h, w] noisy input
                 t: torch.Tensor, # [B] long
                 embeds: torch.Tensor, # [B, K, L, D] condition tokens
+                needed: torch.Tensor | None = None, # [B, K] bool: conditions to compute (others get eps_uncond)
                ) -> tuple[torch.Tensor, torch.Tensor]: # eps_uncond [B, C, h, w], eps_cond [B, K, C, h, w] (float32)
     "Unconditional and K conditional noise predictions in a single batched UNet call, no grad."
     assert GUIDANCE_ORDER == ("uncond", "cond")
     B, K = embeds.shape[:2]
-    cond = torch.cat([self.uncond.expand(B, -1, -1), embeds.reshape(B * K, *embeds.shape[2:])])
-    cond = cond.to(self.device, self.dtype)
-    rows = torch.cat([x_t, x_t.repeat_interleave(K, 0)]).to(self.dtype)
+    sel = None if needed is None or bool(needed.all()) else needed.to(embeds.device).reshape(-1).nonzero()[:, 0]
+    cond, x_c, t_c = embeds.reshape(B * K, *embeds.shape[2:]), x_t.repeat_interleave(K, 0), t.repeat_interleave(K)
+    if sel is not None: cond, x_c, t_c = cond[sel], x_c[sel.to(x_c.device)], t_c[sel.to(t_c.device)]
+    cond = torch.cat([self.uncond.expand(B, -1, -1), cond.to(self.uncond)]).to(self.device, self.dtype)
+    rows = torch.cat([x_t, x_c]).to(self.dtype)
+    if self.cfg.channels_last: rows = rows.contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
-        eps = self.unet(rows, torch.cat([t, t.repeat_interleave(K)]), encoder_hidden_states=cond).sample.float()
-    return eps[:B], eps[B:].view(B, K, *eps.shape[1:])
+        eps = self._unet_fn()(rows, torch.cat([t, t_c]), encoder_hidden_states=cond).sample.float().contiguous()
+    eps_u = eps[:B]
+    if sel is None: return eps_u, eps[B:].view(B, K, *eps.shape[1:])
+    eps_c = eps_u.repeat_interleave(K, 0)  # unused conditions: exactly eps_uncond
+    eps_c[sel.to(eps.device)] = eps[B:]
+    return eps_u, eps_c.view(B, K, *eps.shape[1:])
+
+@patch
+def _unet_fn(self: SDSGuidance):
+    "The UNet as it is called: channels-last and compiled as the config asks (set up on first use)."
+    if self._unet_call is None:
+        if self.cfg.channels_last: self.unet.to(memory_format=torch.channels_last)
+        call = self.unet
+        if self.cfg.compile:
+            try: call = torch.compile(self.unet)
+            except Exception as e:  # noqa: BLE001 - any failure: eager is always correct
+                import warnings
+                warnings.warn(f"SDSConfig.compile: torch.compile failed ({type(e).__name__}: {e}); using eager")
+        object.__setattr__(self, "_unet_call", call)  # a plain attribute, not a second registered submodule
+    return self._unet_call
 
 # %% ../nbs/40_sds.ipynb #e818c7de
 def _check_embeds(embeds, B: int, uncond: torch.Tensor, combine) -> torch.Tensor:
@@ -234,6 +264,8 @@ def sds(self: SDSGuidance, images: torch.Tensor, # [B, 3, H, W] in [0, 1], requi
         generator: torch.Generator | None = None, # draws t and eps (reproducible steps)
         t_range: tuple[float, float] | None = None, # override cfg.t_range for this step
                                                     # (timestep annealing); None = cfg's
+        needed: torch.Tensor | None = None, # [B, K] bool: conditions `combine` reads (others: weight 0);
+                                            # used when cfg.skip_unused
        ) -> dict: # loss scalar, grad [B, C, h, w] detached, t [B] long, w [B]
     "One SDS step: noise the renders' teacher input, guide, return the detached-target loss of w(t) (eps_hat - eps)."
     embeds = _check_embeds(embeds, len(images), self.uncond, combine)
@@ -243,7 +275,8 @@ def sds(self: SDSGuidance, images: torch.Tensor, # [B, 3, H, W] in [0, 1], requi
     t = sample_timesteps(len(x), bounds, generator, x.device)
     gdev = generator.device if generator is not None else x.device  # draw where the generator lives
     noise = torch.randn(x.shape, generator=generator, device=gdev).to(x.device)
-    eps_u, eps_c = self.predict_eps(self.add_noise(x.detach(), noise, t), t, embeds)
+    eps_u, eps_c = self.predict_eps(self.add_noise(x.detach(), noise, t), t, embeds,
+                                    needed if self.cfg.skip_unused else None)
     eps_hat = guide(eps_u, eps_c[:, 0], self.cfg.guidance_scale) if combine is None else combine(eps_u, eps_c)
     w = sds_weight(self.abar[t], self.cfg.weighting)
     grad = w.view(-1, 1, 1, 1) * (eps_hat - noise)
@@ -266,12 +299,12 @@ def missing_teacher_message(name: str, local_files_only: bool, cause: object = N
                 + (f" Cause: {cause}" if cause else ""))
     mode = ("in local files only (HF offline mode or local_files_only=True)" if local_files_only
             else "locally, in the Hugging Face cache, then for download")
-    repo = SD21_BASE if os.path.exists(name) or name.startswith(("/", ".", "~")) else name
+    hint = download_command(name, "sd21", ("unet", "scheduler", "text_encoder", "tokenizer", "vae"), "DIR")
+    hub = "" if is_local(name) else " " + hub_hint(name, "sd21", "sds.teacher")
     return (f"diffusion teacher not found: looked for {name!r} {mode}; expected unet/, scheduler/, text_encoder/, "
-            f"tokenizer/ (and vae/ for a latent teacher). To provide it, download it once, e.g. `hf download {repo} "
-            f"--include \"unet/*\" \"scheduler/*\" \"text_encoder/*\" \"tokenizer/*\" \"vae/*\" \"model_index.json\" "
-            f"--local-dir DIR` and set SDSConfig.teacher=DIR, or set HF_HOME to a Hugging Face cache that holds it; "
-            f"or use SDSConfig.mini() (the shipped mini teacher) for the offline mini world."
+            f"tokenizer/ (and vae/ for a latent teacher). To provide it, download it once, e.g. `{hint}` "
+            f"and set SDSConfig.teacher=DIR, or set HF_HOME to a Hugging Face cache that holds it; "
+            f"or use SDSConfig.mini() (the shipped mini teacher) for the offline mini world." + hub
             + (f" Cause: {cause}" if cause else ""))
 
 # %% ../nbs/40_sds.ipynb #a60cd2c0
@@ -295,7 +328,7 @@ def from_pretrained(cls: SDSGuidance, cfg: SDSConfig, device=None,
     "The frozen teacher `cfg.teacher` names (hub id, diffusers folder, or 'mini'), in `cfg.dtype`, on `device`."
     from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
     name, lfo, has_vae = _teacher_source(cfg, local_files_only)
-    dt = DTYPES[cfg.dtype]
+    dt = resolve_dtype(cfg.dtype, device if device is not None else "cpu")
     try:
         unet = UNet2DConditionModel.from_pretrained(name, subfolder="unet", local_files_only=lfo, torch_dtype=dt,
                                                     **low_mem_kwargs())

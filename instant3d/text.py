@@ -20,7 +20,8 @@ __all__ = ['SD21_BASE', 'MINI', 'DTYPES', 'BOS', 'EOT', 'MINI_WORDS', 'MINI_MAX_
            'mini_text_encoder', 'tiny_text_encoder_folder', 'shipped_mini_text_dir']
 
 # %% ../nbs/02_text.ipynb #2945095a
-SD21_BASE = "stabilityai/stable-diffusion-2-1-base"  # released code models/sd/sd.py:84-85
+from .hub import SD21_BASE as _SD21_BASE, download_command, hub_hint
+SD21_BASE = _SD21_BASE  # SD 2.1-base by its working mirror (instant3d.hub; released sd.py:84-85 names the old id)
 MINI = "mini"  # reserved name_or_path: the offline mini encoder, built in memory
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -48,7 +49,7 @@ class TextEncoderConfig:
 
     @classmethod
     def official(cls):
-        "Released code: the text encoder and tokenizer of stabilityai/stable-diffusion-2-1-base."
+        "Released code: the text encoder and tokenizer of SD 2.1-base (by its maintained mirror, see instant3d.hub)."
         return cls()
 
     @classmethod
@@ -76,13 +77,12 @@ def missing_weights_message(what: str, # "text encoder weights" or "tokenizer"
             else "locally, in the Hugging Face cache, then for download")
     local = os.path.exists(name_or_path) or name_or_path.startswith(("/", ".", "~"))
     if local and not os.path.isdir(name_or_path): cause = f"there is no folder {name_or_path!r}"
-    repo = SD21_BASE if local else name_or_path
-    include = "".join(f' "{s}/*"' for s in subfolders if s)
-    hint = f"hf download {repo}" + (f" --include{include}" if include else "") + " --local-dir DIR"
+    hint = download_command(name_or_path, "sd21", subfolders, "DIR")
+    hub = "" if local else " " + hub_hint(name_or_path, "sd21", "generator.text.name_or_path")
     return (f"CLIP {what} not found: looked for {where} {mode}. To provide it, download it once, e.g. `{hint}` "
             "(older huggingface_hub: `huggingface-cli download ...`) and pass DIR as name_or_path, or set HF_HOME "
             "to a Hugging Face cache that holds it; or use `--preset mini` (TextEncoderConfig.mini()) for the "
-            "offline mini world, which needs no files." + (f" Cause: {cause}" if cause else ""))
+            "offline mini world, which needs no files." + hub + (f" Cause: {cause}" if cause else ""))
 
 # %% ../nbs/02_text.ipynb #9c12e2eb
 @dataclass

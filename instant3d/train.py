@@ -25,6 +25,7 @@ from .distributed import DistInfo, init_distributed, step_generator, _all_gather
 from .train_config import TRAIN_PRESETS, TrainConfig, train_preset, apply_overrides, prompt_split
 from .train_config import resolve_prompts, load_train_config, tiny_train_config
 from .evaluate import evaluate_clip_rp, silhouette_iou, white_foreground, world_ground_truth
+from .precision import resolve_dtype
 
 # %% auto #0
 __all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'PromptBank', 'warm_start_state', 'TrainingDiverged', 'Trainer', 'fingerprint',
@@ -68,7 +69,7 @@ def _load_guidance(cfg: TrainConfig, device):
 
 def _load_clip(cfg: TrainConfig, device):
     from instant3d.clip_loss import Clip
-    return Clip.from_pretrained(cfg.clip.model, device=device)
+    return Clip.from_pretrained(cfg.clip.model, device=device, dtype=resolve_dtype(cfg.clip.dtype, device))
 
 # %% ../nbs/45_train.ipynb #0a990d7d
 def warm_start_state(path, # a model folder written by `save_pretrained`
@@ -172,7 +173,9 @@ def _losses(self: Trainer, g: torch.Generator) -> tuple[dict, dict]:
     embeds = torch.einsum("bkv,bvld->bkld", mix.to(dev), self.bank.view_embeds(idx))
     combine = (partial(perp_neg_eps, neg_weights=w_neg.to(dev), guidance_scale=cfg.sds.guidance_scale)
                if mix.shape[1] > 1 else None)
-    losses["sds"] = self.guidance.sds(r["rgb"], embeds, combine=combine, generator=g)["loss"]
+    # negatives of weight exactly 0 need no UNet row (SDSConfig.skip_unused)
+    needed = torch.cat([torch.ones_like(w_neg[:, :1], dtype=torch.bool), w_neg != 0], 1) if combine else None
+    losses["sds"] = self.guidance.sds(r["rgb"], embeds, combine=combine, generator=g, needed=needed)["loss"]
     if cfg.clip.weight > 0: losses["clip"] = clip_loss(feats, self.bank.clip_text(idx))
     stats["opacity"] = r["opacity"].mean().item()
     return losses, stats

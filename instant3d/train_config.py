@@ -206,13 +206,13 @@ def apply_overrides(cfg, items: list[str]):
 # %% ../nbs/43_train_config.ipynb #ca68210a
 def prompt_split(prompts: str, split_seed: int = 0) -> dict[str, list[str]]:
     "{'train', 'test', 'all'} prompt lists of a named set or a file (the softmax of CLIP-RP ranges over 'all')."
-    from instant3d.prompts import prompt_set, split_prompts, load_prompt_file, PROMPT_SETS
+    from instant3d.prompts import prompt_set, file_split, PROMPT_SETS
     if prompts in PROMPT_SETS:
         s = {k: prompt_set(prompts, k, seed=split_seed) for k in ("train", "test")}
     elif prompts == "dailylife":
         raise ValueError("the Daily Life set was not released: give your own prompt file with --prompts FILE "
                          "(one prompt per line)")
-    else: s = split_prompts(load_prompt_file(prompts), seed=split_seed)
+    else: s = file_split(prompts, seed=split_seed)  # a text file, or a JSON library with its own split
     return dict(s, all=s["train"] + s["test"])
 
 def resolve_prompts(cfg: TrainConfig) -> dict[str, list[str]]:

@@ -312,7 +312,8 @@ def test_packed_renderer_matches_plain_field_path(method):
     field = TriplaneField(TriplaneFieldConfig.mini())
     tp0 = 0.5 * torch.randn(2, 3, 16, 16, 16, generator=g)
     cams = orbit_cameras(torch.tensor([0.0, 130.0]), torch.tensor([10.0, -20.0]), 3.3, 30.0)
-    cfg = dataclasses.replace(RenderConfig.mini(), height=8, width=8, bound_radius=None, min_transmittance=0.0, normals=method)
+    cfg = dataclasses.replace(RenderConfig.mini(), height=8, width=8, bound_radius=None, min_transmittance=0.0, normals=method,
+                              empty_density=0.0)
     kw = dict(shading=("lambertian", "textureless"), background=torch.rand(2, 3, generator=g), alpha=0.5)
     res = []
     for f in (field, PlainField(field)):
@@ -334,7 +335,7 @@ class CompactBlob:
 def test_bounding_sphere_matches_box_on_field_inside_it():
     cams = sample_cameras(CameraConfig.mini(), 3, generator=torch.Generator().manual_seed(0))
     bg = torch.tensor([[0.2, 0.7, 0.1], [1.0, 1.0, 1.0], [0.0, 0.3, 0.9]])
-    box = dataclasses.replace(RenderConfig.mini(), height=12, width=12, bound_radius=None, min_transmittance=0.0, normal_min_weight=0.0,
+    box = dataclasses.replace(RenderConfig.mini(), height=12, width=12, bound_radius=None, min_transmittance=0.0, normal_min_weight=0.0, empty_density=0.0,
                               n_samples=256, n_importance=128)
     with torch.no_grad():
         a = render(CompactBlob(), None, cams, box, shading="lambertian", background=bg, perturb=False)

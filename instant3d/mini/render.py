@@ -10,13 +10,14 @@ import torch
 import torch.nn.functional as F
 from fastcore.basics import patch
 from ..cameras import Cameras, get_rays
-from ..render import BACKGROUNDS, shade
-from .world import (COLOURS, FRONT_RGB, PART_NAMES, SCARF_RGB, SUPPORT_RGB, Scene, WorldConfig, _as_scenes)
+from ..render import BACKGROUNDS, SHADING_MODES, shade
+from .world import (COLOURS, FRONT_RGB, PART_NAMES, SCARF_RGB, SUPPORT_RGB, WORLD_VERSIONS, Scene, WorldConfig,
+                                  _as_scenes)
 
 # %% auto #0
-__all__ = ['ROUND', 'FLAT', 'BODY_GEOMETRY', 'WORLD_SCALE', 'WORLD_LIFT', 'NOSE_RADIUS', 'NOSE_SINK', 'PRIM_FIELDS', 'N_SLOTS',
-           'NO_CLIP', 'BodyGeometry', 'scene_primitives', 'scene_sdf', 'scene_aabb', 'ray_aabb', 'sphere_trace',
-           'render_scenes']
+__all__ = ['ROUND', 'FLAT', 'BODY_GEOMETRY', 'WORLD_SCALE', 'WORLD_LIFT', 'NOSE_RADIUS', 'NOSE_SINK', 'FACE_GROW',
+           'FACE_HALF_HEIGHT', 'FACE_HALF_ANGLE_DEG', 'FACE_Y', 'PRIM_FIELDS', 'N_SLOTS', 'NO_CLIP', 'BodyGeometry',
+           'body_radius', 'scene_primitives', 'scene_sdf', 'scene_aabb', 'ray_aabb', 'sphere_trace', 'render_scenes']
 
 # %% ../../nbs/23_world_render.ipynb #29c7fb91
 class BodyGeometry(NamedTuple):
@@ -40,17 +41,29 @@ BODY_GEOMETRY = {
     "capsule": BodyGeometry(ROUND, False, 0.2, 0.0, 0.0, 0.32, -0.52, 0.47, 0.25, 0.0, 0.32, (0.36, 0.42)),
 }
 WORLD_SCALE, WORLD_LIFT = 1.2, -0.12  # design units -> world units: y_world = WORLD_SCALE * y + WORLD_LIFT
-NOSE_RADIUS, NOSE_SINK = 0.15, 0.04  # design units
+NOSE_RADIUS, NOSE_SINK = 0.15, 0.04  # design units (world v1)
+
+# %% ../../nbs/23_world_render.ipynb #e7cffc5e
+FACE_GROW = 0.005  # design units: the patch stands this far proud of the body, so rays meet it first (world v2)
+FACE_HALF_HEIGHT = 0.17  # design units: half the height of the patch
+FACE_HALF_ANGLE_DEG = 40.0  # the patch covers the body's surface within this azimuth of the front (world v2)
+FACE_Y = {"sphere": -0.05, "cube": 0.0, "cylinder": 0.0, "cone": -0.08, "capsule": 0.0}  # patch centre height
+
+def body_radius(g: BodyGeometry, y: float) -> float:
+    "Distance from the y axis to the body's surface towards -z at height `y` (design units)."
+    if g.family == ROUND:
+        return g.rho if abs(y) <= g.h else math.sqrt(max(g.rho ** 2 - (abs(y) - g.h) ** 2, 0.0))
+    return 0.5 * (g.r1 + g.r2) - (g.r1 - g.r2) / (2 * g.h) * y
 
 # %% ../../nbs/23_world_render.ipynb #4a914eb8
-PRIM_FIELDS = ("family", "square", "cx", "cy", "cz", "h", "r1", "r2", "rho", "shell", "clip_c", "clip_h")
+PRIM_FIELDS = ("family", "square", "cx", "cy", "cz", "h", "r1", "r2", "rho", "shell", "clip_c", "clip_h", "zmax")
 _I = {n: i for i, n in enumerate(PRIM_FIELDS)}
 N_SLOTS = 6  # body, front, support, gadget, hat, hat brim
 NO_CLIP = 1e3
 
 def _prim(family, cy=0.0, h=0.0, r1=0.0, r2=None, rho=0.0, square=False, cz=0.0, shell=0.0,
-          clip=(0.0, NO_CLIP)) -> list[float]:
-    return [float(family), float(square), 0.0, cy, cz, h, r1, r1 if r2 is None else r2, rho, shell, *clip]
+          clip=(0.0, NO_CLIP), zmax=NO_CLIP) -> list[float]:
+    return [float(family), float(square), 0.0, cy, cz, h, r1, r1 if r2 is None else r2, rho, shell, *clip, zmax]
 
 # %% ../../nbs/23_world_render.ipynb #a95731f4
 def _support_row(g: BodyGeometry, support: str) -> list[float]:
@@ -73,35 +86,46 @@ def _hat_rows(g: BodyGeometry, hat: str) -> list[list[float]]:
     return [_prim(FLAT, g.hat_y + 0.16, 0.16, 0.2), _prim(FLAT, g.hat_y, 0.02, 0.33)]
 
 # %% ../../nbs/23_world_render.ipynb #7b3e798c
-def _part_rows(s: Scene) -> list[tuple[list[float], tuple[float, float, float], int]]:
-    "(primitive in design units, albedo, part id) of each part of a scene."
+def _front_row(g: BodyGeometry, body: str, version: str) -> list[float]:
+    "The front feature: the nose (world v1: a sphere sunk into the body's -z side) or the face patch (world v2)."
+    if version == "v1": return _prim(ROUND, g.nose_y, rho=NOSE_RADIUS, cz=-(g.nose_r - NOSE_SINK))
+    y = FACE_Y[body]
+    zmax = -0.4 if g.square else -body_radius(g, y) * math.cos(math.radians(FACE_HALF_ANGLE_DEG))
+    clip = (y, FACE_HALF_HEIGHT)
+    if g.family == ROUND: return _prim(ROUND, 0.0, g.h, rho=g.rho + FACE_GROW, clip=clip, zmax=zmax)
+    return _prim(FLAT, 0.0, g.h, g.r1 + FACE_GROW, g.r2 + FACE_GROW, square=g.square, clip=clip, zmax=zmax)
+
+def _part_rows(s: Scene, version: str = "v1") -> list[tuple[list[float], tuple[float, float, float], int]]:
+    "(primitive in design units, albedo, part id) of each part of a scene in world `version`."
     g = BODY_GEOMETRY[s.body]
     rows = [(_prim(g.family, 0.0, g.h, g.r1, g.r2, g.rho, g.square), COLOURS[s.colour], 1),
-            (_prim(ROUND, g.nose_y, rho=NOSE_RADIUS, cz=-(g.nose_r - NOSE_SINK)), FRONT_RGB, 2)]
+            (_front_row(g, s.body, version), FRONT_RGB, 2)]
     if s.support: rows.append((_support_row(g, s.support), SUPPORT_RGB[s.support], 3))
     if s.gadget: rows.append((_scarf_row(g), SCARF_RGB, 4))
     if s.hat: rows += [(r, COLOURS[s.hat_colour], 5) for r in _hat_rows(g, s.hat)]
     return rows
 
 # %% ../../nbs/23_world_render.ipynb #6e948c1b
-@functools.lru_cache(maxsize=4096)
-def _scene_tensors(s: Scene) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    "params [K, 12] in world units, albedo [K, 3], part [K], active [K] of one scene (padded to K = N_SLOTS)."
+@functools.lru_cache(maxsize=8192)
+def _scene_tensors(s: Scene, version: str = "v1") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    "params [K, 13] in world units, albedo [K, 3], part [K], active [K] of one scene (padded to K = N_SLOTS)."
     params = torch.tensor([_prim(FLAT, 100.0, 1.0)] * N_SLOTS)  # padding: far away and inactive
     albedo = torch.zeros(N_SLOTS, 3)
     part, active = torch.zeros(N_SLOTS, dtype=torch.long), torch.zeros(N_SLOTS, dtype=torch.bool)
-    for k, (row, rgb, pid) in enumerate(_part_rows(s)):
+    for k, (row, rgb, pid) in enumerate(_part_rows(s, version)):
         p = torch.tensor(row) * WORLD_SCALE
         p[[_I["family"], _I["square"]]] = torch.tensor(row)[[_I["family"], _I["square"]]]
         p[_I["cy"]] += WORLD_LIFT
         p[_I["clip_c"]] += WORLD_LIFT
         if row[_I["clip_h"]] >= NO_CLIP: p[_I["clip_h"]] = NO_CLIP
+        if row[_I["zmax"]] >= NO_CLIP: p[_I["zmax"]] = NO_CLIP
         params[k], albedo[k], part[k], active[k] = p, torch.tensor(rgb), pid, True
     return params, albedo, part, active
 
-def scene_primitives(scenes) -> dict[str, torch.Tensor]:
-    "Scenes (or captions) as padded primitives: params [B, K, 12], albedo [B, K, 3], part [B, K] long, active [B, K] bool."
-    t = [_scene_tensors(s) for s in _as_scenes(scenes)]
+def scene_primitives(scenes, version: str = "v1") -> dict[str, torch.Tensor]:
+    "Scenes (or captions) as padded primitives: params [B, K, 13], albedo [B, K, 3], part [B, K] long, active [B, K] bool."
+    if version not in WORLD_VERSIONS: raise ValueError(f"version={version!r}: expected one of {tuple(WORLD_VERSIONS)}")
+    t = [_scene_tensors(s, version) for s in _as_scenes(scenes)]
     return {k: torch.stack([x[i] for x in t]) for i, k in enumerate(("params", "albedo", "part", "active"))}
 
 # %% ../../nbs/23_world_render.ipynb #c2feb550
@@ -120,11 +144,12 @@ def _pair_sdf(x, y, z, # [M] point coordinates, world units
     if modified:
         d = torch.where(c["shell"] > 0, d.abs() - c["shell"], d)
         d = torch.maximum(d, (y + c["cy"] - c["clip_c"]).abs() - c["clip_h"])
+        d = torch.maximum(d, z + c["cz"] - c["zmax"])
     return d
 
-def _pair_constants(q: torch.Tensor, # [M, 12] primitive rows
+def _pair_constants(q: torch.Tensor, # [M, 13] primitive rows
                    ) -> dict[str, torch.Tensor]: # contiguous [M] columns, plus the cone slope terms
-    c = {n: q[:, _I[n]].contiguous() for n in ("cx", "cy", "cz", "h", "rho", "shell", "clip_c", "clip_h")}
+    c = {n: q[:, _I[n]].contiguous() for n in ("cx", "cy", "cz", "h", "rho", "shell", "clip_c", "clip_h", "zmax")}
     k = (q[:, _I["r1"]] - q[:, _I["r2"]]) / (2 * q[:, _I["h"]]).clamp_min(1e-8)
     c.update(k=k, cos=torch.rsqrt(1 + k * k), r_mid=0.5 * (q[:, _I["r1"]] + q[:, _I["r2"]]))
     return c
@@ -132,11 +157,11 @@ def _pair_constants(q: torch.Tensor, # [M, 12] primitive rows
 # %% ../../nbs/23_world_render.ipynb #06dd044e
 _GROUPS = tuple((fam, sq, mod) for fam, sq in ((ROUND, False), (FLAT, False), (FLAT, True)) for mod in (False, True))
 
-def _group_ids(params: torch.Tensor, # [..., K, 12]
+def _group_ids(params: torch.Tensor, # [..., K, 13]
                active: torch.Tensor, # [..., K] bool
               ) -> torch.Tensor: # [..., K] long: index into _GROUPS, -1 for inactive slots
     "Which SDF group each primitive belongs to."
-    modified = (params[..., _I["shell"]] > 0) | (params[..., _I["clip_h"]] < NO_CLIP)
+    modified = (params[..., _I["shell"]] > 0) | (params[..., _I["clip_h"]] < NO_CLIP) | (params[..., _I["zmax"]] < NO_CLIP)
     gid = torch.full(active.shape, -1, dtype=torch.long, device=params.device)
     for g, (fam, sq, mod) in enumerate(_GROUPS):
         gid[active & (params[..., _I["family"]] == fam) & ((params[..., _I["square"]] > 0) == sq) & (modified == mod)] = g
@@ -145,7 +170,7 @@ def _group_ids(params: torch.Tensor, # [..., K, 12]
 # %% ../../nbs/23_world_render.ipynb #f2cbc1fd
 class _RayPairs:
     "(ray, primitive) pairs of R rays, grouped by SDF formula."
-    def __init__(self, params, # [B, K, 12] primitives of B scenes
+    def __init__(self, params, # [B, K, 13] primitives of B scenes
                  active, # [B, K] bool
                  scene_of_ray, # [R] long, which scene each ray looks at
                 ):
@@ -188,9 +213,10 @@ def sdf(self: _RayPairs, points, # [3, R] one point per ray (coordinates as rows
 # %% ../../nbs/23_world_render.ipynb #3766d889
 def scene_sdf(scenes, # B Scenes or captions, or `scene_primitives` output
               points: torch.Tensor, # [B, P, 3] world units
+              version: str = "v1", # world version of scenes given as Scenes or captions
              ) -> tuple[torch.Tensor, torch.Tensor]: # sdf [B, P] (a distance bound, exact inside), part [B, P] long
     "Signed distance of each point to its scene, and the part (PART_NAMES index) of the nearest primitive."
-    prims = scenes if isinstance(scenes, dict) else scene_primitives(scenes)
+    prims = scenes if isinstance(scenes, dict) else scene_primitives(scenes, version)
     B, K = prims["active"].shape
     if points.ndim != 3 or points.shape[0] != B or points.shape[-1] != 3:
         raise ValueError(f"scene_sdf: points must be [{B}, P, 3], got {tuple(points.shape)}")
@@ -201,7 +227,7 @@ def scene_sdf(scenes, # B Scenes or captions, or `scene_primitives` output
     return d.view(B, P), part.view(B, P)
 
 # %% ../../nbs/23_world_render.ipynb #0c99458f
-def scene_aabb(params: torch.Tensor, # [B, K, 12]
+def scene_aabb(params: torch.Tensor, # [B, K, 13]
                active: torch.Tensor, # [B, K] bool
               ) -> tuple[torch.Tensor, torch.Tensor]: # lo [B, 3], hi [B, 3] world units
     "A box around each scene (conservative: clips are ignored), padded by 0.01."
@@ -274,7 +300,8 @@ def _background(background, B: int) -> torch.Tensor: # [B, 3]
     return bg
 
 # %% ../../nbs/23_world_render.ipynb #f8f43e81
-def _trace_and_shade(prims: dict, cameras: Cameras, S: int, cfg: WorldConfig) -> dict[str, torch.Tensor]:
+def _trace_and_shade(prims: dict, cameras: Cameras, S: int, cfg: WorldConfig,
+                     shading: str = "lambertian") -> dict[str, torch.Tensor]:
     "Per sub-pixel (flat, B*S*S): hit, t, albedo, shaded colour, normal, part of B scenes seen by B cameras."
     B = len(cameras)
     o, d = get_rays(cameras, S, S)
@@ -288,16 +315,17 @@ def _trace_and_shade(prims: dict, cameras: Cameras, S: int, cfg: WorldConfig) ->
     n = _normals(pairs, x)
     light = F.normalize(cameras.c2w[:, :3, :3] @ torch.tensor(cfg.light_cam), dim=-1)  # [B, 3] camera-tied light
     albedo = prims["albedo"][scene[idx], slot]
-    rgb = shade("lambertian", albedo, n, light[scene[idx]], cfg.ambient)
+    rgb = shade(shading, albedo, n, light[scene[idx]], cfg.ambient)
     full = lambda v, fill: torch.full((B * S * S, *v.shape[1:]), fill, dtype=v.dtype).index_put((idx,), v)
     return dict(hit=hit, t=torch.where(hit, t, 0.0), albedo=full(albedo, 0.0), rgb=full(rgb, 0.0), normal=full(n, 0.0),
                 part=full(prims["part"][scene[idx], slot], 0))
 
 # %% ../../nbs/23_world_render.ipynb #d2aab79b
-def _render_chunk(prims: dict, cameras: Cameras, size: int, s: int, bg: torch.Tensor, cfg: WorldConfig) -> dict:
+def _render_chunk(prims: dict, cameras: Cameras, size: int, s: int, bg: torch.Tensor, cfg: WorldConfig,
+                  shading: str = "lambertian") -> dict:
     "render_scenes on one chunk: trace S = size * s sub-pixels per side, then pool s x s."
     B, S = len(cameras), size * s
-    sub = _trace_and_shade(prims, cameras, S, cfg)
+    sub = _trace_and_shade(prims, cameras, S, cfg, shading)
     img = lambda v: v.view(B, S, S, -1).permute(0, 3, 1, 2).float()
     pool = lambda v: F.avg_pool2d(v, s)
     hit = img(sub["hit"])
@@ -318,17 +346,20 @@ def render_scenes(scenes, # B Scenes or captions (or one, repeated for every cam
                   supersample: int | None = None, # sub-pixels per side; None = cfg.supersample
                   background="white", # "white" | "black" | "grey" or a [B, 3] tensor in [0, 1]
                   cfg: WorldConfig | None = None, # light, ambient, march settings; None = WorldConfig.mini()
+                  shading: str = "lambertian", # `rgb` as one of instant3d.render.SHADING_MODES (the world's: lambertian)
                  ) -> dict: # rgb, albedo, normal [B,3,H,W]; opacity, depth, part [B,1,H,W]; front_pixels, front_visible [B]
     "Ground-truth renders of B scenes from B cameras: sphere traced, shaded with the camera-tied light, supersampled."
     cfg = cfg if cfg is not None else WorldConfig.mini()
     size, s = (size if size is not None else cfg.image_size), (supersample if supersample is not None else cfg.supersample)
     if not (isinstance(size, int) and 8 <= size <= 256 and isinstance(s, int) and 1 <= s <= 4):
         raise ValueError(f"render_scenes: size={size!r} must be an int in [8, 256] and supersample={s!r} an int in [1, 4]")
+    if shading not in SHADING_MODES: raise ValueError(f"render_scenes: shading={shading!r}, expected one of {SHADING_MODES}")
     if not isinstance(cameras, Cameras):
         raise ValueError(f"render_scenes: cameras must be Cameras, got {type(cameras).__name__}")
-    prims = scene_primitives(_as_scenes(scenes, len(cameras)))
+    prims = scene_primitives(_as_scenes(scenes, len(cameras)), cfg.version)
     bg = _background(background, len(cameras))
     step = max(1, cfg.chunk_rays // (size * s) ** 2)
-    parts = [_render_chunk({k: v[i:i + step] for k, v in prims.items()}, cameras[i:i + step], size, s, bg[i:i + step], cfg)
+    parts = [_render_chunk({k: v[i:i + step] for k, v in prims.items()}, cameras[i:i + step], size, s, bg[i:i + step], cfg,
+                           shading)
              for i in range(0, len(cameras), step)]
     return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}

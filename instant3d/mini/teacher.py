@@ -11,19 +11,20 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from ..conventions import config_to_dict, config_from_dict
-from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, view_labels
+from ..cameras import CameraConfig, VIEW_NAMES, VIEW_SUFFIXES, view_labels
 from ..sds import low_mem_kwargs, to_unet
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
 from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
 from .world import WorldConfig, prompts as world_prompts, sample_dataset
 from .render import render_scenes
 from .janus import front_feature_mask
+from ..precision import resolve_dtype
 
 # %% auto #0
-__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'TEACHER_SUBFOLDERS', 'TeacherConfig', 'build_unet', 'build_scheduler',
-           'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch', 'build_render_cache', 'batch_captions',
-           'diffusion_loss', 'front_weight_map', 'save_teacher', 'train_teacher', 'Teacher', 'load_teacher',
-           'run_train_teacher']
+__all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'FRONT_BIASED_SECTORS', 'FRONT_BIAS', 'TEACHER_SUBFOLDERS', 'TeacherConfig',
+           'build_unet', 'build_scheduler', 'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch',
+           'build_render_cache', 'batch_captions', 'diffusion_loss', 'front_weight_map', 'save_teacher',
+           'train_teacher', 'Teacher', 'load_teacher', 'run_train_teacher']
 
 # %% ../../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -58,9 +59,17 @@ def _check_teacher_config(c):
     need(c.fresh_per_batch <= c.batch_size, "fresh_per_batch", f"an int in [0, batch_size={c.batch_size}]")
     need(c.background in ("white", "black", "grey"), "background", "'white', 'black' or 'grey'")
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
+    need(c.camera is None or isinstance(c.camera, CameraConfig), "camera", "None (the world's cameras) or a CameraConfig")
     need(c.init_from is None or (isinstance(c.init_from, str) and c.init_from), "init_from",
          "None or a teacher folder path (str)")
     need(isinstance(c.front_weight, (int, float)) and 0 <= c.front_weight <= 1000, "front_weight", "a number in [0, 1000]")
+    need(isinstance(c.channels_last, bool), "channels_last", "True or False")
+    need(c.precision in ("auto", "float32", "bfloat16"), "precision", "'auto', 'float32' or 'bfloat16'")
+
+# %% ../../nbs/22_teacher.ipynb #64d4f01c
+FRONT_BIASED_SECTORS = (("front", -45.0, 45.0, 0.6), ("left", 45.0, 135.0, 0.15), ("right", -135.0, -45.0, 0.15),
+                        ("back", 135.0, 180.0, 0.05), ("back", -180.0, -135.0, 0.05))  # azimuth sectors; see below
+FRONT_BIAS = dict(camera=CameraConfig(fovy_deg_range=(40.0, 50.0), sectors=FRONT_BIASED_SECTORS), plain_caption_prob=0.9)
 
 # %% ../../nbs/22_teacher.ipynb #79533c73
 @dataclass(frozen=True)
@@ -95,6 +104,10 @@ class TeacherConfig:
     threads: int = 2  # torch threads (the machine has 2 cores)
     init_from: str | None = None  # teacher folder (unet/) whose weights start the run, EMA too; None: fresh. Ours: staged
     front_weight: float = 0.0  # lambda of w = 1 + lambda m(x0), m the front feature's pixels; 0: plain MSE
+    camera: CameraConfig | None = None  # cameras of the training renders; None: the world's (uniform azimuth). Ours
+    channels_last: bool = True  # UNet weights and batches in channels-last memory (faster convolutions; same math)
+    precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
+                             # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
 
     def __post_init__(self): _check_teacher_config(self)
     @classmethod
@@ -103,6 +116,9 @@ class TeacherConfig:
     def official(cls): return cls()  # the released code also uses SD 2.1-base; same stand-in
     @classmethod
     def mini(cls): return cls()
+    @classmethod
+    def v2(cls, biased: bool = False): # world v2; biased: front-biased cameras, view words in 10 % of captions
+        return cls(world=WorldConfig.mini("v2"), **(FRONT_BIAS if biased else {}))
     @classmethod
     def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16),
                               down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -155,10 +171,11 @@ def caption_bank(text_encoder, # instant3d.text.TextEncoder (frozen)
 # %% ../../nbs/22_teacher.ipynb #4d4437eb
 def render_batch(cfg: TeacherConfig, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     "n fresh random renders of all prompts: (uint8 images [n, 3, H, W], prompt index [n], view index [n])."
-    scenes, cams, _ = sample_dataset(cfg.world, n, generator, split="all")
+    world = cfg.world if cfg.camera is None else dataclasses.replace(cfg.world, camera=cfg.camera)
+    scenes, cams, _ = sample_dataset(world, n, generator, split="all")
     lookup = {p: i for i, p in enumerate(world_prompts(cfg.world))}
     rgb = render_scenes(scenes, cams, size=cfg.sample_size, background=cfg.background, cfg=cfg.world)["rgb"]
-    cam = cfg.world.camera
+    cam = world.camera
     views = [VIEW_NAMES.index(v) for v in view_labels(cams.azimuth_deg, cams.elevation_deg, cam.front_half_width_deg,
                                                       cam.overhead_elevation_deg)]
     return ((rgb * 255).round().to(torch.uint8), torch.tensor([lookup[s.caption()] for s in scenes]), torch.tensor(views))
@@ -372,6 +389,10 @@ def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir
     cfg, t0, t_start, avg = run.cfg, time.time() - run.seconds, time.time(), None
     t_ck = t_start
     bar = tqdm(total=cfg.steps, initial=run.step, desc="teacher", disable=not progress)
+    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
+    run.unet.to(memory_format=fmt)
+    dev = next(run.unet.parameters()).device
+    bf16 = resolve_dtype(cfg.precision, dev) == torch.bfloat16
     with open(log_path, "a") as log:
         try:
             while run.step < cfg.steps:
@@ -380,7 +401,9 @@ def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir
                 for grp in run.opt.param_groups: grp["lr"] = run.lr_at(run.step)
                 x01 = imgs.float() / 255
                 w = front_weight_map(x01, cfg.front_weight) if cfg.front_weight > 0 else None
-                loss = diffusion_loss(run.unet, run.scheduler, to_unet(x01), tokens, run.gen, w)
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                    loss = diffusion_loss(run.unet, run.scheduler, to_unet(x01).contiguous(memory_format=fmt), tokens,
+                                          run.gen, w).float()
                 run.opt.zero_grad(set_to_none=True); loss.backward()
                 torch.nn.utils.clip_grad_norm_(run.unet.parameters(), cfg.grad_clip)
                 run.opt.step(); run.step += 1; run.update_ema(); run.seconds = time.time() - t0
@@ -427,7 +450,8 @@ def run_train_teacher(args) -> Path:
     out = Path(args.out)
     if args.resume and (out / "config.json").exists():
         cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
-    else: cfg = TeacherConfig.tiny() if args.preset == "tiny" else TeacherConfig.mini()
+    else: cfg = {"tiny": TeacherConfig.tiny, "v2": TeacherConfig.v2, "v2-biased": lambda: TeacherConfig.v2(biased=True)}.get(
+        args.preset, TeacherConfig.mini)()
     given = (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight),
              ("threads", args.threads), ("init_from", args.init_from))
     over = {k: v for k, v in given if v is not None}

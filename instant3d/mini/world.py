@@ -4,7 +4,7 @@
 
 # %% ../../nbs/20_world.ipynb #5b8fbe5c
 from __future__ import annotations
-import functools, json
+import functools, itertools, json
 from dataclasses import dataclass, field
 from pathlib import Path
 import torch
@@ -14,9 +14,10 @@ from ..files import write_json
 
 # %% auto #0
 __all__ = ['COLOURS', 'FRONT_RGB', 'SCARF_RGB', 'SUPPORT_RGB', 'BODIES', 'SUPPORTS', 'GADGETS', 'HATS', 'HAT_COLOURS',
-           'PART_NAMES', 'WORLD_WORDS', 'SPLITS', 'Scene', 'parse_prompt', 'split_view_suffix', 'WorldConfig',
-           'all_scenes', 'split_indices', 'split_scenes', 'prompts', 'save_split', 'load_split', 'caption_with_view',
-           'sample_dataset']
+           'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'SPLITS', 'OPEN_SLOTS', 'OPEN_WORDS', 'Scene', 'parse_prompt',
+           'split_view_suffix', 'world_label', 'WorldConfig', 'all_scenes', 'split_indices', 'split_scenes', 'prompts',
+           'save_split', 'load_split', 'caption_with_view', 'sample_dataset', 'world_words', 'open_caption',
+           'open_prompts', 'open_fills']
 
 # %% ../../nbs/20_world.ipynb #348a8a32
 COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.68, 0.15), "blue": (0.12, 0.25, 0.90),
@@ -101,6 +102,15 @@ def split_view_suffix(prompt: str) -> tuple[str, str | None]:
         if prompt.endswith(suffix): return prompt[: -len(suffix)], view
     return prompt, None
 
+# %% ../../nbs/20_world.ipynb #3bd6a244
+WORLD_VERSIONS = {"v1": "nose", "v2": "face disc"}  # version -> its front feature; "v1" is the default
+
+def world_label(cfg) -> str:
+    "'world v1' or 'world v2': the label results carry, from a WorldConfig or its dict (a dict without `version` is v1)."
+    v = cfg.get("version", "v1") if isinstance(cfg, dict) else cfg.version
+    if v not in WORLD_VERSIONS: raise ValueError(f"world version {v!r}: expected one of {tuple(WORLD_VERSIONS)}")
+    return f"world {v}"
+
 # %% ../../nbs/20_world.ipynb #04c3ea11
 def _check_words(name, words, options):
     if not (isinstance(words, tuple) and words and all(w in options for w in words) and len(set(words)) == len(words)):
@@ -127,6 +137,7 @@ def _check_world_config(c):
          "a float in [0, 1)")
     need(isint(c.chunk_rays) and c.chunk_rays >= 1024, "chunk_rays", "an int >= 1024")
     need(isinstance(c.camera, CameraConfig), "camera", "a CameraConfig")
+    need(c.version in WORLD_VERSIONS, "version", f"one of {tuple(WORLD_VERSIONS)}")
 
 # %% ../../nbs/20_world.ipynb #487c6269
 @dataclass(frozen=True)
@@ -149,6 +160,7 @@ class WorldConfig:
     front_min_fraction: float = 1 / 1024  # ground truth: front visible when >= this share of pixels is all front
     chunk_rays: int = 1 << 18  # sub-pixel rays traced at once (whole scenes per chunk): bounds memory, not speed
     camera: CameraConfig = field(default_factory=CameraConfig.mini)  # cameras; fov 40-50 deg so scenes fill the view
+    version: str = "v1"  # WORLD_VERSIONS: "v1" (nose; the shipped models' world), "v2" (face disc, open captions); ours
 
     def __post_init__(self): _check_world_config(self)
     @classmethod
@@ -156,10 +168,11 @@ class WorldConfig:
     @classmethod
     def official(cls): return cls()  # the released code has no such world; same as paper()
     @classmethod
-    def mini(cls): return cls(image_size=32)
+    def mini(cls, version: str = "v1"): return cls(image_size=32, version=version)
     @classmethod
-    def tiny(cls): return cls(colours=("red", "green", "blue"), bodies=("sphere", "cube", "cone"), hats=("party hat",),
-                              hat_colours=("red", "blue"), image_size=32)
+    def tiny(cls, version: str = "v1"): return cls(colours=("red", "green", "blue"), bodies=("sphere", "cube", "cone"),
+                                                   hats=("party hat",), hat_colours=("red", "blue"), image_size=32,
+                                                   version=version)
 
 # %% ../../nbs/20_world.ipynb #82bbb232
 SPLITS = ("train", "test", "all")
@@ -236,3 +249,52 @@ def sample_dataset(cfg: WorldConfig, # grammar, split and camera distribution
     scenes = [pool[i] for i in idx]
     cameras = sample_cameras(cfg.camera, n, generator)
     return scenes, cameras, caption_with_view(scenes, cameras, cfg.camera)
+
+# %% ../../nbs/20_world.ipynb #257ae4ab
+OPEN_SLOTS = ("colour", "hat", "support")  # slots a prompt may leave unsaid
+OPEN_WORDS = ("something",)  # words only open prompts use
+
+def world_words(cfg: WorldConfig | None = None) -> tuple[str, ...]:
+    "Words a text encoder for the world needs: WORLD_WORDS, plus OPEN_WORDS in world v2 (whose captions may be open)."
+    c = cfg if cfg is not None else WorldConfig()
+    return WORLD_WORDS + (OPEN_WORDS if c.version == "v2" else ())
+
+def open_caption(s: Scene, slots) -> str:
+    "The caption of `s` with `slots` (a subset of OPEN_SLOTS the scene has) left unsaid."
+    slots = set(slots)
+    if not slots <= set(OPEN_SLOTS):
+        raise ValueError(f"open_caption: slots {sorted(slots)}, expected a subset of {OPEN_SLOTS}")
+    if ("hat" in slots and not s.hat) or ("support" in slots and not s.support):
+        raise ValueError(f"open_caption: {s.caption()!r} has no {'hat' if 'hat' in slots and not s.hat else 'support'} "
+                         "to leave unsaid")
+    body = s.body if "colour" in slots else f"{s.colour} {s.body}"
+    clauses = ["sitting on something" if "support" in slots else f"sitting {SUPPORTS[s.support]}"] if s.support else []
+    if s.gadget: clauses.append(f"wearing {GADGETS[s.gadget]}")
+    if s.hat:
+        clauses.append("wearing a hat" if "hat" in slots else f"wearing {_article(s.hat_colour)} {s.hat_colour} {s.hat}")
+    return " ".join([f"{_article(body)} {body}", " and ".join(clauses)]).strip()
+
+# %% ../../nbs/20_world.ipynb #ced6c284
+def open_prompts(cfg: WorldConfig | None = None, split: str = "all") -> dict[str, tuple[Scene, ...]]:
+    "Every open caption of the grammar -> its ground truth (the scenes it stands for, equally likely); seeded 60/40 split."
+    if split not in SPLITS: raise ValueError(f"split={split!r}: expected one of {SPLITS}")
+    c = cfg if cfg is not None else WorldConfig()
+    table: dict[str, list[Scene]] = {}
+    for s in all_scenes(c):
+        have = [k for k in OPEN_SLOTS if k == "colour" or getattr(s, k)]
+        for n in range(1, len(have) + 1):
+            for slots in itertools.combinations(have, n): table.setdefault(open_caption(s, slots), []).append(s)
+    keys = list(table)
+    perm = torch.randperm(len(keys), generator=torch.Generator().manual_seed(c.seed + 1)).tolist()
+    n_train = round(c.train_fraction * len(keys))
+    pick = sorted(perm[:n_train] if split == "train" else perm[n_train:] if split == "test" else perm)
+    return {keys[i]: tuple(table[keys[i]]) for i in pick}
+
+def open_fills(prompt: str, cfg: WorldConfig | None = None) -> tuple[Scene, ...]:
+    "The scenes a caption stands for: one for a closed caption, the grammar's choices for an open one."
+    try: return (parse_prompt(prompt),)
+    except ValueError: pass
+    fills = open_prompts(cfg).get(prompt)
+    if fills is None: raise ValueError(f"open_fills: {prompt!r} is neither a caption nor an open prompt of the world; "
+                                      "e.g. 'a cube wearing a hat' or 'a red cube sitting on something'")
+    return fills
