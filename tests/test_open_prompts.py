@@ -55,3 +55,38 @@ def test_gt_diversity_reports_the_truth_and_the_labeller():
     assert d["k"] == 8 and d["n"] == 8 and d["fields"] == ("hat", "hat_colour") and d["gt_diversity"] == 1 / 8
     assert d["drawn_diversity"] > 1 / 8 and abs(d["expected"] - expected_diversity(8, 8)) < 1e-12
     assert d == gt_diversity("a red cube wearing a hat", w, first, n=8, seed=0)  # seeded
+
+def test_teacher_open_captions_describe_their_images():
+    from instant3d.mini.teacher import TeacherConfig, batch_captions, teacher_prompts
+    from instant3d.mini.world import open_cover
+    cfg, g = TeacherConfig.v2(), torch.Generator().manual_seed(3)
+    closed = prompts(cfg.world)
+    assert teacher_prompts(TeacherConfig.mini()) == closed and TeacherConfig.mini().open_caption_prob == 0.0
+    bank = teacher_prompts(cfg)
+    assert bank[:len(closed)] == closed and bank[len(closed):] == open_cover(cfg.world)[0]
+    p = torch.randint(0, len(closed), (3000,), generator=g)
+    rows = batch_captions(p, torch.full((3000,), 2), cfg, g)
+    opened = (rows > 0) & ((rows - 1) // 5 >= len(closed))
+    assert abs(opened.float().mean().item() - 0.25 * 0.9) < 0.03
+    for k, r in list(zip(p[opened].tolist(), rows[opened].tolist()))[:40]:
+        assert parse_prompt(closed[k]) in open_fills(bank[(r - 1) // 5], cfg.world)
+    # the shipped teacher's batches are drawn exactly as before: no open captions, no extra random draws
+    from instant3d.mini.teacher import CaptionBank
+    v, g1, g2 = torch.zeros(100, dtype=torch.long), torch.Generator().manual_seed(0), torch.Generator().manual_seed(0)
+    a = batch_captions(p[:100], v, TeacherConfig.mini(), g1)
+    u = torch.rand(100, generator=g2)  # the draws of the formula as the shipped teacher was trained with it
+    want = torch.where(u < 0.2, CaptionBank.index(p[:100]), CaptionBank.index(p[:100], v))
+    assert torch.equal(a, torch.where(torch.rand(100, generator=g2) < 0.1, torch.zeros_like(want), want))
+
+def test_tiny_v2_teacher_trains_with_open_captions_and_front_bias(tmp_path):
+    "Wiring: the caption bank holds the open prompts and biased, open-caption batches train end to end."
+    import dataclasses
+    from instant3d.text import mini_text_encoder
+    from instant3d.mini.teacher import FRONT_BIAS, TeacherConfig, load_teacher, teacher_prompts, train_teacher
+    t = TeacherConfig.tiny()
+    w2 = dataclasses.replace(t.world, version="v2")
+    cfg = dataclasses.replace(t, world=w2, open_caption_prob=0.5, steps=4, checkpoint_every=2, log_every=2, **FRONT_BIAS)
+    mini_text_encoder(max_length=24, words=world_words(w2)).save_pretrained(tmp_path / "enc")
+    assert len(teacher_prompts(cfg)) == len(prompts(w2)) + len(open_prompts(w2))
+    out = train_teacher(cfg, tmp_path / "enc", tmp_path / "run", progress=False)
+    assert out == tmp_path / "run" / "teacher" and load_teacher(out).text_encoder.prompt_report("a cube wearing a hat")["unknown_words"] == []

@@ -15,7 +15,7 @@ from ..cameras import CameraConfig, VIEW_NAMES, VIEW_SUFFIXES, view_labels
 from ..sds import low_mem_kwargs, to_unet
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
 from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
-from .world import WorldConfig, prompts as world_prompts, sample_dataset
+from .world import WorldConfig, open_cover, prompts as world_prompts, sample_dataset
 from .render import render_scenes
 from .janus import front_feature_mask
 from ..precision import resolve_dtype
@@ -23,8 +23,8 @@ from ..precision import resolve_dtype
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'FRONT_BIASED_SECTORS', 'FRONT_BIAS', 'TEACHER_SUBFOLDERS', 'TeacherConfig',
            'build_unet', 'build_scheduler', 'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch',
-           'build_render_cache', 'batch_captions', 'diffusion_loss', 'front_weight_map', 'save_teacher',
-           'train_teacher', 'Teacher', 'load_teacher', 'run_train_teacher']
+           'build_render_cache', 'teacher_prompts', 'batch_captions', 'diffusion_loss', 'front_weight_map',
+           'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'run_train_teacher']
 
 # %% ../../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -48,7 +48,8 @@ def _check_teacher_config(c):
     need(c.beta_schedule in BETA_SCHEDULES, "beta_schedule", f"one of {BETA_SCHEDULES}")
     need(c.prediction_type in PREDICTION_TYPES, "prediction_type", f"one of {PREDICTION_TYPES}")
     need(isint(c.num_train_timesteps) and c.num_train_timesteps >= 10, "num_train_timesteps", "an int >= 10")
-    for name in ("caption_dropout", "plain_caption_prob"): need(0 <= getattr(c, name) < 1, name, "a float in [0, 1)")
+    for name in ("caption_dropout", "plain_caption_prob", "open_caption_prob"):
+        need(0 <= getattr(c, name) < 1, name, "a float in [0, 1)")
     need(0 < c.lr <= 1e-1, "lr", "a float in (0, 0.1]")
     need(0 <= c.ema_decay < 1, "ema_decay", "a float in [0, 1)")
     need(c.grad_clip > 0, "grad_clip", "a float > 0")
@@ -105,6 +106,7 @@ class TeacherConfig:
     init_from: str | None = None  # teacher folder (unet/) whose weights start the run, EMA too; None: fresh. Ours: staged
     front_weight: float = 0.0  # lambda of w = 1 + lambda m(x0), m the front feature's pixels; 0: plain MSE
     camera: CameraConfig | None = None  # cameras of the training renders; None: the world's (uniform azimuth). Ours
+    open_caption_prob: float = 0.0  # share of captions with slots left unsaid ("a cube wearing a hat"); ours, v2: 0.25
     channels_last: bool = True  # UNet weights and batches in channels-last memory (faster convolutions; same math)
     precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
                              # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
@@ -118,7 +120,7 @@ class TeacherConfig:
     def mini(cls): return cls()
     @classmethod
     def v2(cls, biased: bool = False): # world v2; biased: front-biased cameras, view words in 10 % of captions
-        return cls(world=WorldConfig.mini("v2"), **(FRONT_BIAS if biased else {}))
+        return cls(world=WorldConfig.mini("v2"), open_caption_prob=0.25, **(FRONT_BIAS if biased else {}))
     @classmethod
     def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16),
                               down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
@@ -189,9 +191,23 @@ def build_render_cache(cfg: TeacherConfig, progress: bool = True, chunk: int = 5
     return {k: torch.cat([p[j] for p in parts]) for j, k in enumerate(("images", "prompt", "view"))}
 
 # %% ../../nbs/22_teacher.ipynb #48efc706
+def teacher_prompts(cfg: TeacherConfig) -> list[str]:
+    "The plain prompts of the teacher's caption bank: the world's, then its open prompts when `open_caption_prob` > 0."
+    return world_prompts(cfg.world) + (open_cover(cfg.world)[0] if cfg.open_caption_prob > 0 else [])
+
+def _open_captions(prompt_idx: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator) -> torch.Tensor:
+    "With probability `open_caption_prob`, an open prompt (bank index K + j) that also describes the image's scene."
+    _, cover = open_cover(cfg.world)
+    cand = cover[prompt_idx]  # [B, M] open prompts describing each scene, -1 padded
+    n = (cand >= 0).sum(1)
+    pick = (torch.rand(len(prompt_idx), generator=generator) * n).long().clamp_max(cand.shape[1] - 1)
+    use = (torch.rand(len(prompt_idx), generator=generator) < cfg.open_caption_prob) & (n > 0)
+    return torch.where(use, len(cover) + cand.gather(1, pick[:, None])[:, 0], prompt_idx)
+
 def batch_captions(prompt_idx: torch.Tensor, view_idx: torch.Tensor, cfg: TeacherConfig, generator: torch.Generator,
                   ) -> torch.Tensor:
     "Bank rows of one batch: view-suffixed, plain or empty (row 0) captions, by the config's probabilities."
+    if cfg.open_caption_prob > 0: prompt_idx = _open_captions(prompt_idx, cfg, generator)
     u = torch.rand(len(prompt_idx), generator=generator)
     rows = torch.where(u < cfg.plain_caption_prob, CaptionBank.index(prompt_idx), CaptionBank.index(prompt_idx, view_idx))
     drop = torch.rand(len(prompt_idx), generator=generator) < cfg.caption_dropout
@@ -371,7 +387,7 @@ def _train_teacher(cfg: TeacherConfig, text_encoder_dir, out: Path, resume: bool
     cfg = _prepare_run(cfg, out, text_encoder_dir, resume)
     torch.set_num_threads(cfg.threads)
     enc = TextEncoder.from_pretrained(text_encoder_dir, local_files_only=True)
-    bank = caption_bank(enc, world_prompts(cfg.world))
+    bank = caption_bank(enc, teacher_prompts(cfg))
     cache = _load_cache(cfg, out, progress)
     run = _Run(cfg, init=not resume)  # a resumed staged run needs its checkpoint, not its init_from folder
     log_path = out / "loss_log.csv"

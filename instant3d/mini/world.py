@@ -17,7 +17,7 @@ __all__ = ['COLOURS', 'FRONT_RGB', 'SCARF_RGB', 'SUPPORT_RGB', 'BODIES', 'SUPPOR
            'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'SPLITS', 'OPEN_SLOTS', 'OPEN_WORDS', 'Scene', 'parse_prompt',
            'split_view_suffix', 'world_label', 'WorldConfig', 'all_scenes', 'split_indices', 'split_scenes', 'prompts',
            'save_split', 'load_split', 'caption_with_view', 'sample_dataset', 'world_words', 'open_caption',
-           'open_prompts', 'open_fills']
+           'open_prompts', 'open_fills', 'open_cover']
 
 # %% ../../nbs/20_world.ipynb #348a8a32
 COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.68, 0.15), "blue": (0.12, 0.25, 0.90),
@@ -298,3 +298,18 @@ def open_fills(prompt: str, cfg: WorldConfig | None = None) -> tuple[Scene, ...]
     if fills is None: raise ValueError(f"open_fills: {prompt!r} is neither a caption nor an open prompt of the world; "
                                       "e.g. 'a cube wearing a hat' or 'a red cube sitting on something'")
     return fills
+
+# %% ../../nbs/20_world.ipynb #066ba9c4
+@functools.lru_cache(maxsize=4)
+def open_cover(cfg: WorldConfig | None = None) -> tuple[list[str], torch.Tensor]:
+    "(every open prompt, cover [K, M] long): the indices of the open prompts that describe closed prompt k; -1 pads."
+    c = cfg if cfg is not None else WorldConfig()
+    table = open_prompts(c)
+    ops = list(table)
+    pos = {s: k for k, s in enumerate(all_scenes(c))}
+    rows: list[list[int]] = [[] for _ in pos]
+    for j, p in enumerate(ops):
+        for s in table[p]: rows[pos[s]].append(j)
+    cover = torch.full((len(rows), max(map(len, rows))), -1, dtype=torch.long)
+    for k, r in enumerate(rows): cover[k, :len(r)] = torch.tensor(r, dtype=torch.long)
+    return ops, cover
