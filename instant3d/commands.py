@@ -400,11 +400,11 @@ def cmd_baseline(args):
           + (f", ground truth {s['gt_clip_rp']:.3f}" if s["gt_clip_rp"] is not None else ""))
 
 def cmd_reproduce(args):
-    from instant3d.reproduce import reproduce_from_args
+    from instant3d.reproduce import reproduce_from_args, plan_flag
     from instant3d.verdicts import ratio_text
     from instant3d.text import WeightsNotFoundError
     if not args.dry_run: writable_dir(args.out, create=False)
-    command = " ".join(["instant3d reproduce", "--quick" if args.quick else "--full",
+    command = " ".join(["instant3d reproduce", plan_flag(args),
                         *(["--seeds", *map(str, args.seeds)] if args.seeds else []),
                         *(["--set", *args.set] if args.set else [])])
     try: s = reproduce_from_args(args, command)
@@ -416,6 +416,10 @@ def cmd_reproduce(args):
         print(f"plan {st['plan']}: {st['finished']} of {st['runs']} runs finished ({st['minutes']} min of run time)"
               + (f"; about {st['minutes_left']} min of run time left "
                  f"(one process; the mean of finished runs of each kind)" if st["minutes_left"] is not None else ""))
+        e = st.get("estimate_left") or {}
+        if e: print(f"  estimate of the runs left: {e['amortised_steps']:,} amortised + {e['baseline_steps']:,} "
+                    "baseline steps, " + (f"about {e['hours']} h of run time (step {e['step_s']:.3f} s from {e['source']})"
+                       if e.get("hours") is not None else f"hours unknown: {e.get('why')}"))
         for r in st["running"]:
             print(f"  running {r['run']}: pid {r['pid']} on {r['host']} since {r['since']}"
                   + (f", state saved {r['saved']}" if r["saved"] else ""))
@@ -426,6 +430,12 @@ def cmd_reproduce(args):
         print(f"plan {s['plan']}: {len(s['unfinished'])} of {s['runs']} runs are still held by other processes "
               f"({', '.join(s['unfinished'][:3])}{', ...' if len(s['unfinished']) > 3 else ''}); "
               "the last process to finish writes the tables"); return
+    if "world" in s:  # a decide plan: one verdict per claim
+        print(f"plan {s['plan']} ({s['world']}): rows in {args.out}/{s['plan']}/, claims table in {args.results_md}; "
+              + ", ".join(f"{k} {v}" for k, v in [("amortisation", s["amortisation"]["verdict"]),
+                          *((b["claim"], b["verdict"]) for b in s["ablations"]),
+                          ("sigmoid", s["sigmoid"]["instant3d"]["verdict"]), ("Perp-Neg", s["perp_neg"]["verdict"])]))
+        return
     a, g = s["amortisation"], s["sigmoid"]
     print(f"plan {s['plan']}: rows in {args.out}/{s['plan']}/, tables in {args.results_md}; "
           f"amortisation ratio {ratio_text(a)} ({a['verdict']}), "

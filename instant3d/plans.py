@@ -19,10 +19,11 @@ from .train_config import TrainConfig, train_preset, apply_overrides
 
 # %% auto #0
 __all__ = ['QUICK', 'FULL', 'PLANS', 'SLOTS', 'VARIANTS', 'ABLATION_ROWS', 'PERP_NEG_ROWS', 'CURVE_VARIANTS', 'FRONT_AZIMUTHS',
-           'BACK_AZIMUTHS', 'LOSS_KEYS', 'CURVE_FIELDS', 'LOSS_FIELDS', 'PROMPT_FIELDS', 'ROW_FILES', 'ReproducePlan',
-           'reduced_world', 'variant_config', 'plan_runs', 'plan_steps', 'load_shared', 'subset_trainer',
-           'rate_cameras', 'view_feature_rates', 'world_views', 'pipeline_views', 'objects_views', 'ground_truth_row',
-           'run_amortised', 'baseline_rows', 'run_one', 'read_rows', 'write_rows', 'run_done', 'write_run_rows']
+           'BACK_AZIMUTHS', 'LOSS_KEYS', 'DIVERSITY_VARIANTS', 'BASELINE_VARIANTS', 'CURVE_FIELDS', 'DIVERSITY_FIELDS',
+           'LOSS_FIELDS', 'PROMPT_FIELDS', 'ROW_FILES', 'ReproducePlan', 'reduced_world', 'plan_world',
+           'variant_config', 'plan_runs', 'plan_steps', 'load_shared', 'subset_trainer', 'rate_cameras',
+           'view_feature_rates', 'world_views', 'pipeline_views', 'objects_views', 'ground_truth_row', 'run_amortised',
+           'baseline_rows', 'run_one', 'curve_fields', 'read_rows', 'write_rows', 'run_done', 'write_run_rows']
 
 # %% ../nbs/56_plans.ipynb #60bc112c
 @dataclass(frozen=True)
@@ -74,10 +75,11 @@ PLANS = {"quick": QUICK, "full": FULL}
 # %% ../nbs/56_plans.ipynb #c42caa30
 SLOTS = ("colour", "body", "support", "gadget", "hat", "hat_colour")  # the attributes of a mini-world prompt
 
-def reduced_world(n_train: int, n_test: int, seed: int = 0) -> dict[str, list[str]]:
-    "{'train', 'test', 'all'}: `n_train` mini-world training prompts, `n_test` test prompts made only of their words."
-    from instant3d.mini.world import WorldConfig, prompts as world_prompts, parse_prompt
-    w, rng = WorldConfig.mini(), random.Random(seed)
+def reduced_world(n_train: int, n_test: int, seed: int = 0, version: str = "v1",
+                  n_open: int = 0) -> dict[str, list[str]]:
+    "{'train', 'test', 'all'}: `n_train` mini-world training prompts (+ `n_open` open ones), test prompts of their words."
+    from instant3d.mini.world import WorldConfig, prompts as world_prompts, parse_prompt, open_prompts
+    w, rng = WorldConfig.mini(version), random.Random(seed)
     train = rng.sample(world_prompts(w, "train"), n_train)
     seen = {s: {getattr(parse_prompt(p), s) for p in train} for s in SLOTS}
     ok = [p for p in world_prompts(w, "test") if all(getattr(parse_prompt(p), s) in seen[s] for s in SLOTS)]
@@ -85,7 +87,13 @@ def reduced_world(n_train: int, n_test: int, seed: int = 0) -> dict[str, list[st
         raise ValueError(f"reduced_world: only {len(ok)} test prompts use the words of the {n_train} training prompts; "
                          "ask for fewer or another seed")
     test = rng.sample(ok, n_test)
-    return dict(train=train, test=test, all=train + test)
+    opened = rng.sample(sorted(open_prompts(w, "train")), n_open) if n_open else []  # world v2: open attributes
+    return dict(train=train + opened, test=test, all=train + test)  # the CLIP-RP softmax: closed prompts only
+
+def plan_world(plan: ReproducePlan) -> dict[str, list[str]]:
+    "The reduced world of a plan (its world version and open training prompts where it has them)."
+    return reduced_world(plan.n_train, plan.n_test, plan.world_seed, getattr(plan, "world_version", "v1"),
+                         getattr(plan, "n_open", 0))
 
 # %% ../nbs/56_plans.ipynb #66d67e19
 VARIANTS = {
@@ -117,6 +125,7 @@ def variant_config(plan: ReproducePlan, variant: str, seed: int, views_pp: int, 
 # %% ../nbs/56_plans.ipynb #21a43a2b
 def plan_runs(plan: ReproducePlan) -> list[dict]:
     "Every run of a plan: method, variant, seed, Views-PP budget and scored marks; ordered seed by seed."
+    if hasattr(plan, "runs"): return plan.runs()  # a plan with its own list (`instant3d.decide.DecidePlan`)
     curve_marks = sorted({v for v in plan.grid if v <= plan.instant3d_max}
                          | {plan.ablation_budget, plan.reference_budget, plan.instant3d_max})
     base_marks = sorted({v for v in plan.grid if v <= plan.baseline_max} | {plan.baseline_max})
@@ -132,8 +141,9 @@ def plan_runs(plan: ReproducePlan) -> list[dict]:
 def plan_steps(plan: ReproducePlan, batch_size: int | None = None) -> dict:
     "Steps of a plan: amortised (batch `batch_size` over n_train prompts), baseline (V views of one prompt)."
     B, runs = batch_size or plan.train_config().batch_size, plan_runs(plan)
-    amort = sum(math.ceil(r["views_pp"] * plan.n_train / B) for r in runs if r["method"] == "instant3d")  # Eq. (13)
-    base = sum(math.ceil(r["views_pp"] / plan.baseline_views_per_step) * plan.n_test
+    N = getattr(plan, "n_train_all", plan.n_train)  # with open-attribute training prompts where the plan has them
+    amort = sum(math.ceil(r["views_pp"] * N / B) for r in runs if r["method"] == "instant3d")  # Eq. (13)
+    base = sum(math.ceil(r["views_pp"] / plan.baseline_views_per_step) * r.get("n_prompts", plan.n_test)
                for r in runs if r["method"] == "baseline")  # Views-PP = k V, each test prompt
     return dict(runs=len(runs), amortised_steps=amort, baseline_steps=base, scorings=sum(len(r["marks"]) for r in runs))
 
@@ -166,22 +176,26 @@ def rate_cameras(camera_cfg, elevation_deg: float = 15.0):
                          mid(camera_cfg.fovy_deg_range))
 
 def view_feature_rates(render_views, # callable(prompts, cameras, size) -> [P, V, 3, H, W] in [0, 1]
-                       prompts: list[str], camera_cfg, size: int = 64) -> dict:
+                       prompts: list[str], camera_cfg, size: int = 64, version: str = "v1") -> dict:
     "Janus rate $J$ (back views showing the front feature) and front rate $F$ (front views showing it)."
-    from instant3d.mini.janus import janus_rate, front_feature_visible
+    from instant3d.mini.janus import janus_rate, front_feature_visible, view_rates
     cams = rate_cameras(camera_cfg)
     imgs = render_views(prompts, cams, size).flatten(0, 1)  # [P * 6, 3, H, W]
     az = cams.azimuth_deg.repeat(len(prompts))
+    if version != "v1":  # the detector validated for that world (nbs/24_janus)
+        r = view_rates(imgs, az, None, version)
+        return dict(janus=r["janus_rate"], front=r["front_rate"])
     front = torch.as_tensor([a in FRONT_AZIMUTHS for a in az.tolist()])
     return dict(janus=janus_rate(imgs, az), front=front_feature_visible(imgs[front])[0].float().mean().item())
 
 # %% ../nbs/56_plans.ipynb #644ea4be
-def world_views(prompts, cams, size):
+def world_views(prompts, cams, size, version: str = "v1"):
     "Ground-truth renders [P, V, 3, H, W] of mini-world prompts (white background)."
     from instant3d.mini.world import WorldConfig
     from instant3d.mini.render import render_scenes
     each = cams[torch.arange(len(cams)).repeat(len(prompts))]  # every camera for every prompt
-    rgb = render_scenes([p for p in prompts for _ in range(len(cams))], each, cfg=WorldConfig.mini(), size=size)["rgb"]
+    rgb = render_scenes([p for p in prompts for _ in range(len(cams))], each, cfg=WorldConfig.mini(version),
+                        size=size)["rgb"]
     return rgb.clamp(0, 1).view(len(prompts), len(cams), *rgb.shape[1:])
 
 def pipeline_views(pipe, seed: int):
@@ -204,17 +218,35 @@ def objects_views(objects, index: dict):
     return f
 
 # %% ../nbs/56_plans.ipynb #c5a7d68b
+def _world_truth(size: int, version: str):
+    "The ground-truth callable of `evaluate_clip_rp` in world `version`."
+    if version == "v1": return world_ground_truth(size)
+    from instant3d.mini.world import WorldConfig
+    from instant3d.mini.render import render_scenes
+    w = WorldConfig.mini(version)
+    return lambda ps, cams: render_scenes(ps, cams.to("cpu"), cfg=w, size=size)["rgb"].clamp(0, 1)
+
+def _diversity(pipe, shared, plan) -> dict:
+    "Open-prompt diversity over style noises and the ground truth's (nbs/26), where the plan asks for it."
+    from instant3d.mini.analysis import generator_open_diversity
+    d = generator_open_diversity(pipe, shared["clip"], plan.open_prompts, plan.world_version, plan.eval_seed,
+                                 plan.open_seeds)
+    return dict(diversity=d["diversity"], gt_diversity=d["gt_diversity"])
+
 def _score(pipe, views_fn, world, shared, plan, cam_cfg) -> dict:
     "CLIP-RP and top-1 on the test prompts, the ground truth's on the same cameras, silhouette IoU, feature rates."
+    version = getattr(plan, "world_version", "v1")
     m = evaluate_clip_rp(pipe, shared["clip"], world["test"], world["all"], views=plan.eval_views, seed=plan.eval_seed,
-                         ground_truth=world_ground_truth(pipe.config.render.test_height))
+                         ground_truth=_world_truth(pipe.config.render.test_height, version))
     return dict(clip_rp=m["clip_rp"], top1=m["top1"], gt_clip_rp=m["gt_clip_rp"],
                 silhouette_iou=m.get("silhouette_iou"), per_prompt=m["per_prompt"],
-                **view_feature_rates(views_fn, world["test"], cam_cfg, plan.view_size))
+                **view_feature_rates(views_fn, world["test"], cam_cfg, plan.view_size, version))
 
 def ground_truth_row(plan: ReproducePlan, world: dict) -> dict:
     "The ground truth's row of curves.csv: its Janus and front rates on the test prompts."
-    rates = view_feature_rates(world_views, world["test"], plan.train_config().generator.camera, plan.view_size)
+    v = getattr(plan, "world_version", "v1")
+    rates = view_feature_rates(lambda p, c, s: world_views(p, c, s, v), world["test"],
+                               plan.train_config().generator.camera, plan.view_size, v)
     return dict(method="ground_truth", variant="ground_truth", seed=0, views_pp=0, step=0, **rates)
 
 # %% ../nbs/56_plans.ipynb #13ebfa82
@@ -236,6 +268,7 @@ def _save_partial(path, state: dict):
 
 # %% ../nbs/56_plans.ipynb #c5a7d68c
 LOSS_KEYS = ("loss", "sds", "clip", "alpha", "w_neg", "C")
+DIVERSITY_VARIANTS = ("full", "no_style_noise")  # scored on open prompts where the plan has them
 
 def run_amortised(plan: ReproducePlan, variant: str, seed: int, world: dict, shared: dict, views_pp: int, marks,
                   out_dir=None, n_loss_rows: int = 200,
@@ -261,6 +294,8 @@ def run_amortised(plan: ReproducePlan, variant: str, seed: int, world: dict, sha
         if t.step in at:
             pipe = Instant3DPipeline(shared["gen_text"], t.ema)
             s = _score(pipe, pipeline_views(pipe, plan.eval_seed), world, shared, plan, cfg.generator.camera)
+            if getattr(plan, "open_prompts", 0) and variant in DIVERSITY_VARIANTS and plan.ablation_budget in at[t.step]:
+                s.update(_diversity(pipe, shared, plan))  # what the style noise is for (paper Sec. 3.2.2)
             curve += [dict(views_pp=v, step=t.step, train_seconds=round(train_s, 2), **s) for v in at[t.step]]
         if partial is not None and t.step % save_every == 0 and t.step < cfg.steps:
             state = dict(trainer=t.state_dict(), window=window, curve=curve, losses=losses, train_s=train_s)
@@ -269,13 +304,20 @@ def run_amortised(plan: ReproducePlan, variant: str, seed: int, world: dict, sha
     return curve, losses
 
 # %% ../nbs/56_plans.ipynb #6983aa0b
+BASELINE_VARIANTS = {"baseline": (), "baseline_sigmoid": ("alpha_start=1.0", "alpha_end=1.0")}  # paper Fig. 14
+
 def baseline_rows(plan: ReproducePlan, seed: int, world: dict, shared: dict, marks,
+                  variant: str = "baseline", # a key of BASELINE_VARIANTS
+                  n_prompts: int | None = None, # the first test prompts only (None: all)
                   partial=None, # as in `run_amortised`
                   save_every: int = 250, progress: bool = False) -> list[dict]:
     "The per-prompt baseline on the test prompts, scored (CLIP-RP, ground truth, Janus, front) at the Views-PP `marks`."
     from tqdm.auto import tqdm
     from instant3d.baseline import PromptTrainer, baseline_pipeline
-    tc = replace(plan.train_config(), seed=seed)
+    if variant not in BASELINE_VARIANTS:
+        raise ValueError(f"unknown baseline variant {variant!r}: accepted {', '.join(BASELINE_VARIANTS)}")
+    tc = apply_overrides(replace(plan.train_config(), seed=seed), list(BASELINE_VARIANTS[variant]))
+    world = dict(world, test=world["test"][:n_prompts])  # the softmax set stays the plan's
     cfg = BaselineConfig(train=tc, views_pp=max(marks), views_per_step=plan.baseline_views_per_step,
                          lr=plan.baseline_lr)
     prompts, dev = world["test"], shared["device"]
@@ -289,7 +331,7 @@ def baseline_rows(plan: ReproducePlan, seed: int, world: dict, shared: dict, mar
     if (state := _load_partial(partial)) is not None:
         for t, s in zip(trainers, state["trainers"]): t.load_state_dict(s)
         rows, train_s, start = state["rows"], state["train_s"], state["step"] + 1
-    bar = tqdm(total=cfg.steps, initial=start - 1, desc=f"baseline seed {seed}", leave=False, disable=not progress)
+    bar = tqdm(total=cfg.steps, initial=start - 1, desc=f"{variant} seed {seed}", leave=False, disable=not progress)
     for step in range(start, cfg.steps + 1):
         t0 = time.perf_counter()
         for t in trainers: t.train_step()
@@ -309,16 +351,22 @@ def run_one(plan: ReproducePlan, run: dict, world: dict, shared: dict, partial=N
             progress: bool = False) -> tuple[list[dict], list[dict]]:
     "Train and score one run of `plan_runs` (an Instant3D variant or the baseline): (curve rows, loss rows)."
     if run["method"] == "baseline":
-        return baseline_rows(plan, run["seed"], world, shared, run["marks"], partial=partial, progress=progress), []
+        return baseline_rows(plan, run["seed"], world, shared, run["marks"], variant=run["variant"],
+                             n_prompts=run.get("n_prompts"), partial=partial, progress=progress), []
     return run_amortised(plan, run["variant"], run["seed"], world, shared, run["views_pp"], run["marks"],
                          partial=partial, progress=progress)
 
 # %% ../nbs/56_plans.ipynb #117d9294
 CURVE_FIELDS = ("method", "variant", "seed", "views_pp", "step", "clip_rp", "top1", "gt_clip_rp", "janus", "front",
                 "train_seconds", "silhouette_iou")
+DIVERSITY_FIELDS = ("diversity", "gt_diversity")  # curves.csv of plans that score open prompts
 LOSS_FIELDS = ("method", "variant", "seed", "step", "views_pp", "loss", "sds", "clip", "alpha", "w_neg", "C")
 PROMPT_FIELDS = ("method", "variant", "seed", "views_pp", "prompt", "clip_rp", "top1", "gt_clip_rp",
                  "silhouette_iou")  # silhouette_iou: only in rows written since it was scored
+def curve_fields(plan: ReproducePlan) -> tuple[str, ...]:
+    "The columns of a new curves.csv of `plan`."
+    return CURVE_FIELDS + (DIVERSITY_FIELDS if getattr(plan, "open_prompts", 0) else ())
+
 ROW_FILES = {"curves": CURVE_FIELDS, "losses": LOSS_FIELDS, "per_prompt": PROMPT_FIELDS}  # <plan folder>/<name>.csv
 
 def read_rows(path) -> list[dict]:
@@ -338,8 +386,10 @@ def _csv_text(fields, rows, header: bool) -> str:
     return buf.getvalue()
 
 def write_rows(path, fields, rows, mode: str = "a"):
-    "Append `rows` to the CSV `path` (a new file gets the header); `mode='w'` rewrites the whole file atomically."
+    "Append `rows` to the CSV `path` (a new file gets the header `fields`); `mode='w'` rewrites it atomically."
     path = Path(path)
+    if path.is_file():  # keep the file's own header (a folder keeps the columns it was started with)
+        with path.open() as f: fields = next(csv.reader(f), None) or fields
     if mode == "w" or not path.is_file(): write_text(path, _csv_text(fields, rows, header=True))
     else:
         with path.open("a", newline="") as f: f.write(_csv_text(fields, rows, header=False))

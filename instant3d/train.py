@@ -29,7 +29,7 @@ from .precision import resolve_dtype
 
 # %% auto #0
 __all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'PromptBank', 'warm_start_state', 'TrainingDiverged', 'Trainer', 'fingerprint',
-           'run_training']
+           'run_world_version', 'run_training']
 
 # %% ../nbs/45_train.ipynb #22b8a638
 VIEW_ORDER = tuple(VIEW_SUFFIXES)  # front, side, back, overhead: the V axis of view embeddings (VIEW_NAMES order)
@@ -357,6 +357,13 @@ def _report(self: Trainer, bar, last: dict, sps: float, end: int):
     if self._periodic(cfg.preview_every): self._preview()
     if self._periodic(cfg.eval_every) and self.clip is not None: self._evaluate()
 
+def run_world_version(cfg: TrainConfig) -> str | None:
+    "The mini world a run trains in (its teacher's world: 'v1' or 'v2'); None outside the mini world."
+    if cfg.prompts != "mini": return None
+    from instant3d.sds import MINI_TEACHER, DEFAULT_TEACHER_DIR
+    from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it
+    return teacher_world(DEFAULT_TEACHER_DIR if cfg.sds.teacher == MINI_TEACHER else cfg.sds.teacher).version
+
 @patch
 def _finish(self: Trainer):
     "Checkpoint; after the last step also `model/` (the EMA generator and `training.json`); close the logs."
@@ -366,6 +373,7 @@ def _finish(self: Trainer):
         info = dict(prompts=cfg.prompts, split_seed=cfg.split_seed, clip_model=cfg.clip.model, steps=self.step,
                     views_pp=self.views_pp, seconds=round(self.seconds, 1), world_size=self.info.world_size,
                     batch_size=cfg.batch_size)
+        if (v := run_world_version(cfg)) is not None: info["world_version"] = v  # `instant3d eval` reads it
         self.ema.save_pretrained(self.out / "model", extra_files={"training.json": json.dumps(info, indent=1)})
     if self.info.main and getattr(self, "_csv", None): self._csv.close()
     if self.info.main and getattr(self, "_tb", None) is not None: self._tb.close()

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from instant3d.plans import QUICK, FULL, ReproducePlan, VARIANTS, ABLATION_ROWS, PERP_NEG_ROWS, plan_runs, plan_steps, reduced_world
 from instant3d.verdicts import summarise, results_section, update_results_md, views_to_reach
+from instant3d.decide import DECIDE, DecidePlan
 from instant3d.mini.world import parse_prompt
 
 EXE = str(Path(sys.executable).parent / "instant3d")
@@ -167,3 +168,45 @@ def test_cli_status(tmp_path):
     assert r.returncode == 0, r.stderr
     assert f"0 of {len(plan_runs(QUICK))} runs finished" in r.stdout and r.stdout.count("  left ") == len(plan_runs(QUICK))
     assert not (tmp_path / "quick" / "meta.json").exists()
+
+
+def test_cli_plan_names_the_same_plans():
+    "`--plan quick` is `--quick`; `--plan decide` and `--decide` list the decide plan's runs with an estimate."
+    out = lambda *a: json.loads(subprocess.run([EXE, "reproduce", *a, "--dry-run"], capture_output=True, text=True, env=ENV, timeout=300).stdout)
+    a, b = out("--quick"), out("--plan", "quick")
+    assert a == b and a["plan"] == "quick" and a["amortised_steps"] == 72
+    d = out("--decide")
+    assert d["plan"] == "decide" and d["runs"] == len(plan_runs(DECIDE)) and d["estimate"]["amortised_steps"] == d["amortised_steps"]
+
+
+def test_decide_plan_runs_through_the_queue_and_reports(tmp_path, monkeypatch):
+    "A small decide plan (world v2) through the queue with stand-in training: every run once, summary.json with a verdict per claim, the section and the claims table."
+    from instant3d import plans as P, reproduce as R, run_queue as Q
+    from instant3d.claims import write_decide_report
+    plan = DecidePlan("decide", n_train=4, n_test=4, seeds=(0, 1, 2), n_open=2, instant3d_max=4, ablation_budget=2, reference_budget=4,
+                      sigmoid_max=8, baseline_max=8, baseline_sigmoid_max=16, baseline_sigmoid_prompts=2, open_prompts=0)
+    calls = []
+    def fake(key, marks, prompts):
+        calls.append(key)
+        return [dict(views_pp=m, step=m, clip_rp=0.5 * (1 - 0.5 ** m) + 0.01 * key[2], top1=0.0, gt_clip_rp=0.9, janus=0.1, front=0.9,
+                     train_seconds=0.0, per_prompt=[dict(prompt=p, clip_rp=0.5 * (1 - 0.5 ** m)) for p in prompts]) for m in marks]
+    with pytest.raises(ValueError, match="runs in world v2"): R.reproduce(plan, tmp_path / "res")  # the shipped models are world v1
+    monkeypatch.setattr(R, "run_world_version", lambda cfg: "v2")  # stands in for world v2 models
+    monkeypatch.setattr(R, "load_shared", lambda cfg, device="cpu": dict(device=device))
+    monkeypatch.setattr(P, "view_feature_rates", lambda *a, **k: dict(janus=0.0, front=1.0))
+    monkeypatch.setattr(P, "run_amortised", lambda plan, v, s, w, sh, vpp, marks, **k: (fake(("instant3d", v, s), marks, w["test"]), []))
+    monkeypatch.setattr(P, "baseline_rows", lambda plan, s, w, sh, marks, variant="baseline", n_prompts=None, **k:
+                        fake(("baseline", variant, s), marks, w["test"][:n_prompts]))
+    folder = R.reproduce(plan, tmp_path / "res", command="instant3d reproduce --plan decide", progress=False)
+    assert sorted(calls) == sorted((r["method"], r["variant"], r["seed"]) for r in plan_runs(plan)) and Q.unfinished(folder, plan) == []
+    meta = json.loads((folder / "meta.json").read_text())
+    assert len(meta["world"]["train"]) == 6 and meta["plan"]["world_version"] == "v2" and meta["plan"]["seeds"] == [0, 1, 2]
+    md = tmp_path / "R.md"; md.write_text("# Results\n\nintro\n")
+    S = write_decide_report(folder, plan, md, rel="results/decide")
+    assert json.loads((folder / "summary.json").read_text())["world"] == "world v2"
+    verdicts = [S["amortisation"]["verdict"], *(a["verdict"] for a in S["ablations"]), S["sigmoid"]["instant3d"]["verdict"],
+                S["sigmoid"]["baseline"]["verdict"], S["perp_neg"]["verdict"]]
+    assert len(verdicts) == 8 and all(v in ("confirmed", "refuted", "inconclusive") for v in verdicts)
+    assert S["sigmoid"]["init_gradient"]["plain"] > 0
+    text = md.read_text()
+    assert "<!-- reproduce:decide@v2 -->" in text and text.index("<!-- claims -->") < text.index("<!-- reproduce:decide@v2 -->")

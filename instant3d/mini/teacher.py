@@ -107,7 +107,8 @@ class TeacherConfig:
     front_weight: float = 0.0  # lambda of w = 1 + lambda m(x0), m the front feature's pixels; 0: plain MSE
     camera: CameraConfig | None = None  # cameras of the training renders; None: the world's (uniform azimuth). Ours
     open_caption_prob: float = 0.0  # share of captions with slots left unsaid ("a cube wearing a hat"); ours, v2: 0.25
-    channels_last: bool = True  # UNet weights and batches in channels-last memory (faster convolutions; same math)
+    channels_last: bool = False  # UNet weights and batches in channels-last memory (same math); off: 0.92x the
+                                 # plain step on a 2-core AMD EPYC (benchmarks/bench_speed.py, BENCHMARKS.md)
     precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
                              # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
 
