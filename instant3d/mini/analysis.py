@@ -11,7 +11,7 @@ import torch
 from ..conventions import config_from_dict
 from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, sample_cameras, view_labels
 from ..sds import to_unet
-from ..files import write_json
+from ..files import write_json, write_text
 from .world import WorldConfig, open_fills, prompts as world_prompts
 from .render import render_scenes
 from .janus import cameras_with_view, detector_settings, front_feature_visible
@@ -299,8 +299,8 @@ def run_janus_experiment(out, # folder of the whole chain (e.g. runs/world_v2)
         r = subprocess.run([exe, *args], capture_output=name.startswith("eval"), text=True)
         if r.returncode != 0: raise RuntimeError(f"step {name} failed (exit {r.returncode}): {pending[-1]}")
         if name.startswith("teacher") and not (folder / "teacher").is_dir(): return pending  # stopped by the time limit
-        if name.startswith("eval"): folder.write_text(r.stdout)
-        out.mkdir(parents=True, exist_ok=True); _step_done(out, name).write_text("")
+        if name.startswith("eval"): write_text(folder, r.stdout)
+        out.mkdir(parents=True, exist_ok=True); write_text(_step_done(out, name), "")
     if dry_run: return pending
     rows = {t: [sds_view_rates(out / "sds" / t / f"{i:02d}") for i in range(len(janus_prompts()))]
             for t in ("teacher", "teacher_biased")}
