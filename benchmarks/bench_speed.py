@@ -23,11 +23,12 @@ from pathlib import Path
 from _common import ROOT, write_atomic, replace_section
 
 START, END = "<!-- speed:cpu start -->", "<!-- speed:cpu end -->"
-LEVERS = {  # --set items of each variant of this code
-    "off": ["generator.render.empty_density=0", "sds.channels_last=false", "sds.skip_unused=false",
-            "sds.dtype=float32", "clip.dtype=float32"],
-    "on": [],
-}
+
+
+def levers() -> dict:
+    "--set items of each variant of this code (imported here, not at the top: the base commit's children lack it)."
+    from instant3d.train_config import SPEED_LEVERS_OFF
+    return {"off": list(SPEED_LEVERS_OFF), "on": []}
 SINGLE = {"+empty_skip": "generator.render.empty_density=0.001", "+channels_last": "sds.channels_last=true",
           "+skip_unused": "sds.skip_unused=true", "+bf16": "sds.dtype=bfloat16"}
 SHIPPED = "instant3d/weights/mini"  # relative to the code's root (each commit has its own copy)
@@ -189,8 +190,8 @@ def main():
                         root = base_root if v == "base" else ROOT
                         if state == "teacher_training": res = run_child(ROOT, v, None, a)
                         else:
-                            sets = ([] if v == "base" else LEVERS["off"] + [SINGLE[v]] if v in SINGLE
-                                    else ["sds.compile=true"] if v == "+compile" else LEVERS[v])
+                            sets = ([] if v == "base" else levers()["off"] + [SINGLE[v]] if v in SINGLE
+                                    else ["sds.compile=true"] if v == "+compile" else levers()[v])
                             res = run_child(root, state, sets, a)
                             warm.setdefault(f"{state}/{v}", []).append(res.get("warmup_s"))
                         times.setdefault(f"{state}/{v}", []).append(res["median_s"])

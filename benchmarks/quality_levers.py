@@ -20,8 +20,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 EXE = str(Path(sys.executable).with_name("instant3d"))
-OFF = ["generator.render.empty_density=0", "sds.channels_last=false", "sds.skip_unused=false", "sds.dtype=float32",
-       "clip.dtype=float32"]
+from instant3d.train_config import SPEED_LEVERS_OFF
+OFF = list(SPEED_LEVERS_OFF)
 
 
 def one(arm: str, seed: int, a) -> dict:

@@ -130,6 +130,9 @@ def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[
     elif name == "mini":
         from instant3d.mini.world import WorldConfig, prompts as world_prompts
         return world_prompts(WorldConfig.mini(), split)  # the world's own fixed split (seed in WorldConfig)
+    elif name == "mini-open":  # world v2's open-attribute prompts: added to 'mini' training by TrainConfig.open_prompts
+        from instant3d.mini.world import WorldConfig, open_prompts
+        return list(open_prompts(WorldConfig.mini("v2"), split))
     elif name == "animals": allp = animals_prompts()
     elif name == "portraits": allp = portraits_prompts()
     else: raise ValueError(f"unknown prompt set {name!r}: accepted {', '.join(PROMPT_SETS)} or a file (--prompts FILE)")

@@ -14,8 +14,8 @@ from .files import write_json
 from .plans import ReproducePlan, ROW_FILES, plan_runs, read_rows, write_rows, run_done, write_run_rows
 
 # %% auto #0
-__all__ = ['hardware', 'folder_lock', 'partial_path', 'claim_path', 'claim_next', 'open_plan_folder', 'record_run', 'plan_status',
-           'unfinished']
+__all__ = ['hardware', 'folder_lock', 'partial_path', 'claim_path', 'write_claim', 'claim_alive', 'claim_next',
+           'open_plan_folder', 'record_run', 'plan_status', 'unfinished']
 
 # %% ../nbs/57_run_queue.ipynb #8c952b8f
 def hardware() -> dict:
@@ -61,7 +61,12 @@ def claim_path(folder, run: dict) -> Path:
     return Path(folder) / "partial" / f"{_run_name(run)}.claim"
 
 # %% ../nbs/57_run_queue.ipynb #239188fb
-def _claim_alive(path) -> bool:
+def write_claim(path):
+    "Claim file `path`: this process (id, host, start time) holds what it names."
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, dict(pid=os.getpid(), host=socket.gethostname(), since=_utc_now()))
+
+def claim_alive(path) -> bool:
     "Whether the process named in claim file `path` still runs (a claim from another host counts as alive)."
     try: c = json.loads(Path(path).read_text())
     except (OSError, ValueError): return False
@@ -78,16 +83,15 @@ def claim_next(folder, runs: list[dict]) -> dict | None:
         rows = read_rows(folder / "curves.csv")
         for run in runs:
             claim = claim_path(folder, run)
-            if run_done(rows, run) or (claim.is_file() and _claim_alive(claim)): continue
-            claim.parent.mkdir(parents=True, exist_ok=True)
-            write_json(claim, dict(pid=os.getpid(), host=socket.gethostname(), since=_utc_now()))
+            if run_done(rows, run) or (claim.is_file() and claim_alive(claim)): continue
+            write_claim(claim)
             return run
     return None
 
 # %% ../nbs/57_run_queue.ipynb #a5486987
 def _clear(folder: Path, fresh: bool):
     "A new start: no rows, saved states or claims (refused with `fresh` while another process holds a run)."
-    live = [c.name for c in (folder / "partial").glob("*.claim") if _claim_alive(c)]
+    live = [c.name for c in (folder / "partial").glob("*.claim") if claim_alive(c)]
     if fresh and live:
         raise ValueError(f"{folder}: another process is running {', '.join(live)}; stop it before --fresh")
     saved = [*(folder / "partial").glob("*.pt"), *(folder / "partial").glob("*.claim")]
@@ -150,7 +154,7 @@ def plan_status(folder, plan: ReproducePlan) -> dict:
         name, pt, claim = _label(r), partial_path(folder, r), claim_path(folder, r)
         saved = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(pt.stat().st_mtime)) if pt.is_file() else None
         if run_done(rows, r): done.append(name)
-        elif claim.is_file() and _claim_alive(claim):
+        elif claim.is_file() and claim_alive(claim):
             held = {k: v for k, v in json.loads(claim.read_text()).items() if k in ("pid", "host", "since")}
             running.append(dict(run=name, saved=saved, **held))
         else: left.append(dict(run=name, saved=saved))

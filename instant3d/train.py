@@ -28,8 +28,8 @@ from .evaluate import evaluate_clip_rp, silhouette_iou, white_foreground, world_
 from .precision import resolve_dtype
 
 # %% auto #0
-__all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'PromptBank', 'warm_start_state', 'TrainingDiverged', 'Trainer', 'fingerprint',
-           'run_world_version', 'run_training']
+__all__ = ['VIEW_ORDER', 'METRIC_FIELDS', 'PromptBank', 'warm_start_state', 'run_world_version', 'TrainingDiverged', 'Trainer',
+           'fingerprint', 'run_training']
 
 # %% ../nbs/45_train.ipynb #22b8a638
 VIEW_ORDER = tuple(VIEW_SUFFIXES)  # front, side, back, overhead: the V axis of view embeddings (VIEW_NAMES order)
@@ -90,6 +90,14 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
                          f"in name or shape, e.g. {bad[:3]}")
     return {k: v.to(own[k].dtype) for k, v in state.items()}
 
+# %% ../nbs/45_train.ipynb #2604d23f
+def run_world_version(cfg: TrainConfig) -> str | None:
+    "The mini world a run trains in (its teacher's world: 'v1' or 'v2'); None outside the mini world."
+    if cfg.prompts != "mini": return None
+    from instant3d.sds import MINI_TEACHER, DEFAULT_TEACHER_DIR
+    from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it
+    return teacher_world(DEFAULT_TEACHER_DIR if cfg.sds.teacher == MINI_TEACHER else cfg.sds.teacher).version
+
 # %% ../nbs/45_train.ipynb #8a658775
 class TrainingDiverged(RuntimeError):
     "Too many consecutive non-finite steps; the last good checkpoint is kept."
@@ -110,6 +118,9 @@ class Trainer:
         if self.info.world_size > 1:
             ids = [self.info.local_rank] if dev.startswith("cuda") else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if cfg.open_prompts and run_world_version(cfg) != "v2":
+            raise ValueError(f"TrainConfig.open_prompts=True needs a world v2 teacher (the open prompts are world v2's), "
+                             f"got sds.teacher={cfg.sds.teacher!r} of world {run_world_version(cfg)}")
         self.split = resolve_prompts(cfg)
         self.prompts = self.split["train"]
         self.guidance = guidance if guidance is not None else _load_guidance(cfg, dev)
@@ -356,13 +367,6 @@ def _report(self: Trainer, bar, last: dict, sps: float, end: int):
                        skipped=int(last["skipped"])))
     if self._periodic(cfg.preview_every): self._preview()
     if self._periodic(cfg.eval_every) and self.clip is not None: self._evaluate()
-
-def run_world_version(cfg: TrainConfig) -> str | None:
-    "The mini world a run trains in (its teacher's world: 'v1' or 'v2'); None outside the mini world."
-    if cfg.prompts != "mini": return None
-    from instant3d.sds import MINI_TEACHER, DEFAULT_TEACHER_DIR
-    from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it
-    return teacher_world(DEFAULT_TEACHER_DIR if cfg.sds.teacher == MINI_TEACHER else cfg.sds.teacher).version
 
 @patch
 def _finish(self: Trainer):

@@ -16,8 +16,8 @@ from .perp_neg import PerpNegConfig
 from .clip_loss import ClipLossConfig
 
 # %% auto #0
-__all__ = ['TRAIN_PRESETS', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split', 'resolve_prompts',
-           'load_train_config', 'tiny_train_config']
+__all__ = ['TRAIN_PRESETS', 'SPEED_LEVERS_OFF', 'TrainConfig', 'train_preset', 'apply_overrides', 'prompt_split',
+           'resolve_prompts', 'load_train_config', 'tiny_train_config']
 
 # %% ../nbs/43_train_config.ipynb #04970324
 TRAIN_PRESETS = ("mini", "animals", "portraits", "dailylife")
@@ -51,6 +51,9 @@ def _check_train_config(c):
     if c.grad_clip is not None and not c.grad_clip > 0:
         raise ValueError(f"TrainConfig.grad_clip must be None or > 0, got {c.grad_clip!r}")
     if not c.prompts: raise ValueError("TrainConfig.prompts must name a set (mini, animals, portraits) or a text file")
+    if not isinstance(c.open_prompts, bool): raise ValueError(f"TrainConfig.open_prompts must be a bool, got {c.open_prompts!r}")
+    if c.open_prompts and c.prompts != "mini":
+        raise ValueError(f"TrainConfig.open_prompts=True needs prompts='mini' (the mini world's open prompts), got {c.prompts!r}")
 
 # %% ../nbs/43_train_config.ipynb #62e4ebf1
 @dataclass(frozen=True)
@@ -66,6 +69,9 @@ class TrainConfig:
     clip: ClipLossConfig = field(default_factory=ClipLossConfig.paper)
     prompts: str = "animals"  # prompt set: mini | animals | portraits, or a text file (Daily Life: user supplied)
     split_seed: int = 0  # 60/40 train/test split of a named set or file (the mini world has its own fixed split)
+    # mini world v2 only: also train on the world's open-attribute train prompts ("a sphere wearing a hat", nbs/20_world),
+    # so that the style noise has something to choose; CLIP-RP still ranks the closed prompts only
+    open_prompts: bool = False
     batch_size: int = 12  # (prompt, camera) pairs per process and step; paper Sec. 4.2: 96 over 8 GPUs
     steps: int = 40_000  # optimiser steps; ours: ~2,000 Views-PP (paper Eq. 13) on 1,890 Animals prompts at batch 96
     lr: float = 1e-4  # paper Sec. 4.2: Adam lr 1e-4
@@ -203,6 +209,10 @@ def apply_overrides(cfg, items: list[str]):
         cfg = _set_path(cfg, key.strip().split("."), value, key.strip())
     return cfg
 
+# %% ../nbs/43_train_config.ipynb #736b6e26
+SPEED_LEVERS_OFF = ("generator.render.empty_density=0", "sds.channels_last=false", "sds.skip_unused=false",
+                    "sds.dtype=float32", "sds.compile=false", "clip.dtype=float32")  # see nbs/46_speed
+
 # %% ../nbs/43_train_config.ipynb #ca68210a
 def prompt_split(prompts: str, split_seed: int = 0) -> dict[str, list[str]]:
     "{'train', 'test', 'all'} prompt lists of a named set or a file (the softmax of CLIP-RP ranges over 'all')."
@@ -216,8 +226,11 @@ def prompt_split(prompts: str, split_seed: int = 0) -> dict[str, list[str]]:
     return dict(s, all=s["train"] + s["test"])
 
 def resolve_prompts(cfg: TrainConfig) -> dict[str, list[str]]:
-    "The prompt split of a run's config."
-    return prompt_split(cfg.prompts, cfg.split_seed)
+    "The prompt split of a run's config; with `open_prompts`, 'train' also holds world v2's open train prompts ('all' does not)."
+    s = prompt_split(cfg.prompts, cfg.split_seed)
+    if not cfg.open_prompts: return s
+    from instant3d.prompts import prompt_set
+    return dict(s, train=s["train"] + prompt_set("mini-open", "train"))
 
 # %% ../nbs/43_train_config.ipynb #73136e78
 def load_train_config(run_dir) -> TrainConfig:

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/26_teacher_analysis.ipynb #093108e8
 from __future__ import annotations
-import json, time
+import json, os, time
 from typing import Callable
 from pathlib import Path
 import torch
@@ -12,6 +12,7 @@ from ..conventions import config_from_dict
 from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, sample_cameras, view_labels
 from ..sds import to_unet
 from ..files import write_json, write_text
+from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, open_fills, prompts as world_prompts
 from .render import render_scenes
 from .janus import cameras_with_view, detector_settings, front_feature_visible
@@ -24,7 +25,7 @@ __all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'EmpiricalSet', 'empirical_set', 'close
            'view_accuracy', 'teacher_world', 'evaluate_teacher', 'view_caption_gap', 'open_slot_fields',
            'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
            'generator_open_diversity', 'janus_prompts', 'janus_experiment_steps', 'sds_view_rates', 'janus_verdict',
-           'run_janus_experiment']
+           'janus_step_needs', 'janus_experiment_status', 'run_janus_experiment']
 
 # %% ../../nbs/26_teacher_analysis.ipynb #1f6e8908
 class EmpiricalSet(dict):
@@ -280,28 +281,69 @@ def janus_verdict(biased: dict, unbiased: dict) -> str:
 
 # %% ../../nbs/26_teacher_analysis.ipynb #8612da1b
 def _step_done(out: Path, name: str) -> Path: return out / f".done_{name}"
+def _step_claim(out: Path, name: str) -> Path: return out / f".claim_{name}"
 
+def janus_step_needs(name: str) -> list[str]:
+    "The steps that must be done before step `name` may start: the CLIP before the teachers, a teacher before its runs."
+    if name == "clip": return []
+    if name in ("teacher", "teacher_biased"): return ["clip"]
+    return [name.removeprefix("eval_")] if name.startswith("eval_") else [name[len("sds_"):-len("_00")]]
+
+def _claim_step(out: Path, steps) -> tuple | None:
+    "The first pending step whose needs are done and that no live process holds, now claimed by this one."
+    with folder_lock(out):
+        for name, args, folder in steps:
+            if _step_done(out, name).exists() or not all(_step_done(out, n).exists() for n in janus_step_needs(name)):
+                continue
+            if (c := _step_claim(out, name)).is_file() and claim_alive(c): continue
+            write_claim(c)
+            return name, args, folder
+    return None
+
+def janus_experiment_status(out) -> dict:
+    "Steps done, running (held by a live process) and waiting, by name."
+    out, names = Path(out), [s[0] for s in janus_experiment_steps(out)]
+    done = [n for n in names if _step_done(out, n).exists()]
+    running = [n for n in names if n not in done and _step_claim(out, n).is_file() and claim_alive(_step_claim(out, n))]
+    return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running])
+
+# %% ../../nbs/26_teacher_analysis.ipynb #4c4103ea
 def run_janus_experiment(out, # folder of the whole chain (e.g. runs/world_v2)
                          dry_run: bool = False, # only list the pending commands
                          time_limit_min: float | None = None, # passed to the teacher trainings (resumable stops)
+                         poll_s: float = 60.0, # how often a process with nothing to start looks again
                         ) -> dict | list[str]: # the comparison (when every step is done), else the pending commands
-    "Run (or continue) the biased-versus-unbiased teacher experiment of world v2, step by step; see the rules above."
+    """Run (or continue) the biased-versus-unbiased teacher experiment of world v2, step by step; see the rules above.
+    Several processes may share `out` (one thread each): each claims the next step nobody holds whose needs are done,
+    waits while the only steps left are held by others, and the comparison is written when every step is done."""
     import shutil, subprocess, sys
-    out = Path(out)
+    out, steps = Path(out), janus_experiment_steps(out)
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
-    pending = []
-    for name, args, folder in janus_experiment_steps(out):
-        if _step_done(out, name).exists(): continue
+    def command(name, args, folder):
         if (folder / "checkpoint").is_dir() and "train" in args[1]: args = args + ["--resume"]
-        if name.startswith("teacher") and time_limit_min is not None: args = args + ["--time-limit-min", str(time_limit_min)]
-        pending.append(" ".join([exe, *args]))
-        if dry_run: continue
-        r = subprocess.run([exe, *args], capture_output=name.startswith("eval"), text=True)
-        if r.returncode != 0: raise RuntimeError(f"step {name} failed (exit {r.returncode}): {pending[-1]}")
-        if name.startswith("teacher") and not (folder / "teacher").is_dir(): return pending  # stopped by the time limit
-        if name.startswith("eval"): write_text(folder, r.stdout)
-        out.mkdir(parents=True, exist_ok=True); write_text(_step_done(out, name), "")
-    if dry_run: return pending
+        if name in ("teacher", "teacher_biased") and time_limit_min is not None:
+            args = args + ["--time-limit-min", str(time_limit_min)]
+        return [exe, *args]
+    if dry_run: return [" ".join(command(*s)) for s in steps if not _step_done(out, s[0]).exists()]
+    out.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core per process
+    while True:
+        got = _claim_step(out, steps)
+        if got is None:
+            st = janus_experiment_status(out)
+            if not st["waiting"] and not st["running"]: break
+            if not st["running"]: raise RuntimeError(f"{out}: steps {st['waiting']} wait on steps that are not done")
+            time.sleep(poll_s); continue
+        name, args, folder = got
+        cmd = command(name, args, folder)
+        try:
+            r = subprocess.run(cmd, capture_output=name.startswith("eval"), text=True, env=env)
+            if r.returncode != 0: raise RuntimeError(f"step {name} failed (exit {r.returncode}): {' '.join(cmd)}")
+            if name in ("teacher", "teacher_biased") and not (folder / "teacher").is_dir():
+                return [" ".join(command(*s)) for s in steps if not _step_done(out, s[0]).exists()]  # time limit
+            if name.startswith("eval"): write_text(folder, r.stdout)
+            write_text(_step_done(out, name), "")
+        finally: _step_claim(out, name).unlink(missing_ok=True)
     rows = {t: [sds_view_rates(out / "sds" / t / f"{i:02d}") for i in range(len(janus_prompts()))]
             for t in ("teacher", "teacher_biased")}
     mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
