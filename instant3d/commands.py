@@ -11,7 +11,7 @@ from .files import write_json, write_text
 
 # %% auto #0
 __all__ = ['RATE_PROMPTS', 'OPEN_SEEDS', 'preset_info', 'cmd_info', 'cmd_generate', 'cmd_prompts', 'cmd_world_render',
-           'cmd_world_train_clip', 'cmd_world_train_teacher', 'cmd_world_janus', 'world_eval', 'cmd_world_eval',
+           'cmd_world_train_clip', 'cmd_world_train_teacher', 'cmd_world_v2', 'world_eval', 'cmd_world_eval',
            'resolve_train_config', 'cmd_train', 'eval_csv_path', 'cmd_eval', 'cmd_convert_official', 'cmd_baseline',
            'cmd_reproduce']
 
@@ -206,19 +206,19 @@ def cmd_world_train_teacher(args):
     print(f"teacher written to {done} ({time.perf_counter() - t0:.0f} s); "
           f"evaluate with `instant3d world eval --teacher {done}`")
 
-def cmd_world_janus(args):
-    from instant3d.mini.analysis import janus_experiment_status, run_janus_experiment
+def cmd_world_v2(args):
+    from instant3d.mini.analysis import world_v2_status, run_world_v2
     out = Path(args.out)
     if args.status:
-        st = janus_experiment_status(out)
+        st = world_v2_status(out)
         for k in ("done", "running", "waiting"): print(f"{k} ({len(st[k])}): {' '.join(st[k]) or '-'}")
         return
     if not args.dry_run: writable_dir(out)
-    try: res = run_janus_experiment(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min)
+    try: res = run_world_v2(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min)
     except RuntimeError as e: raise CLIError(str(e), 1) from None
     if args.dry_run: print("\n".join(res) if res else "nothing left to run"); return
     if isinstance(res, list): print(f"stopped by --time-limit-min; {len(res)} steps left: rerun to continue"); return
-    print(json.dumps(dict(res["summary"], verdict=res["verdict"], file=str(out / "janus_comparison.json"))))
+    print(f"every step of {out} is done: {out / 'janus_comparison.json'}, {out / 'eval_generator_test.json'}")
 
 # %% ../nbs/91_commands.ipynb #081ca09b
 def world_eval(clip_dir=None, teacher_dir=None, seed: int = 1234, max_prompts: int | None = None, steps: int = 40,
