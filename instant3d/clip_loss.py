@@ -14,6 +14,7 @@ from fastcore.basics import patch
 from .text import WeightsNotFoundError, hf_offline, validate_prompts
 from .conventions import check_images
 from .files import WEIGHTS_DIR
+from .hub import SHIPPED, shipped_dir, shipped_missing
 from .precision import PRECISIONS
 
 # %% auto #0
@@ -39,7 +40,7 @@ class ClipLossConfig:
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
-            raise ValueError(f"ClipLossConfig.model={self.model!r}: expected a hub id, a local folder or {MINI_CLIP!r}")
+            raise ValueError(f"ClipLossConfig.model={self.model!r}: expected a hub id, a local folder or a shipped name {SHIPPED}")
         w = self.weight
         if isinstance(w, bool) or not isinstance(w, (int, float)) or not 0 <= w < float("inf"):
             raise ValueError(f"ClipLossConfig.weight={w!r}: expected a finite number >= 0 (0 disables the loss)")
@@ -137,6 +138,7 @@ def encode_texts(self: Clip, prompts: Sequence[str], # N prompts
 # %% ../nbs/41_clip_loss.ipynb #c54b83af
 def missing_clip_message(name: str, local_files_only: bool, cause: object = None) -> str:
     "What was looked for, where, and how to provide a CLIP."
+    if name in SHIPPED and name != MINI_CLIP: return shipped_missing(name, "clip") + (f" Cause: {cause}" if cause else "")
     local = os.path.exists(name) or name.startswith(("/", ".", "~")) or name == MINI_CLIP
     mode = ("in that local folder" if local else "in local files only (HF offline mode or local_files_only=True)"
             if local_files_only else "locally, in the Hugging Face cache, then for download")
@@ -149,7 +151,7 @@ def missing_clip_message(name: str, local_files_only: bool, cause: object = None
 
 def _clip_source(name: str) -> tuple[str, str, Path | None]:
     "(model path or id, tokenizer path or id, folder whose mini_clip.json gives the normalisation)."
-    if name == MINI_CLIP: name = str(DEFAULT_CLIP_DIR)
+    if (shipped := shipped_dir(name, "clip")) is not None: name = str(shipped)  # "mini", "mini-v2": in the package
     p = Path(name).expanduser()
     if not (p.exists() or name.startswith(("/", ".", "~"))): return name, name, None  # hub id
     if (p / "clip" / "config.json").is_file():
@@ -167,7 +169,7 @@ def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "m
     "A frozen `Clip` from a hub id or a folder; `WeightsNotFoundError` when its files cannot be had."
     from transformers import CLIPModel, CLIPTokenizer
     name = str(name_or_path)
-    lfo = True if name == MINI_CLIP else hf_offline() if local_files_only is None else bool(local_files_only)
+    lfo = True if name in SHIPPED else hf_offline() if local_files_only is None else bool(local_files_only)
     try:
         model_src, tok_src, folder = _clip_source(name)
         model = CLIPModel.from_pretrained(model_src, local_files_only=lfo, dtype=dtype)

@@ -228,8 +228,9 @@ def world_eval(clip_dir=None, teacher_dir=None, seed: int = 1234, max_prompts: i
     from instant3d.mini.analysis import evaluate_teacher
     from instant3d.clip_loss import DEFAULT_CLIP_DIR
     from instant3d.sds import DEFAULT_TEACHER_DIR
-    clip_dir = Path(clip_dir) if clip_dir is not None else DEFAULT_CLIP_DIR
-    teacher_dir = Path(teacher_dir) if teacher_dir is not None else DEFAULT_TEACHER_DIR
+    from instant3d.hub import shipped_dir
+    clip_dir = Path(shipped_dir(clip_dir, "clip") or clip_dir) if clip_dir is not None else DEFAULT_CLIP_DIR
+    teacher_dir = Path(shipped_dir(teacher_dir, "teacher") or teacher_dir) if teacher_dir is not None else DEFAULT_TEACHER_DIR
     for name, d, sub in (("--clip", clip_dir, "clip"), ("--teacher", teacher_dir, "unet")):
         if not (d / sub).is_dir():
             raise CLIError(f"{name} {str(d)!r}: no {sub}/ folder there "
@@ -350,8 +351,9 @@ def cmd_eval(args):
     if args.max_prompts is not None and args.max_prompts < 1:
         raise CLIError(f"--max-prompts {args.max_prompts}: must be >= 1", 2)
     if args.open_prompts < 0: raise CLIError(f"--open-prompts {args.open_prompts}: must be >= 0", 2)
-    from instant3d.generator import default_checkpoint
-    ck = Path(args.checkpoint) if args.checkpoint else default_checkpoint("mini")
+    from instant3d.generator import CheckpointError, default_checkpoint, resolve_checkpoint
+    try: ck = resolve_checkpoint(args.checkpoint) if args.checkpoint else default_checkpoint("mini")
+    except CheckpointError as e: raise CLIError(str(e)) from None
     if ck is None:
         raise CLIError("no trained mini checkpoint is installed: pass --checkpoint DIR (a run's model/ folder)")
     meta_path = ck / "training.json"

@@ -12,7 +12,7 @@ from .plans import ReproducePlan, ABLATION_ROWS, PERP_NEG_ROWS, read_rows
 from .verdicts import mean_std, views_to_reach
 
 # %% auto #0
-__all__ = ['OTHER_VARIANTS', 'DECIDE', 'SPEED_JSON', 'MINI_JSON', 'T975', 'DecidePlan', 'doublings', 'decide_runs',
+__all__ = ['OTHER_VARIANTS', 'V2_MODELS', 'DECIDE', 'SPEED_JSON', 'MINI_JSON', 'T975', 'DecidePlan', 'doublings', 'decide_runs',
            'step_seconds', 'steps_for', 'estimate_hours', 'plan_estimate', 'knee', 't_crit', 'paired_test',
            'seeds_needed', 'by_seed', 'seed_curves', 'mean_curve', 'ablation_verdict', 'ten_x_claim',
            'sigmoid_verdicts', 'perp_neg_verdict', 'amortisation_verdict', 'init_albedo_gradient', 'summarise_decide',
@@ -73,8 +73,9 @@ def decide_runs(plan: DecidePlan) -> list[dict]:
     return runs
 
 # %% ../nbs/59_decide.ipynb #8e6db498
+V2_MODELS = ("sds.teacher=mini-v2", "clip.model=mini-v2", "generator.text.name_or_path=mini-v2")  # world v2's shipped models
 DECIDE = DecidePlan("decide", n_train=972, n_test=48, seeds=(0, 1, 2), grid=tuple(doublings(1, 4096)),
-                    instant3d_max=64, ablation_budget=32, reference_budget=64, baseline_max=1024)
+                    instant3d_max=64, ablation_budget=32, reference_budget=64, baseline_max=1024, overrides=V2_MODELS)
 
 # %% ../nbs/59_decide.ipynb #f8f6a505
 SPEED_JSON = Path("benchmarks/results/speed_cpu.json")  # relative to the repository root

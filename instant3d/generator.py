@@ -22,7 +22,7 @@ from .render import RenderConfig, render
 # %% auto #0
 __all__ = ['PRESETS', 'CONFIG_NAME', 'WEIGHTS_NAME', 'Instant3DConfig', 'preset_config', 'Instant3D', 'count_parameters',
            'CheckpointError', 'load_config', 'first_non_finite', 'Instant3DPipeline', 'check_finite',
-           'default_checkpoint', 'load_pipeline', 'turntable_views']
+           'default_checkpoint', 'resolve_checkpoint', 'load_pipeline', 'turntable_views']
 
 # %% ../nbs/09_generator.ipynb #99ea95f2
 @dataclass(frozen=True)
@@ -282,12 +282,20 @@ def default_checkpoint(preset: str = "mini") -> Path | None:
     p = WEIGHTS_DIR / preset
     return p if (p / CONFIG_NAME).is_file() else None
 
+def resolve_checkpoint(checkpoint) -> Path:
+    "A checkpoint folder: a shipped name ('mini', 'mini-v2') as its package folder, anything else as a path."
+    from instant3d.hub import shipped_dir, shipped_missing
+    if (p := shipped_dir(checkpoint, "generator")) is None: return Path(checkpoint)
+    if not (p / CONFIG_NAME).is_file(): raise CheckpointError(shipped_missing(str(checkpoint), "generator"))
+    return p
+
 def load_pipeline(preset: str | None = None, # paper | official | mini; None: the checkpoint's, or mini
-                  checkpoint: str | Path | None = None, # a `save_pretrained` folder;
+                  checkpoint: str | Path | None = None, # a `save_pretrained` folder or a shipped name;
                                                         # None: the shipped model of `preset`
                  ) -> tuple[Instant3DPipeline, str, str | None]: # (pipeline, what was loaded, note or None)
     "The pipeline to generate with; `CheckpointError` for a missing, corrupt or mismatched checkpoint."
     if checkpoint is not None:
+        checkpoint = resolve_checkpoint(checkpoint)
         cfg = load_config(checkpoint)
         if preset is not None and cfg.preset != preset:
             raise CheckpointError(f"preset {preset!r} does not match checkpoint {str(checkpoint)!r}, "

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from fastcore.basics import patch
 from .conventions import GUIDANCE_ORDER, check_images
 from .text import DTYPES, SD21_BASE, TextEncoder, WeightsNotFoundError, hf_offline, tiny_text_encoder_folder
-from .hub import download_command, hub_hint, is_local
+from .hub import SHIPPED, download_command, hub_hint, is_local, shipped_dir, shipped_missing
 from .files import WEIGHTS_DIR
 from .precision import PRECISIONS, resolve_dtype
 
@@ -34,7 +34,7 @@ def _check_sds_config(c):
         if not ok: raise ValueError(f"SDSConfig.{name}={getattr(c, name)!r}: expected {accepted}")
     real = lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     need(isinstance(c.teacher, str) and c.teacher.strip() != "", "teacher",
-         f"a hub id, a local folder or {MINI_TEACHER!r}")
+         f"a hub id, a local folder or a shipped name {SHIPPED}")
     need(real(c.guidance_scale) and c.guidance_scale >= 0, "guidance_scale", "a number >= 0")
     need(isinstance(c.t_range, tuple) and len(c.t_range) == 2 and all(real(v) for v in c.t_range)
          and 0 <= c.t_range[0] < c.t_range[1] <= 1,
@@ -292,8 +292,9 @@ def low_mem_kwargs() -> dict:
 # %% ../nbs/40_sds.ipynb #524b4b02
 def missing_teacher_message(name: str, local_files_only: bool, cause: object = None) -> str:
     "What was looked for, where, and how to provide a teacher."
+    if name in SHIPPED and name != MINI_TEACHER: return shipped_missing(name, "teacher")
     if name == MINI_TEACHER:
-        return (f"the shipped mini teacher is missing: no folder {str(DEFAULT_TEACHER_DIR)!r}. Train it with "
+        return (f"the shipped mini teacher is missing: no folder {str(shipped_dir(name, 'teacher'))!r}. Train it with "
                 f"`instant3d world train-teacher --out RUN` and copy RUN/teacher there, or set SDSConfig.teacher to a "
                 f"teacher folder."
                 + (f" Cause: {cause}" if cause else ""))
@@ -310,10 +311,9 @@ def missing_teacher_message(name: str, local_files_only: bool, cause: object = N
 # %% ../nbs/40_sds.ipynb #a60cd2c0
 def _teacher_source(cfg: SDSConfig, local_files_only: bool | None) -> tuple[str, bool, bool | None]:
     "(name_or_path, local_files_only, has_vae: True/False for folders, None for hub ids) of cfg.teacher."
-    if cfg.teacher == MINI_TEACHER:
-        if not (DEFAULT_TEACHER_DIR / "unet").is_dir():
-            raise WeightsNotFoundError(missing_teacher_message(MINI_TEACHER, True))
-        return str(DEFAULT_TEACHER_DIR), True, (DEFAULT_TEACHER_DIR / "vae").is_dir()
+    if (shipped := shipped_dir(cfg.teacher, "teacher")) is not None:  # "mini", "mini-v2": in the package
+        if not (shipped / "unet").is_dir(): raise WeightsNotFoundError(missing_teacher_message(cfg.teacher, True))
+        return str(shipped), True, (shipped / "vae").is_dir()
     name, lfo = cfg.teacher, hf_offline() if local_files_only is None else bool(local_files_only)
     if os.path.exists(name) or name.startswith(("/", ".", "~")):
         if not os.path.isdir(name):

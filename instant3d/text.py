@@ -28,7 +28,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 @dataclass(frozen=True)
 class TextEncoderConfig:
     "Which frozen CLIP text encoder gives the token embeddings, and how prompts are tokenised."
-    name_or_path: str = SD21_BASE  # hub id or local folder (released sd.py:84-85); "mini" = offline mini encoder
+    name_or_path: str = SD21_BASE  # hub id or local folder (released sd.py:84-85); "mini", "mini-v2" = a shipped mini CLIP's text tower
     text_encoder_subfolder: str | None = "text_encoder"  # diffusers SD repo layout; None or "" for a flat folder
     tokenizer_subfolder: str | None = "tokenizer"  # diffusers SD repo layout; None or "" for a flat folder
     max_length: int | None = None  # tokens per prompt incl. BOS/EOT; None: tokenizer's (77, released sd.py:117-126)
@@ -36,7 +36,7 @@ class TextEncoderConfig:
 
     def __post_init__(self):
         if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
-            raise ValueError(f"name_or_path must be a hub id, a local folder or {MINI!r}, got {self.name_or_path!r}")
+            raise ValueError(f"name_or_path must be a hub id, a local folder, 'mini' or 'mini-v2', got {self.name_or_path!r}")
         if self.dtype not in DTYPES: raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         L = self.max_length
         if L is not None and (isinstance(L, bool) or not isinstance(L, int) or L < 3):
@@ -337,22 +337,24 @@ def from_pretrained(cls: TextEncoder, name_or_path: str | Path, # hub id or loca
     return enc.to(device) if device is not None else enc
 
 # %% ../nbs/02_text.ipynb #c33f99ab
-def shipped_mini_text_dir():
-    "Folder of the mini CLIP shipped in the package (text_encoder/ + tokenizer/), or None when absent."
-    import instant3d
-    p = Path(instant3d.__file__).parent / "weights" / "mini_clip"
-    return p if (p / "text_encoder").is_dir() and (p / "tokenizer").is_dir() else None
+def shipped_mini_text_dir(name: str = MINI): # a shipped model name (instant3d.hub.SHIPPED): "mini" or "mini-v2"
+    "Folder of that world's shipped mini CLIP (text_encoder/ + tokenizer/), or None when absent."
+    from instant3d.hub import shipped_dir
+    p = shipped_dir(name, "clip")
+    return p if p is not None and (p / "text_encoder").is_dir() and (p / "tokenizer").is_dir() else None
 
 # %% ../nbs/02_text.ipynb #cfc4385e
 @patch(cls_method=True)
 def from_config(cls: TextEncoder, cfg: TextEncoderConfig, device=None) -> TextEncoder:
-    "The encoder `cfg` names: the offline mini encoder for `name_or_path == 'mini'`, else `from_pretrained`."
-    if cfg.name_or_path == MINI:
-        shipped = shipped_mini_text_dir()
-        if shipped is not None:  # the text tower of the trained mini CLIP (instant3d/weights/mini_clip)
+    "The encoder `cfg` names: a shipped mini CLIP's text tower ('mini', 'mini-v2'), else `from_pretrained`."
+    from instant3d.hub import SHIPPED, shipped_missing
+    if cfg.name_or_path in SHIPPED:
+        shipped = shipped_mini_text_dir(cfg.name_or_path)
+        if shipped is not None:  # the text tower of the trained mini CLIP (instant3d/weights/mini_clip, mini_v2_clip)
             return cls.from_pretrained(str(shipped), local_files_only=True, device=device, dtype=cfg.dtype,
                                        max_length=cfg.max_length)
-        enc = mini_text_encoder(**({} if cfg.max_length is None else dict(max_length=cfg.max_length)))
+        if cfg.name_or_path != MINI: raise WeightsNotFoundError(shipped_missing(cfg.name_or_path, "clip"))
+        enc = mini_text_encoder(**({} if cfg.max_length is None else dict(max_length=cfg.max_length)))  # no weights
         return enc.to(device=device, dtype=DTYPES[cfg.dtype])
     return cls.from_pretrained(cfg.name_or_path, cfg.text_encoder_subfolder, cfg.tokenizer_subfolder,
                                device=device, dtype=cfg.dtype, max_length=cfg.max_length)

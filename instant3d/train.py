@@ -17,7 +17,7 @@ from .files import CorruptCheckpoint, RunFolderBusy, clean_stale_tmp, load_torch
 from .conventions import config_to_dict
 from .cameras import sample_cameras, VIEW_SUFFIXES
 from .generator import Instant3D, Instant3DPipeline
-from .text import TextEncoder
+from .text import TextEncoder, WeightsNotFoundError
 from .perp_neg import PerpNegCache, view_mix, perp_neg_eps, adaptive_scale
 from .clip_loss import clip_loss
 from .distributed import DistInfo, init_distributed, step_generator, _all_gather, _all_true
@@ -94,9 +94,11 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
 def run_world_version(cfg: TrainConfig) -> str | None:
     "The mini world a run trains in (its teacher's world: 'v1' or 'v2'); None outside the mini world."
     if cfg.prompts != "mini": return None
-    from instant3d.sds import MINI_TEACHER, DEFAULT_TEACHER_DIR
+    from instant3d.hub import shipped_dir, shipped_missing
     from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it
-    return teacher_world(DEFAULT_TEACHER_DIR if cfg.sds.teacher == MINI_TEACHER else cfg.sds.teacher).version
+    folder = shipped_dir(cfg.sds.teacher, "teacher")  # "mini", "mini-v2": in the package
+    if folder is not None and not folder.is_dir(): raise WeightsNotFoundError(shipped_missing(cfg.sds.teacher, "teacher"))
+    return teacher_world(folder or cfg.sds.teacher).version
 
 # %% ../nbs/45_train.ipynb #8a658775
 class TrainingDiverged(RuntimeError):

@@ -141,7 +141,7 @@ def test_pixel_and_latent_paths(pixel, latent):
 def test_missing_weights(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError, match="hf download"): SDSGuidance.from_pretrained(SDSConfig(teacher=str(tmp_path / "nowhere")))
     with pytest.raises(WeightsNotFoundError): SDSGuidance.from_pretrained(SDSConfig(teacher=str(tmp_path)))  # a folder without unet/
-    monkeypatch.setattr("instant3d.sds.DEFAULT_TEACHER_DIR", tmp_path / "no_mini_teacher")
+    monkeypatch.setattr("instant3d.files.WEIGHTS_DIR", tmp_path / "no_weights")  # the shipped names resolve under it
     with pytest.raises(WeightsNotFoundError, match="mini teacher"): SDSGuidance.from_pretrained(SDSConfig.mini())
 
 
