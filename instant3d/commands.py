@@ -207,8 +207,12 @@ def cmd_world_train_teacher(args):
           f"evaluate with `instant3d world eval --teacher {done}`")
 
 def cmd_world_v2(args):
-    from instant3d.mini.analysis import world_v2_status, run_world_v2
+    from instant3d.mini.chain import world_v2_status, run_world_v2, ship_world_v2
     out = Path(args.out)
+    if args.ship:
+        try: written = ship_world_v2(out)
+        except ValueError as e: raise CLIError(str(e), 1) from None
+        print("shipped as 'mini-v2': " + ", ".join(str(p) for p in written)); return
     if args.status:
         st = world_v2_status(out)
         for k in ("done", "running", "waiting"): print(f"{k} ({len(st[k])}): {' '.join(st[k]) or '-'}")

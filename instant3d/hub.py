@@ -39,7 +39,7 @@ def shipped_dir(name, # a model name (or a path / hub id: then None)
 
 def shipped_missing(name: str, kind: str) -> str:
     "The one message for a reserved name whose folder this copy of the package lacks."
-    how = ("train world v2 with `instant3d world v2` and copy its models there (nbs/26_teacher_analysis), or use 'mini'"
+    how = ("build world v2 with `instant3d world v2`, then `instant3d world v2 --ship` (nbs/27_world_v2), or use 'mini'"
            if name == "mini-v2" else "reinstall from a clone that has instant3d/weights (`pip install -e .`)")
     return f"the shipped {kind} {name!r} is missing: no folder {str(shipped_dir(name, kind))!r}; {how}"
 

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/26_teacher_analysis.ipynb #093108e8
 from __future__ import annotations
-import json, os, time
+import json, time
 from typing import Callable
 from pathlib import Path
 import torch
@@ -12,7 +12,6 @@ from ..conventions import config_from_dict
 from ..cameras import VIEW_NAMES, VIEW_SUFFIXES, sample_cameras, view_labels
 from ..sds import to_unet
 from ..files import write_json, write_text
-from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, open_fills, prompts as world_prompts
 from .render import render_scenes
 from .janus import cameras_with_view, detector_settings, front_feature_visible
@@ -21,11 +20,9 @@ from .teacher import Teacher, TeacherConfig, load_teacher
 from .sampling import ddim_sample, sample
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'EmpiricalSet', 'empirical_set', 'closed_form_denoiser',
-           'sample_closed_form', 'view_accuracy', 'teacher_world', 'evaluate_teacher', 'view_caption_gap',
-           'open_slot_fields', 'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
-           'generator_open_diversity', 'janus_prompts', 'world_v2_steps', 'sds_view_rates', 'janus_verdict',
-           'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2']
+__all__ = ['EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'view_accuracy', 'teacher_world',
+           'evaluate_teacher', 'view_caption_gap', 'open_slot_fields', 'expected_diversity', 'label_fills', 'diversity',
+           'gt_diversity', 'mini_clip_scores', 'generator_open_diversity']
 
 # %% ../../nbs/26_teacher_analysis.ipynb #1f6e8908
 class EmpiricalSet(dict):
@@ -223,161 +220,3 @@ def generator_open_diversity(pipe, clip, n: int, version: str = "v1", seed: int 
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return dict(diversity=mean("diversity"), gt_diversity=mean("gt_diversity"),
                 expected_diversity=mean("expected_diversity"), open_seeds=n_seeds, open_prompts=rows)
-
-# %% ../../nbs/26_teacher_analysis.ipynb #2fc87488
-JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
-JANUS_SDS = ("--views-pp", "1024", "--seed", "0", "--set", "train.perp_neg.mode=off", "train.clip.weight=0")
-
-def janus_prompts() -> list[str]:
-    "The 12 fixed test prompts of world v2 of the biased-teacher experiment."
-    w = WorldConfig.mini(JANUS_PROMPTS["version"])
-    return world_prompts(w, JANUS_PROMPTS["split"])[::JANUS_PROMPTS["step"]][:JANUS_PROMPTS["n"]]
-
-V2_GENERATOR = (("generator", ["steps=3000", "clip.weight=50"]),  # the v2 generator's two stages (see the rules)
-                ("generator_b", ["steps=3000", "clip.weight=200", "alpha_start=1.0"]))
-
-def world_v2_steps(out) -> list[tuple[str, list[str] | None, Path]]:
-    "(name, instant3d arguments, run folder or output file) of each step of the world v2 chain, in order (`score`: in-process)."
-    out = Path(out)
-    steps = [("clip", ["world", "train-clip", "--world", "v2", "--out", str(out / "clip"), "--no-progress"], out / "clip")]
-    for name, preset in (("teacher", "v2"), ("teacher_biased", "v2-biased")):
-        steps.append((name, ["world", "train-teacher", "--preset", preset, "--text-encoder", str(out / "clip"),
-                             "--out", str(out / name), "--threads", "1", "--no-progress"], out / name))
-    for name in ("teacher", "teacher_biased"):
-        steps.append((f"eval_{name}", ["world", "eval", "--clip", str(out / "clip"),
-                                       "--teacher", str(out / name / "teacher"),
-                                       "--seed", "31", "--json"], out / f"eval_{name}.json"))
-    for name in ("teacher", "teacher_biased"):
-        for i, p in enumerate(janus_prompts()):
-            steps.append((f"sds_{name}_{i:02d}", ["baseline", "--prompts", p, *JANUS_SDS[:4], "--out",
-                                                    str(out / "sds" / name / f"{i:02d}"), "--json", "--no-progress", "--set",
-                                                    *JANUS_SDS[5:], f"train.sds.teacher={out / name / 'teacher'}"],
-                          out / "sds" / name / f"{i:02d}"))
-    steps.append(("score", None, out / "janus_comparison.json"))
-    world = [f"sds.teacher={out / 'teacher_biased' / 'teacher'}", f"clip.model={out / 'clip'}",
-             f"generator.text.name_or_path={out / 'clip'}", "generator.text.text_encoder_subfolder=text_encoder",
-             "generator.text.tokenizer_subfolder=tokenizer", "open_prompts=true"]
-    for k, (name, sets) in enumerate(V2_GENERATOR):
-        warm = [f"init_from={out / V2_GENERATOR[k - 1][0] / 'model'}"] if k else []
-        steps.append((name, ["train", "--preset", "mini", "--out", str(out / name), "--no-progress", "--set", *world, *sets,
-                             *warm], out / name))
-    for split in ("test", "train"):
-        steps.append((f"eval_generator_{split}", ["eval", "--checkpoint", str(out / V2_GENERATOR[-1][0] / "model"),
-                                                  "--split", split, "--seed", "23", "--open-prompts", "16",
-                                                  "--csv", str(out / f"eval_generator_{split}.csv"), "--json"],
-                      out / f"eval_generator_{split}.json"))
-    return steps
-
-# %% ../../nbs/26_teacher_analysis.ipynb #ed2c1768
-def sds_view_rates(run, version: str = "v2", size: int = 64) -> dict:
-    "front_rate and janus_rate of the object(s) of one `instant3d baseline` run folder (3 front + 3 back views each)."
-    from dataclasses import replace
-    from instant3d.baseline import BaselineConfig, load_prompt_object
-    from instant3d.plans import rate_cameras
-    from instant3d.mini.janus import view_rates
-    run = Path(run)
-    cfg = config_from_dict(BaselineConfig, json.loads((run / "config.json").read_text()))
-    gen = cfg.train.generator
-    cams, rc = rate_cameras(gen.camera), replace(gen.render.for_test(), height=size, width=size)
-    imgs = []
-    for f in sorted((run / "objects").glob("*.safetensors")):
-        o = load_prompt_object(f, gen).eval()
-        with torch.no_grad():
-            imgs.append(o.render(cams, cfg=rc, perturb=False, background=torch.ones(len(cams), 3))["rgb"].clamp(0, 1))
-    n = len(imgs)
-    if n == 0: raise FileNotFoundError(f"sds_view_rates: no objects/*.safetensors in {run}")
-    r = view_rates(torch.cat(imgs), cams.azimuth_deg.repeat(n), cams.elevation_deg.repeat(n), version)
-    return dict(r, objects=n, run=str(run))
-
-def janus_verdict(biased: dict, unbiased: dict) -> str:
-    "The rule fixed before the runs: 'reproduced', 'not reproduced' or 'inconclusive'."
-    d = biased["janus_rate"] - unbiased["janus_rate"]
-    if d >= 0.25 and biased["front_rate"] >= 0.5: return "reproduced"
-    return "not reproduced" if d < 0.1 else "inconclusive"
-
-# %% ../../nbs/26_teacher_analysis.ipynb #8612da1b
-def _step_done(out: Path, name: str) -> Path: return out / f".done_{name}"
-def _step_claim(out: Path, name: str) -> Path: return out / f".claim_{name}"
-
-def world_v2_needs(name: str) -> list[str]:
-    "The steps that must be done before step `name` may start."
-    if name == "clip": return []
-    if name in ("teacher", "teacher_biased"): return ["clip"]
-    if name.startswith("eval_generator"): return [V2_GENERATOR[-1][0]]
-    if name.startswith("eval_"): return [name.removeprefix("eval_")]
-    if name == "score": return [f"sds_{t}_{i:02d}" for t in ("teacher", "teacher_biased") for i in range(len(janus_prompts()))]
-    gens = [g for g, _ in V2_GENERATOR]
-    if name in gens: return ["clip", "teacher_biased"] + gens[:gens.index(name)]
-    return [name[len("sds_"):-len("_00")]]  # sds_<teacher>_<i>
-
-def _claim_step(out: Path, steps) -> tuple | None:
-    "The first pending step whose needs are done and that no live process holds, now claimed by this one."
-    with folder_lock(out):
-        for name, args, folder in steps:
-            if _step_done(out, name).exists() or not all(_step_done(out, n).exists() for n in world_v2_needs(name)):
-                continue
-            if (c := _step_claim(out, name)).is_file() and claim_alive(c): continue
-            write_claim(c)
-            return name, args, folder
-    return None
-
-def world_v2_status(out) -> dict:
-    "Steps done, running (held by a live process) and waiting, by name."
-    out, names = Path(out), [s[0] for s in world_v2_steps(out)]
-    done = [n for n in names if _step_done(out, n).exists()]
-    running = [n for n in names if n not in done and _step_claim(out, n).is_file() and claim_alive(_step_claim(out, n))]
-    return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running])
-
-def janus_comparison(out) -> dict:
-    "The biased-versus-unbiased comparison from the chain's per-prompt runs, with the verdict; written to OUT/janus_comparison.json."
-    out = Path(out)
-    rows = {t: [sds_view_rates(out / "sds" / t / f"{i:02d}") for i in range(len(janus_prompts()))]
-            for t in ("teacher", "teacher_biased")}
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
-    summary = {t: dict(front_rate=mean(rs, "front_rate"), janus_rate=mean(rs, "janus_rate")) for t, rs in rows.items()}
-    res = dict(summary=summary, verdict=janus_verdict(summary["teacher_biased"], summary["teacher"]), per_prompt=rows,
-               prompts=janus_prompts(), sds=list(JANUS_SDS),
-               teacher_evals={t: json.loads((out / f"eval_{t}.json").read_text()) for t in ("teacher", "teacher_biased")})
-    write_json(out / "janus_comparison.json", res)
-    return res
-
-# %% ../../nbs/26_teacher_analysis.ipynb #4c4103ea
-def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
-                 dry_run: bool = False, # only list the pending commands
-                 time_limit_min: float | None = None, # passed to the teacher trainings (resumable stops)
-                 poll_s: float = 60.0, # how often a process with nothing to start looks again
-                ) -> dict | list[str]: # the statuses when every step is done, else the pending commands
-    """Run (or continue) the world v2 chain, step by step; see the rules above. Several processes may share `out` (one
-    thread each): each claims the next step nobody holds whose needs are done, and waits while the only steps left are
-    held by others."""
-    import shutil, subprocess, sys
-    out, steps = Path(out), world_v2_steps(out)
-    exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
-    def command(name, args, folder):
-        if args is None: return ["(in-process)", name]
-        if (folder / "checkpoint").is_dir() and (args[0] == "train" or args[1].startswith("train-")): args = args + ["--resume"]
-        if name in ("teacher", "teacher_biased") and time_limit_min is not None:
-            args = args + ["--time-limit-min", str(time_limit_min)]
-        return [exe, *args]
-    pending = lambda: [" ".join(command(*s)) for s in steps if not _step_done(out, s[0]).exists()]
-    if dry_run: return pending()
-    out.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ, OMP_NUM_THREADS="1")  # one core per process
-    while True:
-        got = _claim_step(out, steps)
-        if got is None:
-            st = world_v2_status(out)
-            if not st["waiting"] and not st["running"]: return st
-            if not st["running"]: raise RuntimeError(f"{out}: steps {st['waiting']} wait on steps that are not done")
-            time.sleep(poll_s); continue
-        name, args, folder = got
-        try:
-            if args is None: janus_comparison(out)
-            else:
-                r = subprocess.run(command(name, args, folder), capture_output=name.startswith("eval"), text=True, env=env)
-                if r.returncode != 0:
-                    raise RuntimeError(f"step {name} failed (exit {r.returncode}): {' '.join(command(name, args, folder))}")
-                if name in ("teacher", "teacher_biased") and not (folder / "teacher").is_dir(): return pending()  # time limit
-                if name.startswith("eval"): write_text(folder, r.stdout)
-            write_text(_step_done(out, name), "")
-        finally: _step_claim(out, name).unlink(missing_ok=True)
