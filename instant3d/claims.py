@@ -159,7 +159,9 @@ assuming a baseline step costs half an amortised one (4 views against 8) and a s
 test prompt (`benchmarks/results/mini_cpu.json`). The plan runs as two single-threaded processes on the 2 cores \
 (`OMP_NUM_THREADS=1 instant3d reproduce --plan decide &`, twice), so its run time is half the CPU hours: under \
 24 hours. Fewer budgets would stop short of the knee or of the 10x, which is what left the full plan \
-inconclusive. The plan needs the world v2 models (mini CLIP, teacher) and cannot run before they are trained."""
+inconclusive. Every run uses world v2's models by name, `mini-v2` (the front-biased teacher and the v2 mini CLIP; \
+instant3d.hub): the plan cannot run before `instant3d world v2` has trained them and `instant3d world v2 --ship` has \
+put them in the package."""
 
 RULES_MD = """Rules (also in nbs/59_decide.ipynb; verdicts computed by `instant3d.decide` from the rows):
 1. **Past the knee**: a model is past its knee at V Views-PP when its mean CLIP-RP over seeds changed by less than 10 % \
