@@ -216,6 +216,7 @@ def cmd_world_v2(args):
     if args.status:
         st = world_v2_status(out)
         for k in ("done", "running", "waiting"): print(f"{k} ({len(st[k])}): {' '.join(st[k]) or '-'}")
+        if st["progress"]: print("progress: " + ", ".join(f"{n} {p}" for n, p in st["progress"].items()))
         return
     if not args.dry_run: writable_dir(out)
     try: res = run_world_v2(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min)

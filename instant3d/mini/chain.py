@@ -113,12 +113,26 @@ def _claim_step(out: Path, steps) -> tuple | None:
             return name, args, folder
     return None
 
+def _progress(folder: Path) -> str | None:
+    "'step/steps' of a training folder from its config and log (a teacher's loss_log.csv, a generator's metrics.csv)."
+    try:
+        c = json.loads((folder / "config.json").read_text())
+        steps = c["teacher"]["steps"] if "teacher" in c else c["steps"]
+        log = next(f for f in (folder / "loss_log.csv", folder / "metrics.csv") if f.is_file())
+        last = log.read_text().strip().splitlines()[-1].split(",")[0]
+        return f"{int(last) if last.isdigit() else 0}/{steps}"
+    except (OSError, ValueError, KeyError, StopIteration): return None
+
 def world_v2_status(out) -> dict:
-    "Steps done, running (held by a live process) and waiting, by name."
-    out, names = Path(out), [s[0] for s in world_v2_steps(out)]
+    "Steps done, running (held by a live process) and waiting, by name; `progress`: step/steps of unfinished trainings."
+    out, steps = Path(out), world_v2_steps(out)
+    names = [s[0] for s in steps]
     done = [n for n in names if _step_done(out, n).exists()]
     running = [n for n in names if n not in done and _step_claim(out, n).is_file() and claim_alive(_step_claim(out, n))]
-    return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running])
+    progress = {n: p for n, a, f in steps if n not in done and a is not None and "train" in (a[0], a[1].split("-")[0])
+                and f.is_dir() and (p := _progress(f)) is not None}
+    return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running],
+                progress=progress)
 
 def janus_comparison(out) -> dict:
     "The biased-versus-unbiased comparison from the chain's per-prompt runs, with the verdict; written to OUT/janus_comparison.json."
