@@ -277,6 +277,8 @@ def build_parser() -> argparse.ArgumentParser:
     wj.add_argument("out", nargs="?", default="runs/world_v2", help="folder of the chain (default runs/world_v2)")
     wj.add_argument("--status", action="store_true", help="say which steps are done, running and waiting; run nothing")
     wj.add_argument("--dry-run", action="store_true", help="list the pending commands; run nothing")
+    wj.add_argument("--results", default="results/world_v2",
+                    help="where a copy of every JSON the chain writes goes, to commit (default results/world_v2)")
     wj.add_argument("--ship", action="store_true",
                     help="copy the finished chain's models into the package as 'mini-v2' (float16 weights)")
     wj.add_argument("--time-limit-min", type=float, default=None,

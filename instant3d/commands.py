@@ -219,7 +219,7 @@ def cmd_world_v2(args):
         if st["progress"]: print("progress: " + ", ".join(f"{n} {p}" for n, p in st["progress"].items()))
         return
     if not args.dry_run: writable_dir(out)
-    try: res = run_world_v2(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min)
+    try: res = run_world_v2(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min, results=args.results)
     except RuntimeError as e: raise CLIError(str(e), 1) from None
     if args.dry_run: print("\n".join(res) if res else "nothing left to run"); return
     if isinstance(res, list): print(f"stopped by --time-limit-min; {len(res)} steps left: rerun to continue"); return

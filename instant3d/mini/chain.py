@@ -152,6 +152,7 @@ def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
                  dry_run: bool = False, # only list the pending commands
                  time_limit_min: float | None = None, # passed to the teacher trainings (resumable stops)
                  poll_s: float = 60.0, # how often a process with nothing to start looks again
+                 results=None, # a folder (e.g. results/world_v2) that gets a copy of every JSON the chain writes, to commit
                 ) -> dict | list[str]: # the statuses when every step is done, else the pending commands
     """Run (or continue) the world v2 chain, step by step; see the rules above. Several processes may share `out` (one
     thread each): each claims the next step nobody holds whose needs are done, and waits while the only steps left are
@@ -185,6 +186,8 @@ def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
                     raise RuntimeError(f"step {name} failed (exit {r.returncode}): {' '.join(command(name, args, folder))}")
                 if name in ("teacher", "teacher_biased") and not (folder / "teacher").is_dir(): return pending()  # time limit
                 if name.startswith("eval"): write_text(folder, r.stdout)
+            if results is not None and folder.suffix == ".json":
+                Path(results).mkdir(parents=True, exist_ok=True); write_text(Path(results) / folder.name, folder.read_text())
             write_text(_step_done(out, name), "")
         finally: _step_claim(out, name).unlink(missing_ok=True)
 
