@@ -120,9 +120,9 @@ class Trainer:
         if self.info.world_size > 1:
             ids = [self.info.local_rank] if dev.startswith("cuda") else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.open_prompts and run_world_version(cfg) != "v2":
+        if cfg.open_prompts and (v := run_world_version(cfg)) != "v2":
             raise ValueError(f"TrainConfig.open_prompts=True needs a world v2 teacher (the open prompts are world v2's), "
-                             f"got sds.teacher={cfg.sds.teacher!r} of world {run_world_version(cfg)}")
+                             f"got sds.teacher={cfg.sds.teacher!r} of world {v}")
         self.split = resolve_prompts(cfg)
         self.prompts = self.split["train"]
         self.guidance = guidance if guidance is not None else _load_guidance(cfg, dev)

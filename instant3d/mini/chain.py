@@ -89,6 +89,7 @@ def janus_verdict(biased: dict, unbiased: dict) -> str:
 
 # %% ../../nbs/27_world_v2.ipynb #8612da1b
 def _step_done(out: Path, name: str) -> Path: return out / f".done_{name}"
+def _trains(args) -> bool: return args is not None and (args[0] == "train" or args[1].startswith("train-"))  # resumable
 def _step_claim(out: Path, name: str) -> Path: return out / f".claim_{name}"
 
 def world_v2_needs(name: str) -> list[str]:
@@ -129,8 +130,7 @@ def world_v2_status(out) -> dict:
     names = [s[0] for s in steps]
     done = [n for n in names if _step_done(out, n).exists()]
     running = [n for n in names if n not in done and _step_claim(out, n).is_file() and claim_alive(_step_claim(out, n))]
-    progress = {n: p for n, a, f in steps if n not in done and a is not None and "train" in (a[0], a[1].split("-")[0])
-                and f.is_dir() and (p := _progress(f)) is not None}
+    progress = {n: p for n, a, f in steps if n not in done and _trains(a) and f.is_dir() and (p := _progress(f)) is not None}
     return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running],
                 progress=progress)
 
@@ -162,7 +162,7 @@ def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
     def command(name, args, folder):
         if args is None: return ["(in-process)", name]
-        if (folder / "checkpoint").is_dir() and (args[0] == "train" or args[1].startswith("train-")): args = args + ["--resume"]
+        if (folder / "checkpoint").is_dir() and _trains(args): args = args + ["--resume"]
         if name in ("teacher", "teacher_biased") and time_limit_min is not None:
             args = args + ["--time-limit-min", str(time_limit_min)]
         return [exe, *args]
@@ -217,13 +217,16 @@ def ship_world_v2(out, # a finished chain folder (instant3d world v2)
     from instant3d.files import atomic_dir
     from instant3d.hub import shipped_dir
     out, last = Path(out), V2_GENERATOR[-1][0]
-    missing = [n for n in ("clip", "teacher_biased", last) if not _step_done(out, n).exists()]
+    missing = [n for n in ("clip", "teacher_biased", last, "eval_generator_test", "eval_generator_train")
+               if not _step_done(out, n).exists()]
     if missing: raise ValueError(f"{out}: steps {missing} are not done; run `instant3d world v2 {out}` first")
     copies = {"clip": (out / "clip", ["clip", "text_encoder", "tokenizer", "mini_clip.json", "log.csv"], {}),
               "teacher": (out / "teacher_biased" / "teacher", None, {"loss_log.csv": out / "teacher_biased" / "loss_log.csv"}),
               "generator": (out / last / "model", ["config.json", "model.safetensors"],
                             {"metrics.csv": out / last / "metrics.csv", "eval.csv": out / last / "eval.csv",
                              **{f"eval_{s}_seed23.json": out / f"eval_generator_{s}.json" for s in ("test", "train")}})}
+    absent = [str(s / i) for s, items, _ in copies.values() for i in (items or ["."]) if not (s / i).exists()]
+    if absent: raise ValueError(f"{out}: cannot ship, missing {absent}")  # checked before any folder is written
     written = []
     for kind, (src, items, extra) in copies.items():
         dst = shipped_dir("mini-v2", kind)
