@@ -104,9 +104,10 @@ def world_v2_needs(name: str) -> list[str]:
     return [name[len("sds_"):-len("_00")]]  # sds_<teacher>_<i>
 
 def _claim_step(out: Path, steps) -> tuple | None:
-    "The first pending step whose needs are done and that no live process holds, now claimed by this one."
+    """The first pending step whose needs are done and that no live process holds, now claimed by this one. Trainings come
+    first (the generator's stages are the chain's longest path), then the rest in order."""
     with folder_lock(out):
-        for name, args, folder in steps:
+        for name, args, folder in sorted(steps, key=lambda s: not _trains(s[1])):
             if _step_done(out, name).exists() or not all(_step_done(out, n).exists() for n in world_v2_needs(name)):
                 continue
             if (c := _step_claim(out, name)).is_file() and claim_alive(c): continue
