@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     wj.add_argument("--results", default="results/world_v2",
                     help="where a copy of every JSON the chain writes goes, to commit (default results/world_v2)")
     wj.add_argument("--ship", action="store_true",
-                    help="copy the finished chain's models into the package as 'mini-v2' (float16 weights)")
+                    help="copy the chain's models into the package as 'mini-v2' (float16 weights), each once trained and evaluated")
     wj.add_argument("--time-limit-min", type=float, default=None,
                     help="stop a teacher training after M minutes (resumable)")
     wj.set_defaults(func=C.cmd_world_v2)

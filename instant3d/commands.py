@@ -212,7 +212,9 @@ def cmd_world_v2(args):
     if args.ship:
         try: written = ship_world_v2(out)
         except ValueError as e: raise CLIError(str(e), 1) from None
-        print("shipped as 'mini-v2': " + ", ".join(str(p) for p in written)); return
+        print("shipped as 'mini-v2': " + ", ".join(str(p) for p in written))
+        if len(written) < 3: print("the rest ships once its steps are done (`instant3d world v2 --status`)")
+        return
     if args.status:
         st = world_v2_status(out)
         for k in ("done", "running", "waiting"): print(f"{k} ({len(st[k])}): {' '.join(st[k]) or '-'}")

@@ -210,26 +210,42 @@ def _stages(out: Path) -> dict:
     return dict(infos[-1], steps=sum(s["steps"] for s in stages), seconds=round(sum(s["seconds"] for s in stages), 1),
                 views_pp=sum(i["views_pp"] for i in infos), stages=stages)
 
-def ship_world_v2(out, # a finished chain folder (instant3d world v2)
+def _ship_parts(out: Path) -> dict:
+    "kind -> (steps that must be done, source folder, items to copy (None: all), extra files {name: source})."
+    last = V2_GENERATOR[-1][0]
+    return {"clip": (["clip"], out / "clip", ["clip", "text_encoder", "tokenizer", "mini_clip.json", "log.csv"], {}),
+            "teacher": (["teacher_biased", "eval_teacher_biased"], out / "teacher_biased" / "teacher", None,
+                        {"loss_log.csv": out / "teacher_biased" / "loss_log.csv",
+                         "eval_seed31.json": out / "eval_teacher_biased.json"}),
+            "generator": ([last, "eval_generator_test", "eval_generator_train"], out / last / "model",
+                          ["config.json", "model.safetensors"],
+                          {"metrics.csv": out / last / "metrics.csv", "eval.csv": out / last / "eval.csv",
+                           **{f"eval_{s}_seed23.json": out / f"eval_generator_{s}.json" for s in ("test", "train")}})}
+
+def ship_world_v2(out, # a chain folder (instant3d world v2)
+                  parts=None, # kinds to ship ('clip', 'teacher', 'generator'); None: every kind whose steps are done
                   fp16: bool = True, # store floating weights as float16
                  ) -> list[Path]: # the package folders written
-    "Copy the chain's v2 mini CLIP, front-biased teacher and generator into the package, as the models named 'mini-v2'."
+    """Copy the chain's v2 mini CLIP, front-biased teacher and generator into the package, as the models named 'mini-v2'.
+    A part ships once its steps (its training and its evaluation) are done, so the CLIP and the teacher can be used by name
+    while the generator still trains."""
     import shutil
     from instant3d.files import atomic_dir
     from instant3d.hub import shipped_dir
-    out, last = Path(out), V2_GENERATOR[-1][0]
-    missing = [n for n in ("clip", "teacher_biased", last, "eval_generator_test", "eval_generator_train")
-               if not _step_done(out, n).exists()]
-    if missing: raise ValueError(f"{out}: steps {missing} are not done; run `instant3d world v2 {out}` first")
-    copies = {"clip": (out / "clip", ["clip", "text_encoder", "tokenizer", "mini_clip.json", "log.csv"], {}),
-              "teacher": (out / "teacher_biased" / "teacher", None, {"loss_log.csv": out / "teacher_biased" / "loss_log.csv"}),
-              "generator": (out / last / "model", ["config.json", "model.safetensors"],
-                            {"metrics.csv": out / last / "metrics.csv", "eval.csv": out / last / "eval.csv",
-                             **{f"eval_{s}_seed23.json": out / f"eval_generator_{s}.json" for s in ("test", "train")}})}
-    absent = [str(s / i) for s, items, _ in copies.values() for i in (items or ["."]) if not (s / i).exists()]
+    out, table = Path(out), _ship_parts(Path(out))
+    if parts is None:
+        parts = [k for k, (needs, *_) in table.items() if all(_step_done(out, n).exists() for n in needs)]
+        if not parts: raise ValueError(f"{out}: no model is ready to ship (the CLIP needs step 'clip'); "
+                                       f"run `instant3d world v2 {out}` first")
+    for k in parts:
+        if k not in table: raise ValueError(f"ship_world_v2: part {k!r} is not one of {list(table)}")
+        if missing := [n for n in table[k][0] if not _step_done(out, n).exists()]:
+            raise ValueError(f"{out}: {k}: steps {missing} are not done; run `instant3d world v2 {out}` first")
+    absent = [str(table[k][1] / i) for k in parts for i in (table[k][2] or ["."]) if not (table[k][1] / i).exists()]
     if absent: raise ValueError(f"{out}: cannot ship, missing {absent}")  # checked before any folder is written
     written = []
-    for kind, (src, items, extra) in copies.items():
+    for kind in parts:
+        _, src, items, extra = table[kind]
         dst = shipped_dir("mini-v2", kind)
         with atomic_dir(dst) as tmp:
             for item in items if items is not None else sorted(p.name for p in src.iterdir()):
@@ -241,3 +257,4 @@ def ship_world_v2(out, # a finished chain folder (instant3d world v2)
                 for f in tmp.rglob("*.safetensors"): _halve(f)
         written.append(dst)
     return written
+
