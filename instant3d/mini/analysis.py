@@ -20,9 +20,10 @@ from .teacher import Teacher, TeacherConfig, load_teacher
 from .sampling import ddim_sample, sample
 
 # %% auto #0
-__all__ = ['EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'view_accuracy', 'teacher_world',
-           'evaluate_teacher', 'view_caption_gap', 'open_slot_fields', 'expected_diversity', 'label_fills', 'diversity',
-           'gt_diversity', 'mini_clip_scores', 'generator_open_diversity']
+__all__ = ['EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'view_accuracy', 'view_split',
+           'teacher_world', 'evaluate_teacher', 'teacher_view_rates', 'view_caption_gap', 'open_slot_fields',
+           'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
+           'generator_open_diversity']
 
 # %% ../../nbs/26_teacher_analysis.ipynb #1f6e8908
 class EmpiricalSet(dict):
@@ -85,6 +86,13 @@ def view_accuracy(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3
     hits = [front_feature_visible(front_images, **kw)[0], ~front_feature_visible(back_images, **kw)[0]]
     return torch.cat(hits).float().mean().item()
 
+def view_split(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3, H, W] in [0, 1] each
+               version: str = "v1") -> dict[str, float]:
+    "Where the feature is drawn: its rate when the front view was asked and when the back view was asked."
+    kw = detector_settings(version)
+    f, b = (front_feature_visible(x, **kw)[0].float().mean().item() for x in (front_images, back_images))
+    return dict(front_asked_shown=f, back_asked_shown=b)
+
 def teacher_world(folder) -> WorldConfig:
     "The world a teacher folder was trained in (its teacher_config.json); WorldConfig.mini() when it has none."
     p = Path(folder) / "teacher_config.json"
@@ -125,11 +133,33 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     gt_f, gt_b = (render_scenes(vp, cameras_with_view(world, v, len(vp), g), cfg=world)["rgb"] for v in ("front", "back"))
     return dict(teacher_clip_rp=rp, gt_clip_rp=rp_gt, teacher_clip_rp_ratio=rp / rp_gt,
                 teacher_view_accuracy=view_accuracy(front, back, world.version),
+                **{f"teacher_{k}": v for k, v in view_split(front, back, world.version).items()},
                 gt_view_accuracy=view_accuracy(gt_f, gt_b, world.version), world=world.version, n_prompts=len(test),
                 n_per_prompt=n_per_prompt,
                 n_view_prompts=len(vp),
                 steps=steps, guidance_scale=guidance_scale, sampler=sampler, seed=seed, logit_scale=clip.logit_scale,
                 seconds=round(time.time() - t0, 1))
+
+# %% ../../nbs/26_teacher_analysis.ipynb #aef3ae4b
+def teacher_view_rates(folder, # teacher folder (diffusers layout, with teacher_config.json)
+                       seed: int = 32, # sampling noise, prompt subset and ground-truth cameras
+                       n_prompts: int = 64, # test prompts, each sampled with ", front view", ", back view" and plain
+                       steps: int = 40, guidance_scale: float = 3.0, sampler: str = "ddpm", batch_size: int = 128,
+                       progress: bool = False) -> dict:
+    "Share of a teacher's samples showing the front feature, by asked view; and of its training data's plain renders."
+    p = Path(folder) / "teacher_config.json"
+    cfg = config_from_dict(TeacherConfig, json.loads(p.read_text())) if p.exists() else TeacherConfig.mini()
+    world, teacher, g = cfg.world, load_teacher(folder), torch.Generator().manual_seed(seed)
+    vp = _subset(world_prompts(world, "test"), n_prompts, g)
+    kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, sampler=sampler)
+    shown = lambda x: front_feature_visible(x, **detector_settings(world.version))[0].float().mean().item()
+    asked = {k: shown(sample(teacher, [q + s for q in vp], seed=seed + 1 + i, **kw))
+             for i, (k, s) in enumerate((("front", VIEW_SUFFIXES["front"]), ("back", VIEW_SUFFIXES["back"]), ("plain", "")))}
+    data = render_scenes(vp, sample_cameras(cfg.camera or world.camera, len(vp), g), cfg=world)["rgb"]
+    return dict(front_asked_shown=asked["front"], back_asked_shown=asked["back"], plain_shown=asked["plain"],
+                data_plain_shown=shown(data), view_accuracy=(asked["front"] + 1 - asked["back"]) / 2,
+                n_prompts=len(vp), seed=seed, steps=steps, guidance_scale=guidance_scale, sampler=sampler,
+                world=world.version)
 
 # %% ../../nbs/26_teacher_analysis.ipynb #23466960
 def view_caption_gap(teacher: Teacher, world: WorldConfig,
