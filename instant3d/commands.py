@@ -192,7 +192,7 @@ def cmd_world_train_clip(args):
           f"evaluate with `instant3d world eval --clip {out}`")
 
 def cmd_world_train_teacher(args):
-    from instant3d.mini.teacher import run_train_teacher
+    from instant3d.mini.teacher_train import run_train_teacher
     out = writable_dir(args.out, create=False)
     if args.resume and not _has_checkpoint(out):
         raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)

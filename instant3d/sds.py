@@ -26,7 +26,7 @@ __all__ = ['WEIGHTINGS', 'MINI_TEACHER', 'DEFAULT_TEACHER_DIR', 'SDSConfig', 'ti
 # w(t) choices: threestudio weighting_strategy "sds", "uniform", "fantasia3d"
 WEIGHTINGS = ("1-abar", "uniform", "fantasia3d")
 MINI_TEACHER = "mini"  # reserved SDSConfig.teacher: the shipped mini teacher, in DEFAULT_TEACHER_DIR
-DEFAULT_TEACHER_DIR = shipped_dir(MINI_TEACHER, "teacher")  # instant3d/weights/mini_teacher, trained by instant3d.mini.teacher (nbs/22_teacher)
+DEFAULT_TEACHER_DIR = shipped_dir(MINI_TEACHER, "teacher")  # instant3d/weights/mini_teacher, trained by instant3d.mini.teacher_train (nbs/22a_teacher_train)
 
 def _check_sds_config(c):
     "Raise `ValueError` naming the first bad field of an `SDSConfig`."

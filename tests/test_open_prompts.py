@@ -82,7 +82,8 @@ def test_tiny_v2_teacher_trains_with_open_captions_and_front_bias(tmp_path):
     "Wiring: the caption bank holds the open prompts and biased, open-caption batches train end to end."
     import dataclasses
     from instant3d.text import mini_text_encoder
-    from instant3d.mini.teacher import FRONT_BIAS, TeacherConfig, load_teacher, teacher_prompts, train_teacher
+    from instant3d.mini.teacher import FRONT_BIAS, TeacherConfig, load_teacher, teacher_prompts
+    from instant3d.mini.teacher_train import train_teacher
     t = TeacherConfig.tiny()
     w2 = dataclasses.replace(t.world, version="v2")
     cfg = dataclasses.replace(t, world=w2, open_caption_prob=0.5, steps=4, checkpoint_every=2, log_every=2, **FRONT_BIAS)

@@ -161,7 +161,8 @@ def test_cli_train_into_a_busy_folder_is_one_error_line(tmp_path, held, teacher_
 def test_baseline_teacher_and_mini_clip_refuse_a_busy_folder(tmp_path, teacher_dir):
     from types import SimpleNamespace
     from instant3d.baseline import baseline_from_args
-    from instant3d.mini.teacher import train_teacher, TeacherConfig
+    from instant3d.mini.teacher import TeacherConfig
+    from instant3d.mini.teacher_train import train_teacher
     from instant3d.mini.clip import train_mini_clip, MiniClipConfig
     run = tmp_path / "run"
     args = SimpleNamespace(preset="mini", prompts=["a red cube"], prompt_file=None, views_pp=2, views_per_step=2, seed=None,
@@ -223,7 +224,8 @@ def test_written_files_get_the_normal_mode(tmp_path, runs):
 
 
 def test_mini_teacher_resume_of_a_corrupt_or_missing_state(tmp_path):
-    from instant3d.mini.teacher import TeacherConfig, _prepare_run, _resume
+    from instant3d.mini.teacher import TeacherConfig
+    from instant3d.mini.teacher_train import _prepare_run, _resume
     (tmp_path / "checkpoint").mkdir()
     with pytest.raises(CorruptCheckpoint, match="train_state.pt is missing"):
         _prepare_run(TeacherConfig.tiny(), tmp_path, tmp_path, resume=True)

@@ -1,11 +1,12 @@
-"Contracts of the mini teacher (mini.teacher, .sampling, .analysis): config, toy training + resume + CLI, layout, sampling, oracle."
+"Contracts of the mini teacher (mini.teacher, .teacher_train, .sampling, .analysis): config, toy training + resume + CLI, layout, sampling, oracle."
 import argparse, dataclasses, json
 from pathlib import Path
 import pytest, torch
 from instant3d.conventions import config_to_dict, config_from_dict
 from instant3d.cli import add_train_teacher_args
 from instant3d.sds import guide, to_unet
-from instant3d.mini.teacher import (TeacherConfig, train_teacher, load_teacher, build_scheduler, run_train_teacher, TEACHER_SUBFOLDERS,
+from instant3d.mini.teacher_train import train_teacher, run_train_teacher
+from instant3d.mini.teacher import (TeacherConfig, load_teacher, build_scheduler, TEACHER_SUBFOLDERS,
                                     CaptionBank, bank_captions)
 from instant3d.mini.sampling import sample
 from instant3d.mini.analysis import closed_form_denoiser, empirical_set
@@ -154,7 +155,7 @@ def test_evaluate_teacher_runs(run_dir, tmp_path):
 
 def test_interrupt_writes_resumable_checkpoint(enc_dir, tmp_path, monkeypatch):
     "Ctrl-C / SIGTERM (KeyboardInterrupt) mid-run leaves a checkpoint at the last finished step; --resume finishes the run."
-    import instant3d.mini.teacher as T
+    import instant3d.mini.teacher_train as T
     real, calls = T.diffusion_loss, []
     def flaky(*a, **k):
         calls.append(1)
@@ -169,7 +170,7 @@ def test_interrupt_writes_resumable_checkpoint(enc_dir, tmp_path, monkeypatch):
 
 def test_init_from_starts_at_the_given_weights(run_dir, enc_dir, tmp_path):
     "A staged run starts (weights and EMA) from another teacher's UNet, not from a fresh init."
-    from instant3d.mini.teacher import _Run
+    from instant3d.mini.teacher_train import _Run
     src = load_teacher(run_dir / "teacher").unet.state_dict()
     r = _Run(dataclasses.replace(TeacherConfig.tiny(), init_from=str(run_dir / "teacher")))
     for k, v in r.unet.state_dict().items(): torch.testing.assert_close(v, src[k])
@@ -179,7 +180,7 @@ def test_init_from_starts_at_the_given_weights(run_dir, enc_dir, tmp_path):
 
 
 def test_init_from_errors(run_dir, tmp_path):
-    from instant3d.mini.teacher import _Run
+    from instant3d.mini.teacher_train import _Run
     with pytest.raises(FileNotFoundError, match="init_from"): _Run(dataclasses.replace(TeacherConfig.tiny(), init_from=str(tmp_path / "none")))
     other = dataclasses.replace(TeacherConfig.tiny(), block_out_channels=(16, 16))
     with pytest.raises(ValueError, match="does not match"): _Run(dataclasses.replace(other, init_from=str(run_dir / "teacher")))

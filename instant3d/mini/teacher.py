@@ -4,27 +4,25 @@
 
 # %% ../../nbs/22_teacher.ipynb #e872b65d
 from __future__ import annotations
-import dataclasses, json, shutil, time, warnings
+import dataclasses, json, shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 import torch
 import torch.nn.functional as F
-from ..conventions import config_to_dict, config_from_dict
+from ..conventions import config_to_dict
 from ..cameras import CameraConfig, VIEW_NAMES, VIEW_SUFFIXES, view_labels
-from ..sds import low_mem_kwargs, to_unet
-from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
-from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
+from ..sds import low_mem_kwargs
+from ..files import write_json
 from .world import WorldConfig, open_cover, prompts as world_prompts, sample_dataset
 from .render import render_scenes
 from .janus import front_feature_mask
-from ..precision import resolve_dtype
 
 # %% auto #0
 __all__ = ['BETA_SCHEDULES', 'PREDICTION_TYPES', 'FRONT_BIASED_SECTORS', 'FRONT_BIAS', 'TEACHER_SUBFOLDERS', 'TeacherConfig',
            'build_unet', 'build_scheduler', 'CaptionBank', 'bank_captions', 'caption_bank', 'render_batch',
            'build_render_cache', 'teacher_prompts', 'batch_captions', 'diffusion_loss', 'front_weight_map',
-           'save_teacher', 'train_teacher', 'Teacher', 'load_teacher', 'run_train_teacher']
+           'save_teacher', 'Teacher', 'load_teacher']
 
 # %% ../../nbs/22_teacher.ipynb #accc8e4b
 _DOWN = ("DownBlock2D", "DownBlock2D", "CrossAttnDownBlock2D")
@@ -256,189 +254,6 @@ def save_teacher(folder, unet, scheduler, text_encoder_dir, dtype: torch.dtype =
     if cfg is not None: write_json(folder / "teacher_config.json", config_to_dict(cfg))
     return folder
 
-# %% ../../nbs/22_teacher.ipynb #96d3aed7
-def _init_weights(cfg: TeacherConfig) -> dict:
-    "The UNet state dict of `cfg.init_from` (fp32), checked against the architecture of `cfg`."
-    from diffusers import UNet2DConditionModel
-    folder = Path(cfg.init_from)
-    if not (folder / "unet" / "config.json").is_file():
-        raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there "
-                                f"(expected {folder / 'unet' / 'config.json'})")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        src = UNet2DConditionModel.from_pretrained(str(folder), subfolder="unet", torch_dtype=torch.float32,
-                                                   local_files_only=True,
-                                                   **low_mem_kwargs())
-    want = build_unet(cfg).state_dict()
-    got = src.state_dict()
-    bad = [k for k in want if k not in got or got[k].shape != want[k].shape]
-    if bad: raise ValueError(f"TeacherConfig.init_from={cfg.init_from!r}: its UNet does not match this config "
-                             f"({len(bad)} tensors differ, first {bad[0]!r})")
-    return {k: got[k].float() for k in want}
-
-class _Run:
-    "State of one training run (model, EMA, optimiser, RNG, step): built fresh or from a checkpoint."
-    def __init__(self, cfg: TeacherConfig, init: bool = True): # False: weights from a checkpoint (resume), not init_from
-        torch.manual_seed(cfg.seed)
-        self.cfg, self.unet, self.scheduler = cfg, build_unet(cfg), build_scheduler(cfg)
-        if init and cfg.init_from is not None: self.unet.load_state_dict(_init_weights(cfg))
-        self.ema = build_unet(cfg).requires_grad_(False)
-        self.ema.load_state_dict(self.unet.state_dict())
-        self.opt = torch.optim.AdamW(self.unet.parameters(), lr=cfg.lr, weight_decay=0.0)
-        self.gen, self.step = torch.Generator().manual_seed(cfg.seed), 0
-        self.seconds = 0.0  # training wall time over all sessions
-
-    def lr_at(self, step: int) -> float: return self.cfg.lr * min(1.0, (step + 1) / max(1, self.cfg.warmup_steps))
-
-    def update_ema(self):
-        d = min(self.cfg.ema_decay, (1 + self.step) / (10 + self.step))
-        with torch.no_grad(): torch._foreach_lerp_(list(self.ema.parameters()), list(self.unet.parameters()), 1 - d)
-
-    def state(self) -> dict:
-        return dict(unet=self.unet.state_dict(), ema=self.ema.state_dict(), opt=self.opt.state_dict(), step=self.step,
-                    seconds=self.seconds,
-                    gen=self.gen.get_state(), torch_rng=torch.get_rng_state())
-
-    def load(self, s: dict):
-        self.unet.load_state_dict(s["unet"]); self.ema.load_state_dict(s["ema"]); self.opt.load_state_dict(s["opt"])
-        self.step, self.seconds = int(s["step"]), float(s["seconds"])
-        self.gen.set_state(s["gen"]); torch.set_rng_state(s["torch_rng"])
-
-# %% ../../nbs/22_teacher.ipynb #cf7c6f04
-def _checkpoint(run: _Run, out: Path, text_encoder_dir):
-    "Write `out/checkpoint` as a whole: the EMA teacher in diffusers layout plus `train_state.pt`."
-    with atomic_dir(out / "checkpoint") as tmp:
-        save_teacher(tmp, run.ema, run.scheduler, text_encoder_dir, cfg=run.cfg)
-        save_torch(run.state(), tmp / "train_state.pt")
-
-def _trim_log(path: Path, step: int):
-    "Keep the header and the rows up to `step` (rows past the last checkpoint are redone on resume)."
-    if not path.exists(): return
-    rows = path.read_text().splitlines()
-    write_text(path, "\n".join(rows[:1] + [r for r in rows[1:] if int(r.split(",")[0]) <= step]) + "\n")
-
-# %% ../../nbs/22_teacher.ipynb #b3b839a8
-def _prepare_run(cfg: TeacherConfig, out: Path, text_encoder_dir, resume: bool) -> TeacherConfig:
-    "Check the run folder against `resume`; write config.json. On resume the stored config wins (only `steps` may grow)."
-    for d in ("checkpoint", "teacher"): recover_dir(out / d)  # a run killed while swapping a folder in
-    ck, cfg_path = out / "checkpoint" / "train_state.pt", out / "config.json"
-    if resume:
-        if not ck.parent.is_dir(): raise FileNotFoundError(f"--resume: no checkpoint in {out} (expected {ck})")
-        if not ck.exists(): raise CorruptCheckpoint(f"--resume: {ck.parent} is incomplete: train_state.pt is missing")
-        stored = config_from_dict(TeacherConfig, json.loads(cfg_path.read_text())["teacher"])
-        new, old = config_to_dict(cfg), config_to_dict(stored)
-        diff = [k for k in new if k not in ("steps", "threads") and new[k] != old[k]]
-        if diff:
-            raise ValueError(f"--resume: the config differs from {cfg_path} in {diff}; only `steps`, `threads` may change")
-        cfg = dataclasses.replace(stored, steps=cfg.steps, threads=cfg.threads)
-    elif ck.exists() or (out / "teacher").exists():
-        raise ValueError(f"{out} already holds a teacher run: pass resume=True (--resume) or choose a new output folder")
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(cfg_path, {"teacher": config_to_dict(cfg), "text_encoder_dir": str(Path(text_encoder_dir).resolve())})
-    return cfg
-
-# %% ../../nbs/22_teacher.ipynb #233a7f12
-def _load_cache(cfg: TeacherConfig, out: Path, progress: bool) -> dict:
-    "The run's render cache: from `render_cache.pt` when it matches the config, else rendered and stored there."
-    path = out / "render_cache.pt"
-    if path.exists():
-        c = torch.load(path, weights_only=True)
-        if c["images"].shape[0] == cfg.cache_size and c["images"].shape[-1] == cfg.sample_size: return c
-    c = build_render_cache(cfg, progress)
-    save_torch(c, path)
-    return c
-
-def _draw_batch(run: _Run, cache: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    "Images uint8 [B, 3, H, W], prompt [B], view [B]: cached renders plus `fresh_per_batch` new ones."
-    cfg = run.cfg
-    i = torch.randint(0, len(cache["images"]), (cfg.batch_size - cfg.fresh_per_batch,), generator=run.gen)
-    parts = [(cache["images"][i], cache["prompt"][i], cache["view"][i])]
-    if cfg.fresh_per_batch: parts.append(render_batch(cfg, cfg.fresh_per_batch, run.gen))
-    return tuple(torch.cat(p) for p in zip(*parts))
-
-# %% ../../nbs/22_teacher.ipynb #3ec6cd20
-def train_teacher(cfg: TeacherConfig, # recipe; on resume only `steps` may differ from the stored one
-                  text_encoder_dir, # folder with text_encoder/ + tokenizer/ (the mini CLIP's text tower)
-                  out_dir, # run folder: config.json, loss_log.csv, render_cache.pt, checkpoint/, teacher/
-                  resume: bool = False, # continue from out_dir/checkpoint
-                  progress: bool = True, # tqdm bar
-                  time_limit_min: float | None = None, # stop (with a checkpoint, resumable) after this many minutes
-                  checkpoint_min: float | None = 5.0, # also checkpoint when this many minutes passed since the last one
-                 ) -> Path: # out_dir/teacher when all steps ran, else out_dir/checkpoint
-    "Train the mini teacher; resumable, with atomic checkpoints and a loss log. Ctrl-C checkpoints, then re-raises."
-    out = Path(out_dir)
-    with run_lock(out):  # one process per run folder; what a killed run left there is cleared first
-        clean_stale_tmp(out)
-        return _train_teacher(cfg, text_encoder_dir, out, resume, progress, time_limit_min, checkpoint_min)
-
-def _resume(run: _Run, out: Path):
-    "Load `out/checkpoint/train_state.pt` into `run`; `CorruptCheckpoint` naming the file if it is unreadable or foreign."
-    ck = out / "checkpoint"; p = ck / "train_state.pt"
-    hint = f"the run cannot continue from it: start again in a new --out, or from its EMA teacher with --init-from {ck}"
-    try: s = load_torch(p)
-    except CorruptCheckpoint as e: raise CorruptCheckpoint(f"--resume: {e}; {hint}") from None
-    try: run.load(s)
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        why = f"{str(p)!r} is corrupt: not a state of this run ({type(e).__name__})"
-        raise CorruptCheckpoint(f"--resume: {why}; {hint}") from None
-
-def _train_teacher(cfg: TeacherConfig, text_encoder_dir, out: Path, resume: bool, progress: bool, time_limit_min,
-                   checkpoint_min) -> Path:
-    from instant3d.text import TextEncoder
-    cfg = _prepare_run(cfg, out, text_encoder_dir, resume)
-    torch.set_num_threads(cfg.threads)
-    enc = TextEncoder.from_pretrained(text_encoder_dir, local_files_only=True)
-    bank = caption_bank(enc, teacher_prompts(cfg))
-    cache = _load_cache(cfg, out, progress)
-    run = _Run(cfg, init=not resume)  # a resumed staged run needs its checkpoint, not its init_from folder
-    log_path = out / "loss_log.csv"
-    if resume: _resume(run, out); _trim_log(log_path, run.step)
-    if not log_path.exists(): write_text(log_path, "step,loss,lr,seconds\n")
-    _train_loop(run, cache, bank, out, text_encoder_dir, log_path, progress, time_limit_min, checkpoint_min)
-    if run.step < cfg.steps: return out / "checkpoint"
-    with atomic_dir(out / "teacher") as tmp: save_teacher(tmp, run.ema, run.scheduler, text_encoder_dir, cfg=cfg)
-    return out / "teacher"
-
-# %% ../../nbs/22_teacher.ipynb #dbcf356d
-def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir, log_path: Path, progress: bool,
-                time_limit_min, checkpoint_min):
-    from tqdm.auto import tqdm
-    cfg, t0, t_start, avg = run.cfg, time.time() - run.seconds, time.time(), None
-    t_ck = t_start
-    bar = tqdm(total=cfg.steps, initial=run.step, desc="teacher", disable=not progress)
-    fmt = torch.channels_last if cfg.channels_last else torch.contiguous_format
-    run.unet.to(memory_format=fmt)
-    dev = next(run.unet.parameters()).device
-    bf16 = resolve_dtype(cfg.precision, dev) == torch.bfloat16
-    with open(log_path, "a") as log:
-        try:
-            while run.step < cfg.steps:
-                imgs, p, v = _draw_batch(run, cache)
-                tokens = bank.tokens[batch_captions(p, v, cfg, run.gen)]
-                for grp in run.opt.param_groups: grp["lr"] = run.lr_at(run.step)
-                x01 = imgs.float() / 255
-                w = front_weight_map(x01, cfg.front_weight) if cfg.front_weight > 0 else None
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = diffusion_loss(run.unet, run.scheduler, to_unet(x01).contiguous(memory_format=fmt), tokens,
-                                          run.gen, w).float()
-                run.opt.zero_grad(set_to_none=True); loss.backward()
-                torch.nn.utils.clip_grad_norm_(run.unet.parameters(), cfg.grad_clip)
-                run.opt.step(); run.step += 1; run.update_ema(); run.seconds = time.time() - t0
-                avg = loss.item() if avg is None else 0.98 * avg + 0.02 * loss.item()
-                bar.update(1); bar.set_postfix(loss=f"{avg:.4f}")
-                if cfg.log_every and run.step % cfg.log_every == 0:
-                    log.write(f"{run.step},{loss.item():.6f},{run.lr_at(run.step - 1):.3e},{time.time() - t0:.1f}\n")
-                    log.flush()
-                out_of_time = time_limit_min is not None and time.time() - t_start > 60 * time_limit_min
-                due = checkpoint_min is not None and time.time() - t_ck > 60 * checkpoint_min
-                if run.step % cfg.checkpoint_every == 0 or run.step == cfg.steps or out_of_time or due:
-                    _checkpoint(run, out, text_encoder_dir); t_ck = time.time()
-                if out_of_time: break
-        except KeyboardInterrupt:
-            if run.step > 0: _checkpoint(run, out, text_encoder_dir)  # the step counter only moves after a finished update
-            bar.close(); raise
-    bar.close()
-
 # %% ../../nbs/22_teacher.ipynb #9f30644c
 class Teacher(NamedTuple):
     "A loaded teacher: the three pieces the guidance code needs."
@@ -460,24 +275,3 @@ def load_teacher(folder, # a teacher folder in the diffusers layout (unet/, sche
     sch = DDPMScheduler.from_pretrained(str(folder), subfolder="scheduler", local_files_only=True)
     enc = TextEncoder.from_pretrained(folder, local_files_only=True, device=device, dtype=dtype)
     return Teacher(unet.to(device).eval().requires_grad_(False), sch, enc)
-
-# %% ../../nbs/22_teacher.ipynb #4f921477
-def run_train_teacher(args) -> Path:
-    "Run `train_teacher` from parsed `add_train_teacher_args` options; on --resume the stored config is used."
-    out = Path(args.out)
-    if args.resume and (out / "config.json").exists():
-        cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
-    else: cfg = {"tiny": TeacherConfig.tiny, "v2": TeacherConfig.v2, "v2-biased": lambda: TeacherConfig.v2(biased=True)}.get(
-        args.preset, TeacherConfig.mini)()
-    given = (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight),
-             ("threads", args.threads), ("init_from", args.init_from))
-    over = {k: v for k, v in given if v is not None}
-    if args.resume and set(over) - {"steps", "threads"}:
-        raise ValueError(f"--resume takes the stored recipe; only --steps and --threads may be given, "
-                         f"not {sorted(set(over) - {'steps', 'threads'})}")
-    if over: cfg = dataclasses.replace(cfg, **over)
-    import signal, threading
-    def _interrupt(signum, frame): raise KeyboardInterrupt(f"signal {signum}")
-    if threading.current_thread() is threading.main_thread(): signal.signal(signal.SIGTERM, _interrupt)  # `kill PID` too
-    return train_teacher(cfg, args.text_encoder, out, resume=args.resume, progress=not args.no_progress,
-                         time_limit_min=args.time_limit_min)
