@@ -14,7 +14,7 @@ from .world import WorldConfig, prompts as world_prompts
 
 # %% auto #0
 __all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'world_v2_steps', 'sds_view_rates', 'janus_verdict',
-           'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2', 'ship_world_v2']
+           'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2', 'face_probe', 'ship_world_v2']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -192,6 +192,36 @@ def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
             write_text(_step_done(out, name), "")
         finally: _step_claim(out, name).unlink(missing_ok=True)
 
+# %% ../../nbs/27_world_v2.ipynb #074efc8b
+def face_probe(teacher, # a teacher folder
+               prompt: str, # a closed world v2 prompt
+               ts=(200, 500, 800), # timesteps
+               scales=(3.0, 30.0), # guidance scales
+               n: int = 8, seed: int = 0) -> dict:
+    "faceless_shown (0: the face is painted over) and, per 't{t}_s{s}', the share of one-step denoised views showing the face."
+    from instant3d.cameras import VIEW_SUFFIXES
+    from instant3d.mini.janus import cameras_with_view, detector_settings, front_feature_visible
+    from instant3d.mini.render import render_scenes
+    from instant3d.mini.teacher import load_teacher
+    from instant3d.sds import to_unet
+    w, g, T = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), load_teacher(teacher)
+    gt = render_scenes([prompt] * n, cameras_with_view(w, "front", n, g), cfg=w)["rgb"]
+    face = (gt[:, 1] - gt[:, 0] > 0.1) & (gt[:, 2] - gt[:, 0] > 0.1)  # the cyan disc: green and blue well above red
+    body = gt[:, :, 12:14, 14:18].mean((2, 3), keepdim=True).expand_as(gt)  # the body's colour below the hat
+    x0, det = to_unet(torch.where(face[:, None], body, gt)), detector_settings("v2")
+    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
+    out = {"faceless_shown": front_feature_visible(x0 * 0.5 + 0.5, **det)[0].float().mean().item()}
+    for t in ts:
+        noise, tt = torch.randn(x0.shape, generator=g), torch.full((n,), int(t))
+        xt = T.scheduler.add_noise(x0, noise, tt)
+        with torch.no_grad(): e = T.unet(torch.cat([xt, xt]), torch.cat([tt, tt]), encoder_hidden_states=tok).sample
+        a = T.scheduler.alphas_cumprod[int(t)]
+        for s in scales:
+            eps = e[n:] + s * (e[:n] - e[n:])
+            x0h = ((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) * 0.5 + 0.5
+            out[f"t{t}_s{s:g}"] = front_feature_visible(x0h, **det)[0].float().mean().item()
+    return out
+
 # %% ../../nbs/27_world_v2.ipynb #0a0e059c
 def _halve(path: Path):
     "Rewrite a safetensors file with float16 floating tensors (its metadata kept)."
@@ -209,6 +239,13 @@ def _stages(out: Path) -> dict:
               for k, ((g, _), i) in enumerate(zip(V2_GENERATOR, infos))]
     return dict(infos[-1], steps=sum(s["steps"] for s in stages), seconds=round(sum(s["seconds"] for s in stages), 1),
                 views_pp=sum(i["views_pp"] for i in infos), stages=stages)
+
+def _name_models(folder: Path, training: dict):
+    "Point a shipped generator's text tower and CLIP at the shipped 'mini-v2' models, not at the chain's run folders."
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["text"].update(name_or_path="mini-v2", text_encoder_subfolder=None, tokenizer_subfolder=None)
+    write_json(folder / "config.json", cfg)
+    write_json(folder / "training.json", dict(training, clip_model="mini-v2"))
 
 def _ship_parts(out: Path) -> dict:
     "kind -> (steps that must be done, source folder, items to copy (None: all), extra files {name: source})."
@@ -252,7 +289,8 @@ def ship_world_v2(out, # a chain folder (instant3d world v2)
                 (shutil.copytree if (src / item).is_dir() else shutil.copy2)(src / item, tmp / item)
             for name, f in extra.items():
                 if f.is_file(): shutil.copy2(f, tmp / name)
-            if kind == "generator": write_json(tmp / "training.json", _stages(out))
+            if kind == "generator": _name_models(tmp, _stages(out))
+            if (dst / "MODEL_CARD.md").is_file(): shutil.copy2(dst / "MODEL_CARD.md", tmp / "MODEL_CARD.md")  # written by hand
             if fp16:
                 for f in tmp.rglob("*.safetensors"): _halve(f)
         written.append(dst)
