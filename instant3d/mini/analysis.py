@@ -21,8 +21,8 @@ from .sampling import ddim_sample, sample
 
 # %% auto #0
 __all__ = ['EmpiricalSet', 'empirical_set', 'closed_form_denoiser', 'sample_closed_form', 'view_accuracy', 'view_split',
-           'teacher_world', 'evaluate_teacher', 'teacher_view_rates', 'view_caption_gap', 'open_slot_fields',
-           'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
+           'teacher_config', 'teacher_world', 'evaluate_teacher', 'teacher_view_rates', 'view_caption_gap',
+           'open_slot_fields', 'expected_diversity', 'label_fills', 'diversity', 'gt_diversity', 'mini_clip_scores',
            'generator_open_diversity']
 
 # %% ../../nbs/26_teacher_analysis.ipynb #1f6e8908
@@ -82,21 +82,26 @@ def view_accuracy(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3
                   version: str = "v1", # world version: which front feature, which detector setting
                  ) -> float: # share of images showing the asked view: front -> feature visible, back -> hidden
     "View-suffix accuracy from the front-feature detector of the world."
-    kw = detector_settings(version)
-    hits = [front_feature_visible(front_images, **kw)[0], ~front_feature_visible(back_images, **kw)[0]]
-    return torch.cat(hits).float().mean().item()
+    s = view_split(front_images, back_images, version)
+    return (s["front_asked_shown"] + 1 - s["back_asked_shown"]) / 2  # equal N front and back
 
 def view_split(front_images: torch.Tensor, back_images: torch.Tensor, # [N, 3, H, W] in [0, 1] each
                version: str = "v1") -> dict[str, float]:
     "Where the feature is drawn: its rate when the front view was asked and when the back view was asked."
+    if len(front_images) != len(back_images):
+        raise ValueError(f"view_split: {len(front_images)} front and {len(back_images)} back images; expected equal counts")
     kw = detector_settings(version)
     f, b = (front_feature_visible(x, **kw)[0].float().mean().item() for x in (front_images, back_images))
     return dict(front_asked_shown=f, back_asked_shown=b)
 
+def teacher_config(folder) -> TeacherConfig:
+    "The recipe a teacher folder was trained with (its teacher_config.json); TeacherConfig.mini() when it has none."
+    p = Path(folder) / "teacher_config.json"
+    return config_from_dict(TeacherConfig, json.loads(p.read_text())) if p.exists() else TeacherConfig.mini()
+
 def teacher_world(folder) -> WorldConfig:
     "The world a teacher folder was trained in (its teacher_config.json); WorldConfig.mini() when it has none."
-    p = Path(folder) / "teacher_config.json"
-    return config_from_dict(TeacherConfig, json.loads(p.read_text())).world if p.exists() else WorldConfig.mini()
+    return teacher_config(folder).world
 
 def _subset(items: list, k: int | None, g: torch.Generator) -> list:
     if k is None or k >= len(items): return list(items)
@@ -147,12 +152,12 @@ def teacher_view_rates(folder, # teacher folder (diffusers layout, with teacher_
                        steps: int = 40, guidance_scale: float = 3.0, sampler: str = "ddpm", batch_size: int = 128,
                        progress: bool = False) -> dict:
     "Share of a teacher's samples showing the front feature, by asked view; and of its training data's plain renders."
-    p = Path(folder) / "teacher_config.json"
-    cfg = config_from_dict(TeacherConfig, json.loads(p.read_text())) if p.exists() else TeacherConfig.mini()
+    cfg = teacher_config(folder)
     world, teacher, g = cfg.world, load_teacher(folder), torch.Generator().manual_seed(seed)
     vp = _subset(world_prompts(world, "test"), n_prompts, g)
     kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, sampler=sampler)
-    shown = lambda x: front_feature_visible(x, **detector_settings(world.version))[0].float().mean().item()
+    det = detector_settings(world.version)
+    shown = lambda x: front_feature_visible(x, **det)[0].float().mean().item()
     asked = {k: shown(sample(teacher, [q + s for q in vp], seed=seed + 1 + i, **kw))
              for i, (k, s) in enumerate((("front", VIEW_SUFFIXES["front"]), ("back", VIEW_SUFFIXES["back"]), ("plain", "")))}
     data = render_scenes(vp, sample_cameras(cfg.camera or world.camera, len(vp), g), cfg=world)["rgb"]

@@ -203,12 +203,14 @@ def face_probe(teacher, # a teacher folder
     from instant3d.mini.janus import cameras_with_view, detector_settings, front_feature_visible
     from instant3d.mini.render import render_scenes
     from instant3d.mini.teacher import load_teacher
+    from instant3d.mini.world import PART_NAMES
     from instant3d.sds import to_unet
     w, g, T = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), load_teacher(teacher)
-    gt = render_scenes([prompt] * n, cameras_with_view(w, "front", n, g), cfg=w)["rgb"]
-    face = (gt[:, 1] - gt[:, 0] > 0.1) & (gt[:, 2] - gt[:, 0] > 0.1)  # the cyan disc: green and blue well above red
-    body = gt[:, :, 12:14, 14:18].mean((2, 3), keepdim=True).expand_as(gt)  # the body's colour below the hat
-    x0, det = to_unet(torch.where(face[:, None], body, gt)), detector_settings("v2")
+    r = render_scenes([prompt] * n, cameras_with_view(w, "front", n, g), cfg=w)
+    gt, part = r["rgb"], r["part"]  # part: the renderer's per-pixel part map [n, 1, H, W]
+    is_body = (part == PART_NAMES.index("body")).float()
+    body = ((gt * is_body).sum((2, 3), keepdim=True) / is_body.sum((2, 3), keepdim=True).clamp(min=1)).expand_as(gt)
+    x0, det = to_unet(torch.where(part == PART_NAMES.index("front"), body, gt)), detector_settings("v2")  # face painted over
     tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
     out = {"faceless_shown": front_feature_visible(x0 * 0.5 + 0.5, **det)[0].float().mean().item()}
     for t in ts:
