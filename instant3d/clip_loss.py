@@ -25,7 +25,7 @@ __all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG
 from .hub import OPENAI_CLIP_L14 as _L14, hub_hint
 OPENAI_CLIP_L14 = _L14  # the CLIP the released code loads (training/loss.py:124-127); ids live in instant3d.hub
 MINI_CLIP = "mini"  # reserved name: the shipped mini CLIP, in DEFAULT_CLIP_DIR
-DEFAULT_CLIP_DIR = shipped_dir(MINI_CLIP, "clip")  # instant3d/weights/mini_clip, trained by instant3d.mini.clip (nbs/21_mini_clip)
+DEFAULT_CLIP_DIR = shipped_dir(MINI_CLIP, "clip")  # instant3d/weights/mini_clip, trained by instant3d.mini.clip_train (nbs/21a_mini_clip_train)
 # a mini CLIP folder's config; its image_mean / image_std override CLIP_MEAN / CLIP_STD
 MINI_CLIP_CONFIG = "mini_clip.json"
 

@@ -173,7 +173,8 @@ def _has_checkpoint(run) -> bool:
 # %% ../nbs/91_commands.ipynb #fecf9205
 def cmd_world_train_clip(args):
     import dataclasses
-    from instant3d.mini.clip import MiniClipConfig, train_mini_clip
+    from instant3d.mini.clip import MiniClipConfig
+    from instant3d.mini.clip_train import train_mini_clip
     out = writable_dir(args.out, create=False)
     if args.resume and not _has_checkpoint(out):
         raise CLIError(f"--resume: {str(out)!r} has no checkpoint/ to continue from", 2)

@@ -1,11 +1,12 @@
-"Contracts of instant3d.mini.clip: config round trip, save/load layouts, toy training and resume, the shipped weights."
+"Contracts of instant3d.mini.clip and instant3d.mini.clip_train: config round trip, save/load layouts, toy training and resume, the shipped weights."
 import json, shutil, subprocess, sys, warnings
 from dataclasses import replace
 import pytest, torch
 from instant3d.conventions import config_from_dict, config_to_dict
 from instant3d.clip_loss import clip_preprocess, clip_rp
-from instant3d.mini.clip import (MiniClip, MiniClipConfig, build_mini_clip, contrastive_loss, evaluate_ground_truth, load_mini_clip,
-                                 save_mini_clip, shipped_mini_clip_dir, train_mini_clip)
+from instant3d.mini.clip import (MiniClip, MiniClipConfig, build_mini_clip, evaluate_ground_truth, load_mini_clip,
+                                 save_mini_clip, shipped_mini_clip_dir)
+from instant3d.mini.clip_train import contrastive_loss, train_mini_clip
 from instant3d.text import TextEncoder
 from instant3d.mini.world import WorldConfig, prompts
 
@@ -47,7 +48,7 @@ def test_toy_training_resume_and_config_guard(tmp_path):
         for f in ("render_cache.pt", "val_cache.pt"): shutil.copy(tmp_path / "a" / f, tmp_path / "b" / f)
         train_mini_clip(cfg, tmp_path / "b", progress=False, stop_after=3)
         (tmp_path / "b" / "checkpoint").rename(tmp_path / "b" / ".checkpoint.old")  # killed in the middle of a checkpoint swap
-        from instant3d.mini.clip import _prepare
+        from instant3d.mini.clip_train import _prepare
         assert _prepare(cfg, tmp_path / "b", resume=True, progress=False)[3] == 3  # the swap is finished, the run goes on at 3
         b = train_mini_clip(cfg, tmp_path / "b", progress=False, resume=True)
         with pytest.raises(ValueError, match="differs"): train_mini_clip(replace(cfg, lr=2e-3), tmp_path / "b", resume=True, progress=False)

@@ -163,7 +163,8 @@ def test_baseline_teacher_and_mini_clip_refuse_a_busy_folder(tmp_path, teacher_d
     from instant3d.baseline import baseline_from_args
     from instant3d.mini.teacher import TeacherConfig
     from instant3d.mini.teacher_train import train_teacher
-    from instant3d.mini.clip import train_mini_clip, MiniClipConfig
+    from instant3d.mini.clip import MiniClipConfig
+    from instant3d.mini.clip_train import train_mini_clip
     run = tmp_path / "run"
     args = SimpleNamespace(preset="mini", prompts=["a red cube"], prompt_file=None, views_pp=2, views_per_step=2, seed=None,
                            set=[f"train.sds.teacher={teacher_dir}"], eval_at=None, device="cpu", no_progress=True, out=str(run))

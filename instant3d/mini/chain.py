@@ -13,8 +13,8 @@ from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, prompts as world_prompts
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'world_v2_steps', 'sds_view_rates', 'janus_verdict',
-           'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2', 'face_probe', 'ship_world_v2']
+__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'world_v2_steps', 'object_view_rates', 'sds_view_rates',
+           'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2', 'ship_world_v2']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -61,25 +61,31 @@ def world_v2_steps(out) -> list[tuple[str, list[str] | None, Path]]:
     return steps
 
 # %% ../../nbs/27_world_v2.ipynb #ed2c1768
-def sds_view_rates(run, version: str = "v2", size: int = 64) -> dict:
-    "front_rate and janus_rate of the object(s) of one `instant3d baseline` run folder (3 front + 3 back views each)."
+def object_view_rates(objects, # `PromptObject`s (or anything with `.render(cameras, cfg=, perturb=, background=)`)
+                      generator_cfg, # their `Instant3DConfig` (cameras, renderer)
+                      version: str = "v2", size: int = 64) -> dict:
+    "front_rate and janus_rate of per-prompt objects, each seen from 3 front + 3 back views (`rate_cameras`)."
     from dataclasses import replace
-    from instant3d.baseline import BaselineConfig, load_prompt_object
     from instant3d.plans import rate_cameras
     from instant3d.mini.janus import view_rates
-    run = Path(run)
-    cfg = config_from_dict(BaselineConfig, json.loads((run / "config.json").read_text()))
-    gen = cfg.train.generator
-    cams, rc = rate_cameras(gen.camera), replace(gen.render.for_test(), height=size, width=size)
+    cams, rc = rate_cameras(generator_cfg.camera), replace(generator_cfg.render.for_test(), height=size, width=size)
     imgs = []
-    for f in sorted((run / "objects").glob("*.safetensors")):
-        o = load_prompt_object(f, gen).eval()
+    for o in objects:
         with torch.no_grad():
             imgs.append(o.render(cams, cfg=rc, perturb=False, background=torch.ones(len(cams), 3))["rgb"].clamp(0, 1))
     n = len(imgs)
-    if n == 0: raise FileNotFoundError(f"sds_view_rates: no objects/*.safetensors in {run}")
+    if n == 0: raise ValueError("object_view_rates: no objects")
     r = view_rates(torch.cat(imgs), cams.azimuth_deg.repeat(n), cams.elevation_deg.repeat(n), version)
-    return dict(r, objects=n, run=str(run))
+    return dict(r, objects=n)
+
+def sds_view_rates(run, version: str = "v2", size: int = 64) -> dict:
+    "front_rate and janus_rate of the object(s) of one `instant3d baseline` run folder (3 front + 3 back views each)."
+    from instant3d.baseline import BaselineConfig, load_prompt_object
+    run = Path(run)
+    gen = config_from_dict(BaselineConfig, json.loads((run / "config.json").read_text())).train.generator
+    files = sorted((run / "objects").glob("*.safetensors"))
+    if not files: raise FileNotFoundError(f"sds_view_rates: no objects/*.safetensors in {run}")
+    return dict(object_view_rates([load_prompt_object(f, gen).eval() for f in files], gen, version, size), run=str(run))
 
 def janus_verdict(biased: dict, unbiased: dict) -> str:
     "The rule fixed before the runs: 'reproduced', 'not reproduced' or 'inconclusive'."
@@ -191,38 +197,6 @@ def run_world_v2(out, # folder of the whole chain (e.g. runs/world_v2)
                 Path(results).mkdir(parents=True, exist_ok=True); write_text(Path(results) / folder.name, folder.read_text())
             write_text(_step_done(out, name), "")
         finally: _step_claim(out, name).unlink(missing_ok=True)
-
-# %% ../../nbs/27_world_v2.ipynb #074efc8b
-def face_probe(teacher, # a teacher folder
-               prompt: str, # a closed world v2 prompt
-               ts=(200, 500, 800), # timesteps
-               scales=(3.0, 30.0), # guidance scales
-               n: int = 8, seed: int = 0) -> dict:
-    "faceless_shown (0: the face is painted over) and, per 't{t}_s{s}', the share of one-step denoised views showing the face."
-    from instant3d.cameras import VIEW_SUFFIXES
-    from instant3d.mini.janus import cameras_with_view, detector_settings, front_feature_visible
-    from instant3d.mini.render import render_scenes
-    from instant3d.mini.teacher import load_teacher
-    from instant3d.mini.world import PART_NAMES
-    from instant3d.sds import to_unet
-    w, g, T = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), load_teacher(teacher)
-    r = render_scenes([prompt] * n, cameras_with_view(w, "front", n, g), cfg=w)
-    gt, part = r["rgb"], r["part"]  # part: the renderer's per-pixel part map [n, 1, H, W]
-    is_body = (part == PART_NAMES.index("body")).float()
-    body = ((gt * is_body).sum((2, 3), keepdim=True) / is_body.sum((2, 3), keepdim=True).clamp(min=1)).expand_as(gt)
-    x0, det = to_unet(torch.where(part == PART_NAMES.index("front"), body, gt)), detector_settings("v2")  # face painted over
-    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
-    out = {"faceless_shown": front_feature_visible(x0 * 0.5 + 0.5, **det)[0].float().mean().item()}
-    for t in ts:
-        noise, tt = torch.randn(x0.shape, generator=g), torch.full((n,), int(t))
-        xt = T.scheduler.add_noise(x0, noise, tt)
-        with torch.no_grad(): e = T.unet(torch.cat([xt, xt]), torch.cat([tt, tt]), encoder_hidden_states=tok).sample
-        a = T.scheduler.alphas_cumprod[int(t)]
-        for s in scales:
-            eps = e[n:] + s * (e[:n] - e[n:])
-            x0h = ((xt - (1 - a).sqrt() * eps) / a.sqrt()).clamp(-1, 1) * 0.5 + 0.5
-            out[f"t{t}_s{s:g}"] = front_feature_visible(x0h, **det)[0].float().mean().item()
-    return out
 
 # %% ../../nbs/27_world_v2.ipynb #0a0e059c
 def _halve(path: Path):

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/21_mini_clip.ipynb #584e76f9
 from __future__ import annotations
-import csv, io, json, math, time
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -16,17 +16,14 @@ from ..cameras import VIEW_SUFFIXES, sample_cameras, view_labels
 from ..text import build_word_tokenizer, validate_prompts
 from ..clip_loss import CLIP_MEAN, CLIP_STD, DEFAULT_CLIP_DIR, MINI_CLIP_CONFIG as CONFIG_NAME, clip_preprocess
 from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP (the name `clip_rp` is MiniClip's method here)
-from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
-from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
-from ..precision import resolve_dtype
+from ..files import write_json
 from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts
 from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
 
 # %% auto #0
-__all__ = ['LOG_FIELDS', 'MiniClipConfig', 'build_mini_clip', 'render_cache', 'MiniClip', 'save_mini_clip', 'lr_factor',
-           'contrastive_loss', 'sample_batch', 'train_mini_clip', 'evaluate_ground_truth', 'shipped_mini_clip_dir',
-           'load_mini_clip']
+__all__ = ['MiniClipConfig', 'build_mini_clip', 'render_cache', 'MiniClip', 'save_mini_clip', 'evaluate_ground_truth',
+           'shipped_mini_clip_dir', 'load_mini_clip']
 
 # %% ../../nbs/21_mini_clip.ipynb #d8945bc0
 def _check_mini_clip_config(c):
@@ -164,6 +161,12 @@ def render_cache(world_cfg: WorldConfig, # grammar, cameras, render settings
         out[j] = (rgb.clamp(0, 1) * 255).round().to(torch.uint8)
     return out, idx, cams.azimuth_deg.clone(), cams.elevation_deg.clone()
 
+# %% ../../nbs/21_mini_clip.ipynb #5dd71c18
+def _view_variant(az, el, camera_cfg) -> torch.Tensor: # [N] long: 1 + index of the view suffix of each camera
+    names = list(VIEW_SUFFIXES)
+    labels = view_labels(az, el, camera_cfg.front_half_width_deg, camera_cfg.overhead_elevation_deg)
+    return torch.tensor([1 + names.index(v) for v in labels])
+
 # %% ../../nbs/21_mini_clip.ipynb #df1ffd9b
 class MiniClip(torch.nn.Module):
     "A frozen CLIP (model, tokenizer, config): text tokens and pooled embeddings, image embeddings, CLIP-RP."
@@ -261,182 +264,6 @@ def from_pretrained(cls: MiniClip, folder: str | Path, # a `save_mini_clip` fold
     tok = CLIPTokenizer.from_pretrained(str(folder / "tokenizer"), local_files_only=True)
     clip = cls(model, tok, cfg)
     return clip.to(device) if device is not None else clip
-
-# %% ../../nbs/21_mini_clip.ipynb #fee45e04
-def lr_factor(step: int, steps: int, warmup: int) -> float:
-    "Linear warm-up from 0, then cosine decay to 0 (CLIP's schedule)."
-    if step < warmup: return (step + 1) / warmup
-    return 0.5 * (1 + math.cos(math.pi * (step - warmup) / max(1, steps - warmup)))
-
-# %% ../../nbs/21_mini_clip.ipynb #1b774ab2
-def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, # [B, P] unit-norm embeddings of matching pairs
-                     logit_scale: torch.Tensor, # scalar, log of the inverse temperature
-                    ) -> tuple[torch.Tensor, torch.Tensor]: # symmetric InfoNCE loss, image-to-text accuracy in the batch
-    "CLIP's contrastive loss: cross-entropy over the batch, image-to-text and text-to-image, averaged."
-    logits = logit_scale.exp() * img @ txt.T
-    target = torch.arange(len(img), device=img.device)
-    loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
-    return loss, (logits.argmax(1) == target).float().mean()
-
-# %% ../../nbs/21_mini_clip.ipynb #1984d094
-def _caption_ids(clip: MiniClip, world_cfg: WorldConfig) -> torch.Tensor: # [K, 1 + len(VIEW_SUFFIXES), L]: plain, suffixed
-    ps = prompts(world_cfg)
-    variants = [ps] + [[p + s for p in ps] for s in VIEW_SUFFIXES.values()]
-    return torch.stack([clip.tokenize(v) for v in variants], 1)
-
-def _view_variant(az, el, camera_cfg) -> torch.Tensor: # [N] long: 1 + index of the view suffix of each camera
-    names = list(VIEW_SUFFIXES)
-    labels = view_labels(az, el, camera_cfg.front_half_width_deg, camera_cfg.overhead_elevation_deg)
-    return torch.tensor([1 + names.index(v) for v in labels])
-
-def _cached(path: Path, make): # load tensors saved by an earlier run, or make and save them atomically
-    if path.is_file(): return torch.load(path, weights_only=True)
-    out = make()
-    save_torch(out, path)
-    return out
-
-# %% ../../nbs/21_mini_clip.ipynb #ff5cca8a
-def sample_batch(cfg: MiniClipConfig, K: int, # prompts in the world
-                 variant: torch.Tensor, # [K * cache_views] 1 + view-suffix index of each cached render (`_view_variant`)
-                 gen: torch.Generator,
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: # prompt [B], cache index [B], caption variant [B]
-    "One batch of distinct (prompt, caption variant) pairs: no false negatives, some view pairs as hard negatives."
-    B, V = cfg.batch_size, cfg.cache_views
-    n2 = round(cfg.view_pairs * B); n1 = B - n2
-    p = torch.randperm(K, generator=gen)[:n1]
-    i = p * V + torch.randint(V, (n1,), generator=gen)
-    v = torch.where(torch.rand(n1, generator=gen) < cfg.view_suffix_prob, variant[i], 0)
-    if n2 == 0: return p, i, v
-    same = variant[p[:n2, None] * V + torch.arange(V)] == variant[i[:n2], None]  # [n2, V] views with the first one's label
-    i2 = p[:n2] * V + (torch.rand(n2, V, generator=gen) - same.float()).argmax(1)  # another label where there is one
-    v[:n2] = variant[i[:n2]]
-    return torch.cat([p, p[:n2]]), torch.cat([i, i2]), torch.cat([v, variant[i2]])
-
-# %% ../../nbs/21_mini_clip.ipynb #6350abfc
-def _param_groups(model, weight_decay: float, logit_scale_lr_mult: float = 1.0) -> list[dict]:
-    "Weight decay on matrices only (not biases, norms, embeddings, logit scale), as CLIP; the logit scale has its own lr."
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    rest = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n) and n != "logit_scale"]
-    return [dict(params=decay, weight_decay=weight_decay, lr_mult=1.0), dict(params=rest, weight_decay=0.0, lr_mult=1.0),
-            dict(params=[model.logit_scale], weight_decay=0.0, lr_mult=logit_scale_lr_mult)]
-
-def _save_checkpoint(out: Path, model, tok, opt, step: int, gen: torch.Generator, elapsed_s: float):
-    "Write `out/checkpoint` as a whole: model, tokenizer, optimiser, step and RNG states."
-    with atomic_dir(out / "checkpoint") as tmp:
-        model.save_pretrained(str(tmp / "clip")); tok.save_pretrained(str(tmp / "tokenizer"))
-        save_torch(dict(optimizer=opt.state_dict(), step=step, generator=gen.get_state(), torch_rng=torch.get_rng_state(),
-                        elapsed_s=elapsed_s), tmp / "state.pt")
-
-# %% ../../nbs/21_mini_clip.ipynb #808e1f39
-LOG_FIELDS = ("step", "loss", "acc", "logit_scale", "lr", "elapsed_s", "val_clip_rp", "val_top1")
-
-def _validate(clip: MiniClip, images, idx, ids_plain, batch: int = 512) -> tuple[float, float]:
-    "Validation CLIP-RP and top-1 (softmax over all plain prompts) during training."
-    clip.model.eval()
-    with torch.no_grad():
-        out = clip.model.text_model(input_ids=ids_plain)
-        bank = F.normalize(clip.model.text_projection(out.pooler_output), dim=-1)
-        img = torch.cat([clip.encode_image(images[i:i + batch].float() / 255) for i in range(0, len(idx), batch)])
-    clip.model.train()
-    rp = _core_clip_rp(img, bank, idx, clip.logit_scale).mean().item()
-    return rp, ((img @ bank.T).argmax(1) == idx).float().mean().item()
-
-# %% ../../nbs/21_mini_clip.ipynb #c2d7686d
-def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
-    "Config check/write, render caches (training and validation), model, optimiser, and the step to start at."
-    cfg_path = out / CONFIG_NAME
-    if resume and cfg_path.is_file() and config_from_dict(MiniClipConfig, json.loads(cfg_path.read_text())) != cfg:
-        raise ValueError(f"resume: the config in {cfg_path} differs from the one given; use a new out_dir or the same one")
-    out.mkdir(parents=True, exist_ok=True); write_json(cfg_path, config_to_dict(cfg))
-    w = cfg.world
-    cache = _cached(out / "render_cache.pt",
-                    lambda: render_cache(w, cfg.cache_views, cfg.seed, w.image_size, progress=progress))
-    val = _cached(out / "val_cache.pt", lambda: render_cache(w, 1, cfg.seed + 1, w.image_size, progress=progress))
-    model, tok = build_mini_clip(cfg)
-    groups = _param_groups(model, cfg.weight_decay, cfg.logit_scale_lr_mult)
-    opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
-    gen, step, elapsed = torch.Generator().manual_seed(cfg.seed), 0, 0.0
-    ckpt = out / "checkpoint"
-    recover_dir(ckpt)  # a run killed while swapping its checkpoint in
-    if resume and (ckpt / "state.pt").is_file():
-        from safetensors.torch import load_file
-        model.load_state_dict(load_file(str(ckpt / "clip" / "model.safetensors")))
-        try: st = load_torch(ckpt / "state.pt")
-        except CorruptCheckpoint as e:
-            raise CorruptCheckpoint(f"resume: {e}; the run cannot continue from it: start again in a new folder") from None
-        opt.load_state_dict(st["optimizer"]); gen.set_state(st["generator"]); torch.set_rng_state(st["torch_rng"])
-        step, elapsed = st["step"], st["elapsed_s"]
-    return MiniClip(model, tok, cfg), opt, gen, step, elapsed, cache, val
-
-# %% ../../nbs/21_mini_clip.ipynb #404ba4bd
-def _open_log(path: Path, start_step: int):
-    "The CSV loss log, truncated to rows before `start_step` (a resumed run rewrites what followed its checkpoint)."
-    rows = []
-    if start_step > 0 and path.is_file():
-        with open(path) as f: rows = [r for r in csv.DictReader(f) if int(r["step"]) < start_step]
-    kept = io.StringIO()
-    w = csv.DictWriter(kept, LOG_FIELDS); w.writeheader(); w.writerows(rows)
-    write_text(path, kept.getvalue())  # the header and the kept rows, atomically; new rows are appended
-    f = open(path, "a", newline="")
-    return f, csv.DictWriter(f, LOG_FIELDS)
-
-# %% ../../nbs/21_mini_clip.ipynb #d385d19a
-def train_mini_clip(cfg: MiniClipConfig,
-                    out_dir: str | Path, # gets clip/, text_encoder/, tokenizer/, mini_clip.json, log.csv, checkpoint/
-                    resume: bool = False, # continue from out_dir/checkpoint (same config)
-                    progress: bool = True, # tqdm bars
-                    max_minutes: float | None = None, # stop (and save) after this much training time
-                    stop_after: int | None = None, # stop (and checkpoint) after this step, as an interruption would
-                   ) -> MiniClip:
-    "Contrastive training of the mini CLIP on (render, caption) pairs of every prompt of the world."
-    out = Path(out_dir)
-    with run_lock(out):  # one process per run folder; what a killed run left there is cleared first
-        clean_stale_tmp(out)
-        return _train_mini_clip(cfg, out, resume, progress, max_minutes, stop_after)
-
-def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool, max_minutes, stop_after) -> MiniClip:
-    from tqdm.auto import tqdm
-    clip, opt, gen, step, elapsed, (imgs, scene, az, el), (vimgs, vidx, _, _) = _prepare(cfg, out, resume, progress)
-    model, K = clip.model, len(prompts(cfg.world))
-    if cfg.batch_size - round(cfg.view_pairs * cfg.batch_size) > K:
-        raise ValueError(f"batch_size={cfg.batch_size}: too big for the {K} prompts of the world "
-                         "(a batch holds distinct prompts)")
-    ids, variant = _caption_ids(clip, cfg.world), _view_variant(az, el, cfg.world.camera)
-    model.requires_grad_(True).train()
-    dev = model.logit_scale.device
-    bf16 = resolve_dtype(cfg.precision, dev) == torch.bfloat16
-    f, log = _open_log(out / "log.csv", step)
-    bar = tqdm(total=cfg.steps, initial=step, desc="mini CLIP", disable=not progress, mininterval=5)
-    t0 = time.time() - elapsed
-    while step < cfg.steps:
-        for g in opt.param_groups: g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
-        p, i, v = sample_batch(cfg, K, variant, gen)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
-            txt = F.normalize(model.text_projection(model.text_model(input_ids=ids[p, v]).pooler_output).float(), dim=-1)
-            pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
-            img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output).float(),
-                              dim=-1)
-        loss, acc = contrastive_loss(img, txt, model.logit_scale)
-        opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
-        with torch.no_grad(): model.logit_scale.clamp_(0, cfg.logit_scale_max)
-        step += 1
-        row = dict(step=step, loss=f"{loss.item():.4f}", acc=f"{acc.item():.4f}", lr=f"{opt.param_groups[0]['lr']:.3g}",
-                   logit_scale=f"{model.logit_scale.exp().item():.2f}", elapsed_s=f"{time.time() - t0:.1f}")
-        done = step == cfg.steps or step == stop_after or (max_minutes is not None and time.time() - t0 > 60 * max_minutes)
-        if cfg.eval_every and (step % cfg.eval_every == 0 or done):
-            rp, top1 = _validate(clip, vimgs, vidx, ids[:, 0])
-            row |= dict(val_clip_rp=f"{rp:.4f}", val_top1=f"{top1:.4f}")
-            stops = cfg.stop_clip_rp is not None and cfg.stop_top1 is not None
-            if stops and rp >= cfg.stop_clip_rp and top1 >= cfg.stop_top1: done = True
-        log.writerow(row); f.flush()
-        bar.update(1); bar.set_postfix(loss=row["loss"], acc=row["acc"], scale=row["logit_scale"])
-        if step % cfg.checkpoint_every == 0 or done:
-            _save_checkpoint(out, model, clip.tokenizer, opt, step, gen, time.time() - t0)
-        if done: break
-    bar.close(); f.close()
-    model.requires_grad_(False).eval()
-    save_mini_clip(model, clip.tokenizer, cfg, out)
-    return clip
 
 # %% ../../nbs/21_mini_clip.ipynb #216bb2c3
 def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, # None: clip.cfg.world
