@@ -12,8 +12,8 @@ from ..files import write_json
 from .world import WorldConfig, PART_NAMES
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'FACE_PROMPT', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push', 'face_seed_probe',
-           'run_face_probes']
+__all__ = ['FACE_BANDS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push',
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -134,6 +134,20 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     return dict(teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless,
                 fit_loss=[round(fit[0], 5), round(fit[-1], 5)] if fit else [], rows=rows)
 
+# %% ../../nbs/27a_face_probes.ipynb #a68d312d
+def surface_albedo_logits(obj, # a `PromptObject` (field + planes)
+                          azimuth_deg: float, elevation_deg: float = 0.0,
+                          density: float = 5.0, # the surface: the first point from outside with at least this density
+                         ) -> list[float]: # the 3 albedo logits there (RGB)
+    "Albedo logits of a per-prompt object where the ray from direction (azimuth, elevation) toward the centre meets it."
+    from instant3d.conventions import camera_position
+    d = camera_position(torch.tensor([float(azimuth_deg)]), torch.tensor([float(elevation_deg)]), 1.0)[0]
+    pts = (d[None] * torch.linspace(1.2, 0.0, 121)[:, None])[None]  # [1, 121, 3] from outside inward
+    with torch.no_grad(): sigma_raw, logits = obj.field.raw(obj.planes, pts)
+    hit = (F.softplus(sigma_raw[0]) >= density).nonzero()
+    if len(hit) == 0: raise ValueError(f"surface_albedo_logits: no point of density >= {density} along azimuth {azimuth_deg}")
+    return [round(v, 3) for v in logits[0, int(hit[0])].tolist()]
+
 # %% ../../nbs/27a_face_probes.ipynb #7b537045
 FACE_PROMPT = "a red sphere wearing a green party hat"  # the probes' prompt: the one the first probes used (nbs/27)
 
@@ -147,3 +161,31 @@ def run_face_probes(out, # the JSON file to write (e.g. results/world_v2/face_pr
         res[name] = face_seed_probe(teacher, prompt, fit_steps=fit_steps, views_pp=views_pp, seed=seed, faceless=faceless)
     write_json(out, res)
     return res
+
+# %% ../../nbs/27a_face_probes.ipynb #54da06a6
+def face_probe_table(folder) -> str:
+    "Markdown table of every `run_face_probes` JSON in `folder` (one row per teacher)."
+    import json
+    from pathlib import Path
+    rows = ["| teacher | one step, s = 30, t = 200 / 500 / 800 | push cos per t band | kept: front rate by Views-PP | planted: front rate |",
+            "|---|---|---|---|---|"]
+    for f in sorted(Path(folder).glob("*.json")):
+        r = json.loads(f.read_text())
+        one = " / ".join(f"{r['one_step'][f't{t}_s30']:.2f}" for t in (200, 500, 800))
+        cos = " / ".join(f"{v['cos']:+.2f}" for v in r["push"].values())
+        rate = lambda k: " / ".join(f"{x['front_rate']:.1f}" for x in r[k]["rows"])
+        rows.append(f"| {f.stem} | {one} | {cos} | {rate('kept')} | {rate('planted')} |")
+    return "\n".join(rows)
+
+# %% ../../nbs/27a_face_probes.ipynb #1d7cbcc6
+PINNED_SECTORS = (("front", -15.0, 15.0, 0.5), ("front", -45.0, 45.0, 0.25), ("left", 45.0, 135.0, 0.1),
+                  ("right", -135.0, -45.0, 0.1), ("back", 135.0, 180.0, 0.025), ("back", -180.0, -135.0, 0.025))
+# azimuth sectors (name, from, to, weight): 50 % within 15 deg of the front, 75 % in the front sector (v2 biased: 60 %, uniform)
+
+def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shipped front-biased one)
+                         steps: int = 1000, threads: int = 1):
+    "The pilot's recipe: `TeacherConfig.v2(biased=True)` with `PINNED_SECTORS`, trained on from `init_from`."
+    from instant3d.mini.teacher import TeacherConfig
+    cfg = TeacherConfig.v2(biased=True)
+    return replace(cfg, camera=replace(cfg.camera, sectors=PINNED_SECTORS), init_from=str(init_from), steps=steps,
+                   threads=threads)
