@@ -13,7 +13,8 @@ from .world import WorldConfig, PART_NAMES
 
 # %% auto #0
 __all__ = ['FACE_BANDS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push',
-           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config']
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
+           'pilot_janus', 'pilot_janus_score']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -189,3 +190,34 @@ def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shippe
     cfg = TeacherConfig.v2(biased=True)
     return replace(cfg, camera=replace(cfg.camera, sectors=PINNED_SECTORS), init_from=str(init_from), steps=steps,
                    threads=threads)
+
+# %% ../../nbs/27a_face_probes.ipynb #ba7682d7
+def pilot_janus(teacher, # a teacher folder
+                out, # run folder: OUT/NN, one per prompt (a finished one is skipped)
+                lane: int = 0, lanes: int = 1) -> list[str]: # the run folders of this lane
+    "The Janus experiment's per-prompt SDS runs (`janus_prompts`, `JANUS_SDS`) with `teacher`, through `instant3d baseline`."
+    import shutil, subprocess, sys
+    from pathlib import Path
+    from instant3d.mini.chain import JANUS_SDS, janus_prompts
+    exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
+    done = []
+    for i, p in enumerate(janus_prompts()):
+        if i % lanes != lane: continue
+        run = Path(out) / f"{i:02d}"
+        if not (run / "objects" / "000.safetensors").is_file():
+            subprocess.run([exe, "baseline", "--prompts", p, *JANUS_SDS[:4], "--out", str(run), "--json", "--no-progress",
+                            "--set", *JANUS_SDS[5:], f"train.sds.teacher={teacher}"], check=True, stdout=subprocess.DEVNULL)
+        done.append(str(run))
+    return done
+
+def pilot_janus_score(out, # the `pilot_janus` folder
+                      json_out=None) -> dict: # summary {front_rate, janus_rate}, per_prompt
+    "Mean front and Janus rates of the pilot's per-prompt objects (as `janus_comparison` scores the chain's)."
+    from pathlib import Path
+    from instant3d.mini.chain import janus_prompts, sds_view_rates
+    rows = [sds_view_rates(Path(out) / f"{i:02d}") for i in range(len(janus_prompts()))]
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    res = dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=rows,
+               prompts=janus_prompts())
+    if json_out is not None: write_json(json_out, res)
+    return res
