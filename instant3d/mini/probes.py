@@ -13,8 +13,8 @@ from .world import WorldConfig, PART_NAMES
 
 # %% auto #0
 __all__ = ['FACE_BANDS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push',
-           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
-           'pilot_janus', 'pilot_janus_score']
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'run_push_parts',
+           'push_parts_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -67,15 +67,18 @@ def face_push(teacher, # a teacher folder
               scale: float = 30.0, # guidance scale s (the mini preset's)
               bands=FACE_BANDS, # [lo, hi) timestep bands
               n: int = 8, draws: int = 16, seed: int = 0,
+              part: str = "all", # "all": w(t)(eps_hat - eps); "uncond": w(t)(eps_u - eps); "guidance": w(t) s (eps_c - eps_u)
+              negative: str | None = None, # a prompt in place of the empty one (None: "", plain guidance)
              ) -> dict: # per band 'lo-hi': rgb (mean descent on face pixels), cos (with the way to the face)
     "Expected SDS descent on the face pixels of faceless front renders (paper Eq. (4)), per timestep band."
     from instant3d.mini.teacher import load_teacher
     from instant3d.sds import guide, sds_weight, to_unet
+    if part not in ("all", "uncond", "guidance"): raise ValueError(f"face_push: part={part!r}, expected 'all', 'uncond' or 'guidance'")
     g, T = torch.Generator().manual_seed(seed), load_teacher(teacher)
     r = faceless_front(prompt, n, g)
     x0, m = to_unet(r["faceless"]), r["face"].expand(-1, 3, -1, -1).float()
     want = (to_unet(r["gt"]) - x0) * m  # the way to the true face, zero off the face
-    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
+    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [negative or ""] * n, allow_empty=True).tokens
     out = {}
     for lo, hi in bands:
         d = torch.zeros_like(x0)
@@ -84,7 +87,8 @@ def face_push(teacher, # a teacher folder
             xt = T.scheduler.add_noise(x0, eps, t)
             with torch.no_grad(): e = T.unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=tok).sample
             w_t = sds_weight(T.scheduler.alphas_cumprod[t].float()).view(-1, 1, 1, 1)
-            d -= w_t * (guide(e[n:], e[:n], scale) - eps) / draws
+            eps_hat = {"all": guide(e[n:], e[:n], scale), "uncond": e[n:], "guidance": eps + scale * (e[:n] - e[n:])}[part]
+            d -= w_t * (eps_hat - eps) / draws
         rgb = ((d * m).sum((0, 2, 3)) / m.sum((0, 2, 3)).clamp(min=1)).tolist()
         out[f"{lo}-{hi}"] = dict(rgb=[round(v, 3) for v in rgb],
                                  cos=round(F.cosine_similarity((d * m).flatten(), want.flatten(), dim=0).item(), 3))
@@ -113,6 +117,7 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
                     fit_steps: int = 300, views_pp: int = 1024, every: int = 256, # score every `every` Views-PP
                     guidance: float = 30.0, seed: int = 0, fit_lr: float = 1e-2,
                     faceless: bool = False, # fit the object without its face: can SDS plant one on the right body?
+                    negative: str | None = None, # a prompt in place of the empty one in the guidance (None: "")
                    ) -> dict: # fit_loss [first, last]; rows [{views_pp, front_rate, janus_rate}] (views_pp 0: after the fit)
     "Per-prompt SDS started from an object fitted to the ground truth (face included): does the face survive?"
     from instant3d.baseline import PromptTrainer, baseline_preset
@@ -125,6 +130,7 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
                            "train.perp_neg.mode=off", "train.clip.weight=0"])
     tc = cfg.train
     tr = PromptTrainer(cfg, prompt, 0, _load_guidance(tc, "cpu"), None, TextEncoder.from_config(tc.generator.text))
+    if negative is not None: tr.guidance.uncond = tr.guidance.encode_prompts([negative])  # [1, L, D], as the "" it replaces
     rc = replace(tc.generator.render, height=tc.render_size, width=tc.render_size)
     fit = _fit_to_ground_truth(tr.model, prompt, tc.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
     rate = lambda: {k: v for k, v in object_view_rates([tr.model], tc.generator).items() if k.endswith("rate")}
@@ -132,7 +138,7 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     while tr.step < cfg.steps:
         tr.train_step()
         if tr.views_pp % every == 0 or tr.step == cfg.steps: rows.append(dict(views_pp=int(tr.views_pp), **rate()))
-    return dict(teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless,
+    return dict(teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless, negative=negative,
                 fit_loss=[round(fit[0], 5), round(fit[-1], 5)] if fit else [], rows=rows)
 
 # %% ../../nbs/27a_face_probes.ipynb #a68d312d
@@ -176,6 +182,29 @@ def face_probe_table(folder) -> str:
         cos = " / ".join(f"{v['cos']:+.2f}" for v in r["push"].values())
         rate = lambda k: " / ".join(f"{x['front_rate']:.1f}" for x in r[k]["rows"])
         rows.append(f"| {f.stem} | {one} | {cos} | {rate('kept')} | {rate('planted')} |")
+    return "\n".join(rows)
+
+# %% ../../nbs/27a_face_probes.ipynb #c7f75608
+def run_push_parts(out, # JSON file to write (e.g. results/world_v2/push_parts.json)
+                   teachers: dict, # name -> teacher folder
+                   prompt: str = FACE_PROMPT, seed: int = 0) -> dict: # name -> part -> `face_push` result
+    "`face_push` of every teacher split into its unconditional and guidance parts (and their sum), written to `out`."
+    res = {name: {part: face_push(folder, prompt, seed=seed, part=part) for part in ("all", "uncond", "guidance")}
+           for name, folder in teachers.items()}
+    write_json(out, dict(prompt=prompt, seed=seed, teachers={k: str(v) for k, v in teachers.items()}, push=res))
+    return res
+
+# %% ../../nbs/27a_face_probes.ipynb #5d2cee04
+def push_parts_table(path) -> str:
+    "Markdown table of a `run_push_parts` JSON: the cosine with the way to the face of each part, per timestep band."
+    import json
+    from pathlib import Path
+    r = json.loads(Path(path).read_text())["push"]
+    bands = list(next(iter(next(iter(r.values())).values())))
+    rows = ["| teacher | part | " + " | ".join(f"t in [{b.replace('-', ', ')})" for b in bands) + " |", "|---|---|" + "---|" * len(bands)]
+    for name, parts in r.items():
+        for part, res in parts.items():
+            rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
 # %% ../../nbs/27a_face_probes.ipynb #1d7cbcc6
