@@ -118,6 +118,7 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
                     guidance: float = 30.0, seed: int = 0, fit_lr: float = 1e-2,
                     faceless: bool = False, # fit the object without its face: can SDS plant one on the right body?
                     negative: str | None = None, # a prompt in place of the empty one in the guidance (None: "")
+                    keep_object: bool = False, # also return the final `PromptObject` under "object"
                    ) -> dict: # fit_loss [first, last]; rows [{views_pp, front_rate, janus_rate}] (views_pp 0: after the fit)
     "Per-prompt SDS started from an object fitted to the ground truth (face included): does the face survive?"
     from instant3d.baseline import PromptTrainer, baseline_preset
@@ -138,7 +139,8 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     while tr.step < cfg.steps:
         tr.train_step()
         if tr.views_pp % every == 0 or tr.step == cfg.steps: rows.append(dict(views_pp=int(tr.views_pp), **rate()))
-    return dict(teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless, negative=negative,
+    extra = dict(object=tr.model) if keep_object else {}
+    return dict(**extra, teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless, negative=negative,
                 fit_loss=[round(fit[0], 5), round(fit[-1], 5)] if fit else [], rows=rows)
 
 # %% ../../nbs/27a_face_probes.ipynb #a68d312d
