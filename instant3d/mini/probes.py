@@ -13,8 +13,8 @@ from .world import WorldConfig, PART_NAMES
 
 # %% auto #0
 __all__ = ['FACE_BANDS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push',
-           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'run_push_parts',
-           'push_parts_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score']
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
+           'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -186,29 +186,6 @@ def face_probe_table(folder) -> str:
         rows.append(f"| {f.stem} | {one} | {cos} | {rate('kept')} | {rate('planted')} |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #c7f75608
-def run_push_parts(out, # JSON file to write (e.g. results/world_v2/push_parts.json)
-                   teachers: dict, # name -> teacher folder
-                   prompt: str = FACE_PROMPT, seed: int = 0) -> dict: # name -> part -> `face_push` result
-    "`face_push` of every teacher split into its unconditional and guidance parts (and their sum), written to `out`."
-    res = {name: {part: face_push(folder, prompt, seed=seed, part=part) for part in ("all", "uncond", "guidance")}
-           for name, folder in teachers.items()}
-    write_json(out, dict(prompt=prompt, seed=seed, teachers={k: str(v) for k, v in teachers.items()}, push=res))
-    return res
-
-# %% ../../nbs/27a_face_probes.ipynb #5d2cee04
-def push_parts_table(path) -> str:
-    "Markdown table of a `run_push_parts` JSON: the cosine with the way to the face of each part, per timestep band."
-    import json
-    from pathlib import Path
-    r = json.loads(Path(path).read_text())["push"]
-    bands = list(next(iter(next(iter(r.values())).values())))
-    rows = ["| teacher | part | " + " | ".join(f"t in [{b.replace('-', ', ')})" for b in bands) + " |", "|---|---|" + "---|" * len(bands)]
-    for name, parts in r.items():
-        for part, res in parts.items():
-            rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
-    return "\n".join(rows)
-
 # %% ../../nbs/27a_face_probes.ipynb #1d7cbcc6
 PINNED_SECTORS = (("front", -15.0, 15.0, 0.5), ("front", -45.0, 45.0, 0.25), ("left", 45.0, 135.0, 0.1),
                   ("right", -135.0, -45.0, 0.1), ("back", 135.0, 180.0, 0.025), ("back", -180.0, -135.0, 0.025))
@@ -252,3 +229,26 @@ def pilot_janus_score(out, # the `pilot_janus` folder
                prompts=janus_prompts())
     if json_out is not None: write_json(json_out, res)
     return res
+
+# %% ../../nbs/27a_face_probes.ipynb #c7f75608
+def run_push_parts(out, # JSON file to write (e.g. results/world_v2/push_parts.json)
+                   teachers: dict, # name -> teacher folder
+                   prompt: str = FACE_PROMPT, seed: int = 0) -> dict: # name -> part -> `face_push` result
+    "`face_push` of every teacher split into its unconditional and guidance parts (and their sum), written to `out`."
+    res = {name: {part: face_push(folder, prompt, seed=seed, part=part) for part in ("all", "uncond", "guidance")}
+           for name, folder in teachers.items()}
+    write_json(out, dict(prompt=prompt, seed=seed, teachers={k: str(v) for k, v in teachers.items()}, push=res))
+    return res
+
+# %% ../../nbs/27a_face_probes.ipynb #5d2cee04
+def push_parts_table(path) -> str:
+    "Markdown table of a `run_push_parts` JSON: the cosine with the way to the face of each part, per timestep band."
+    import json
+    from pathlib import Path
+    r = json.loads(Path(path).read_text())["push"]
+    bands = list(next(iter(next(iter(r.values())).values())))
+    rows = ["| teacher | part | " + " | ".join(f"t in [{b.replace('-', ', ')})" for b in bands) + " |", "|---|---|" + "---|" * len(bands)]
+    for name, parts in r.items():
+        for part, res in parts.items():
+            rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
+    return "\n".join(rows)
