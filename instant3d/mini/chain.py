@@ -13,8 +13,9 @@ from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, prompts as world_prompts
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'world_v2_steps', 'object_view_rates', 'sds_view_rates',
-           'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_comparison', 'run_world_v2', 'ship_world_v2']
+__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'janus_sds_args', 'world_v2_steps', 'object_view_rates',
+           'sds_view_rates', 'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_rates', 'janus_comparison',
+           'run_world_v2', 'ship_world_v2']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -27,6 +28,11 @@ def janus_prompts() -> list[str]:
 
 V2_GENERATOR = (("generator", ["steps=3000", "clip.weight=50"]),  # the v2 generator's two stages (see the rules)
                 ("generator_b", ["steps=3000", "clip.weight=200", "alpha_start=1.0"]))
+
+def janus_sds_args(prompt: str, out, teacher) -> list[str]:
+    "`instant3d` arguments of one per-prompt SDS run of the Janus experiment (`JANUS_SDS`) with `teacher`, into folder `out`."
+    return ["baseline", "--prompts", prompt, *JANUS_SDS[:4], "--out", str(out), "--json", "--no-progress", "--set",
+            *JANUS_SDS[5:], f"train.sds.teacher={teacher}"]
 
 def world_v2_steps(out) -> list[tuple[str, list[str] | None, Path]]:
     "(name, instant3d arguments, run folder or output file) of each step of the world v2 chain, in order (`score`: in-process)."
@@ -41,10 +47,8 @@ def world_v2_steps(out) -> list[tuple[str, list[str] | None, Path]]:
                                        "--seed", "31", "--json"], out / f"eval_{name}.json"))
     for name in ("teacher", "teacher_biased"):
         for i, p in enumerate(janus_prompts()):
-            steps.append((f"sds_{name}_{i:02d}", ["baseline", "--prompts", p, *JANUS_SDS[:4], "--out",
-                                                    str(out / "sds" / name / f"{i:02d}"), "--json", "--no-progress", "--set",
-                                                    *JANUS_SDS[5:], f"train.sds.teacher={out / name / 'teacher'}"],
-                          out / "sds" / name / f"{i:02d}"))
+            run = out / "sds" / name / f"{i:02d}"
+            steps.append((f"sds_{name}_{i:02d}", janus_sds_args(p, run, out / name / "teacher"), run))
     steps.append(("score", None, out / "janus_comparison.json"))
     world = [f"sds.teacher={out / 'teacher_biased' / 'teacher'}", f"clip.model={out / 'clip'}",
              f"generator.text.name_or_path={out / 'clip'}", "generator.text.text_encoder_subfolder=text_encoder",
@@ -141,13 +145,17 @@ def world_v2_status(out) -> dict:
     return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running],
                 progress=progress)
 
+def janus_rates(folder) -> dict: # summary {front_rate, janus_rate} (means), per_prompt (`sds_view_rates` rows)
+    "Front and Janus rates of one teacher's per-prompt runs of the Janus experiment (FOLDER/00 ... FOLDER/11)."
+    rows = [sds_view_rates(Path(folder) / f"{i:02d}") for i in range(len(janus_prompts()))]
+    mean = lambda k: sum(r[k] for r in rows) / len(rows)
+    return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=rows)
+
 def janus_comparison(out) -> dict:
     "The biased-versus-unbiased comparison from the chain's per-prompt runs, with the verdict; written to OUT/janus_comparison.json."
     out = Path(out)
-    rows = {t: [sds_view_rates(out / "sds" / t / f"{i:02d}") for i in range(len(janus_prompts()))]
-            for t in ("teacher", "teacher_biased")}
-    mean = lambda rs, k: sum(r[k] for r in rs) / len(rs)
-    summary = {t: dict(front_rate=mean(rs, "front_rate"), janus_rate=mean(rs, "janus_rate")) for t, rs in rows.items()}
+    r = {t: janus_rates(out / "sds" / t) for t in ("teacher", "teacher_biased")}
+    summary, rows = {t: v["summary"] for t, v in r.items()}, {t: v["per_prompt"] for t, v in r.items()}
     res = dict(summary=summary, verdict=janus_verdict(summary["teacher_biased"], summary["teacher"]), per_prompt=rows,
                prompts=janus_prompts(), sds=list(JANUS_SDS),
                teacher_evals={t: json.loads((out / f"eval_{t}.json").read_text()) for t in ("teacher", "teacher_biased")})

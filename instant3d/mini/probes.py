@@ -12,9 +12,10 @@ from ..files import write_json
 from .world import WorldConfig, PART_NAMES
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe', 'face_push',
-           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
-           'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table']
+__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe',
+           'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
+           'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
+           'push_parts_table']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -62,37 +63,45 @@ def face_probe(teacher, # a teacher folder
 # %% ../../nbs/27a_face_probes.ipynb #07b5aecc
 FACE_BANDS = ((20, 250), (250, 500), (500, 750), (750, 981))  # timestep bands of `face_push` (the trainer's t range, in 4)
 
-def face_push(teacher, # a teacher folder
-              prompt: str, # a closed world v2 prompt
-              scale: float = 30.0, # guidance scale s (the mini preset's)
-              bands=FACE_BANDS, # [lo, hi) timestep bands
-              n: int = 8, draws: int = 16, seed: int = 0,
-              part: str = "all", # "all": w(t)(eps_hat - eps); "uncond": w(t)(eps_u - eps); "guidance": w(t) s (eps_c - eps_u)
-              negative: str | None = None, # a prompt in place of the empty one (None: "", plain guidance)
-             ) -> dict: # per band 'lo-hi': rgb (mean descent on face pixels), cos (with the way to the face)
-    "Expected SDS descent on the face pixels of faceless front renders (paper Eq. (4)), per timestep band."
+PUSH_PARTS = ("all", "uncond", "guidance")  # eps_hat - eps = (eps_u - eps) + s (eps_c - eps_u): the sum and its two parts
+
+def face_push_parts(teacher, # a teacher folder
+                    prompt: str, # a closed world v2 prompt
+                    scale: float = 30.0, # guidance scale s (the mini preset's)
+                    bands=FACE_BANDS, # [lo, hi) timestep bands
+                    n: int = 8, draws: int = 16, seed: int = 0,
+                    negative: str | None = None, # a prompt in place of the empty one (None: "", plain guidance)
+                   ) -> dict: # part -> band 'lo-hi' -> rgb (mean descent on face pixels), cos (with the way to the face)
+    "Expected SDS descent on the face pixels of faceless front renders (paper Eq. (4)) per timestep band, whole and in parts."
     from instant3d.mini.teacher import load_teacher
     from instant3d.sds import guide, sds_weight, to_unet
-    if part not in ("all", "uncond", "guidance"): raise ValueError(f"face_push: part={part!r}, expected 'all', 'uncond' or 'guidance'")
     g, T = torch.Generator().manual_seed(seed), load_teacher(teacher)
     r = faceless_front(prompt, n, g)
     x0, m = to_unet(r["faceless"]), r["face"].expand(-1, 3, -1, -1).float()
     want = (to_unet(r["gt"]) - x0) * m  # the way to the true face, zero off the face
     tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [negative or ""] * n, allow_empty=True).tokens
-    out = {}
+    out = {k: {} for k in PUSH_PARTS}
     for lo, hi in bands:
-        d = torch.zeros_like(x0)
+        d = {k: torch.zeros_like(x0) for k in PUSH_PARTS}
         for _ in range(draws):
             t, eps = torch.randint(lo, hi, (n,), generator=g), torch.randn(x0.shape, generator=g)
             xt = T.scheduler.add_noise(x0, eps, t)
             with torch.no_grad(): e = T.unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=tok).sample
             w_t = sds_weight(T.scheduler.alphas_cumprod[t].float()).view(-1, 1, 1, 1)
-            eps_hat = {"all": guide(e[n:], e[:n], scale), "uncond": e[n:], "guidance": eps + scale * (e[:n] - e[n:])}[part]
-            d -= w_t * (eps_hat - eps) / draws
-        rgb = ((d * m).sum((0, 2, 3)) / m.sum((0, 2, 3)).clamp(min=1)).tolist()
-        out[f"{lo}-{hi}"] = dict(rgb=[round(v, 3) for v in rgb],
-                                 cos=round(F.cosine_similarity((d * m).flatten(), want.flatten(), dim=0).item(), 3))
+            res = dict(all=guide(e[n:], e[:n], scale) - eps, uncond=e[n:] - eps, guidance=scale * (e[:n] - e[n:]))
+            for k in PUSH_PARTS: d[k] -= w_t * res[k] / draws
+        for k in PUSH_PARTS:
+            rgb = ((d[k] * m).sum((0, 2, 3)) / m.sum((0, 2, 3)).clamp(min=1)).tolist()
+            out[k][f"{lo}-{hi}"] = dict(rgb=[round(v, 3) for v in rgb],
+                                        cos=round(F.cosine_similarity((d[k] * m).flatten(), want.flatten(), dim=0).item(), 3))
     return out
+
+def face_push(teacher, prompt: str, scale: float = 30.0, bands=FACE_BANDS, n: int = 8, draws: int = 16, seed: int = 0,
+              part: str = "all", # one of PUSH_PARTS: "all" w(t)(eps_hat - eps), "uncond" w(t)(eps_u - eps), "guidance" w(t) s (eps_c - eps_u)
+              negative: str | None = None) -> dict: # band 'lo-hi' -> rgb, cos
+    "One part of `face_push_parts`."
+    if part not in PUSH_PARTS: raise ValueError(f"face_push: part={part!r}, expected one of {PUSH_PARTS}")
+    return face_push_parts(teacher, prompt, scale, bands, n, draws, seed, negative)[part]
 
 # %% ../../nbs/27a_face_probes.ipynb #14dac687
 def _fit_to_ground_truth(obj, prompt: str, camera_cfg, render_cfg, steps: int, lr: float, seed: int,
@@ -206,27 +215,22 @@ def pilot_janus(teacher, # a teacher folder
     "The Janus experiment's per-prompt SDS runs (`janus_prompts`, `JANUS_SDS`) with `teacher`, through `instant3d baseline`."
     import shutil, subprocess, sys
     from pathlib import Path
-    from instant3d.mini.chain import JANUS_SDS, janus_prompts
+    from instant3d.mini.chain import janus_prompts, janus_sds_args
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
     done = []
     for i, p in enumerate(janus_prompts()):
         if i % lanes != lane: continue
         run = Path(out) / f"{i:02d}"
         if not (run / "objects" / "000.safetensors").is_file():
-            subprocess.run([exe, "baseline", "--prompts", p, *JANUS_SDS[:4], "--out", str(run), "--json", "--no-progress",
-                            "--set", *JANUS_SDS[5:], f"train.sds.teacher={teacher}"], check=True, stdout=subprocess.DEVNULL)
+            subprocess.run([exe, *janus_sds_args(p, run, teacher)], check=True, stdout=subprocess.DEVNULL)
         done.append(str(run))
     return done
 
 def pilot_janus_score(out, # the `pilot_janus` folder
                       json_out=None) -> dict: # summary {front_rate, janus_rate}, per_prompt
-    "Mean front and Janus rates of the pilot's per-prompt objects (as `janus_comparison` scores the chain's)."
-    from pathlib import Path
-    from instant3d.mini.chain import janus_prompts, sds_view_rates
-    rows = [sds_view_rates(Path(out) / f"{i:02d}") for i in range(len(janus_prompts()))]
-    mean = lambda k: sum(r[k] for r in rows) / len(rows)
-    res = dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=rows,
-               prompts=janus_prompts())
+    "Mean front and Janus rates of the pilot's per-prompt objects (`janus_rates`, as the chain scores its own)."
+    from instant3d.mini.chain import janus_prompts, janus_rates
+    res = dict(janus_rates(out), prompts=janus_prompts())
     if json_out is not None: write_json(json_out, res)
     return res
 
@@ -235,8 +239,7 @@ def run_push_parts(out, # JSON file to write (e.g. results/world_v2/push_parts.j
                    teachers: dict, # name -> teacher folder
                    prompt: str = FACE_PROMPT, seed: int = 0) -> dict: # name -> part -> `face_push` result
     "`face_push` of every teacher split into its unconditional and guidance parts (and their sum), written to `out`."
-    res = {name: {part: face_push(folder, prompt, seed=seed, part=part) for part in ("all", "uncond", "guidance")}
-           for name, folder in teachers.items()}
+    res = {name: face_push_parts(folder, prompt, seed=seed) for name, folder in teachers.items()}
     write_json(out, dict(prompt=prompt, seed=seed, teachers={k: str(v) for k, v in teachers.items()}, push=res))
     return res
 
