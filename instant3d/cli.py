@@ -100,9 +100,9 @@ def add_train_teacher_args(p):
     p.add_argument("--out", required=True, help="run folder: config.json, loss_log.csv, checkpoint/, teacher/")
     p.add_argument("--text-encoder", default=str(DEFAULT_CLIP_DIR),
                    help="folder with text_encoder/ and tokenizer/ (default: the shipped mini CLIP)")
-    p.add_argument("--preset", default="mini", choices=("mini", "tiny", "v2", "v2-biased"),
+    p.add_argument("--preset", default="mini", choices=("mini", "tiny", "v2", "v2-biased", "v3", "v3-biased"),
                    help="TeacherConfig preset: mini (world v1, the shipped teacher's), tiny, v2, "
-                        "v2-biased (front-biased data)")
+                        "v2-biased (front-biased data), v3, v3-biased (world v3: faces on creatures only)")
     p.add_argument("--seed", type=check_seed, default=None, help="seed (default: the preset's)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimiser steps (default: the preset's; may grow on --resume)")

@@ -9,7 +9,7 @@ import torch
 from ..conventions import check_images, wrap_azimuth_deg
 from ..cameras import VIEW_NAMES, orbit_cameras, sample_cameras, view_index, view_labels
 from ..render import SHADING_MODES
-from .world import WORLD_VERSIONS, WorldConfig, prompts as world_prompts
+from .world import WORLD_VERSIONS, WorldConfig, has_face, prompts as world_prompts, split_scenes
 from .render import render_scenes
 
 # %% auto #0
@@ -67,7 +67,7 @@ def janus_rate(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     return visible[back].float().mean().item()
 
 # %% ../../nbs/24_janus.ipynb #7fb9fa1c
-DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024}  # share of the image that must look like the front feature
+DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024, "v3": 2 / 1024}  # v3 has v2's face; share of the image that must look like the front feature
 
 def detector_settings(version: str = "v1") -> dict:
     "Keyword arguments of `front_feature_visible` (and `janus_rate`, `front_rate`) for a world version."
@@ -154,9 +154,9 @@ def detector_confusion(world: WorldConfig, prompts: list[str] | None = None, # N
 # %% ../../nbs/24_janus.ipynb #dc34ce03
 def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None: every test prompt
                        seed: int = 0) -> dict:
-    "gt_front_rate and gt_janus_rate: the detector on ground-truth front and back views of the world's test prompts."
+    "gt_front_rate and gt_janus_rate: the detector on ground-truth front and back views of the world's test prompts with a face."
     g = torch.Generator().manual_seed(seed)
-    ps = world_prompts(world, "test")
+    ps = [s.caption() for s in split_scenes(world, "test") if has_face(s, world.version)]  # v3: things have no front to find
     if n_prompts is not None and n_prompts < len(ps):
         ps = [ps[i] for i in sorted(torch.randperm(len(ps), generator=g)[:n_prompts].tolist())]
     cams = [cameras_with_view(world, v, len(ps), g) for v in ("front", "back")]

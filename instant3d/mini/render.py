@@ -12,7 +12,7 @@ from fastcore.basics import patch
 from ..cameras import Cameras, get_rays
 from ..render import BACKGROUNDS, SHADING_MODES, shade
 from .world import (COLOURS, FRONT_RGB, PART_NAMES, SCARF_RGB, SUPPORT_RGB, WORLD_VERSIONS, Scene, WorldConfig,
-                                  _as_scenes)
+                                  _as_scenes, has_face)
 
 # %% auto #0
 __all__ = ['ROUND', 'FLAT', 'BODY_GEOMETRY', 'WORLD_SCALE', 'WORLD_LIFT', 'NOSE_RADIUS', 'NOSE_SINK', 'FACE_GROW',
@@ -87,7 +87,7 @@ def _hat_rows(g: BodyGeometry, hat: str) -> list[list[float]]:
 
 # %% ../../nbs/23_world_render.ipynb #7b3e798c
 def _front_row(g: BodyGeometry, body: str, version: str) -> list[float]:
-    "The front feature: the nose (world v1: a sphere sunk into the body's -z side) or the face patch (world v2)."
+    "The front feature: the nose (world v1: a sphere sunk into the body's -z side) or the face patch (world v2, v3)."
     if version == "v1": return _prim(ROUND, g.nose_y, rho=NOSE_RADIUS, cz=-(g.nose_r - NOSE_SINK))
     y = FACE_Y[body]
     zmax = -0.4 if g.square else -body_radius(g, y) * math.cos(math.radians(FACE_HALF_ANGLE_DEG))
@@ -96,10 +96,10 @@ def _front_row(g: BodyGeometry, body: str, version: str) -> list[float]:
     return _prim(FLAT, 0.0, g.h, g.r1 + FACE_GROW, g.r2 + FACE_GROW, square=g.square, clip=clip, zmax=zmax)
 
 def _part_rows(s: Scene, version: str = "v1") -> list[tuple[list[float], tuple[float, float, float], int]]:
-    "(primitive in design units, albedo, part id) of each part of a scene in world `version`."
+    "(primitive in design units, albedo, part id) of each part of a scene in world `version` (v3: no face on a thing)."
     g = BODY_GEOMETRY[s.body]
-    rows = [(_prim(g.family, 0.0, g.h, g.r1, g.r2, g.rho, g.square), COLOURS[s.colour], 1),
-            (_front_row(g, s.body, version), FRONT_RGB, 2)]
+    rows = [(_prim(g.family, 0.0, g.h, g.r1, g.r2, g.rho, g.square), COLOURS[s.colour], 1)]
+    if has_face(s, version): rows.append((_front_row(g, s.body, version), FRONT_RGB, 2))
     if s.support: rows.append((_support_row(g, s.support), SUPPORT_RGB[s.support], 3))
     if s.gadget: rows.append((_scarf_row(g), SCARF_RGB, 4))
     if s.hat: rows += [(r, COLOURS[s.hat_colour], 5) for r in _hat_rows(g, s.hat)]

@@ -118,8 +118,11 @@ class TeacherConfig:
     @classmethod
     def mini(cls): return cls()
     @classmethod
-    def v2(cls, biased: bool = False): # world v2; biased: front-biased cameras, view words in 10 % of captions
-        return cls(world=WorldConfig.mini("v2"), open_caption_prob=0.25, **(FRONT_BIAS if biased else {}))
+    def v2(cls, biased: bool = False, version: str = "v2"): # world v2 (or a later one with its captions); biased:
+        # front-biased cameras, view words in 10 % of captions
+        return cls(world=WorldConfig.mini(version), open_caption_prob=0.25, **(FRONT_BIAS if biased else {}))
+    @classmethod
+    def v3(cls, biased: bool = False): return cls.v2(biased, "v3")  # world v3: v2's recipe, faces on creatures only
     @classmethod
     def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16),
                               down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),

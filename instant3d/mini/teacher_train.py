@@ -208,8 +208,10 @@ def run_train_teacher(args) -> Path:
     out = Path(args.out)
     if args.resume and (out / "config.json").exists():
         cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
-    else: cfg = {"tiny": TeacherConfig.tiny, "v2": TeacherConfig.v2, "v2-biased": lambda: TeacherConfig.v2(biased=True)}.get(
-        args.preset, TeacherConfig.mini)()
+    else:
+        presets = {"tiny": TeacherConfig.tiny, "v2": TeacherConfig.v2, "v2-biased": lambda: TeacherConfig.v2(biased=True),
+                   "v3": TeacherConfig.v3, "v3-biased": lambda: TeacherConfig.v3(biased=True)}
+        cfg = presets.get(args.preset, TeacherConfig.mini)()
     given = (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight),
              ("threads", args.threads), ("init_from", args.init_from))
     over = {k: v for k, v in given if v is not None}

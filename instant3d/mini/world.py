@@ -14,10 +14,10 @@ from ..files import write_json
 
 # %% auto #0
 __all__ = ['COLOURS', 'FRONT_RGB', 'SCARF_RGB', 'SUPPORT_RGB', 'BODIES', 'SUPPORTS', 'GADGETS', 'HATS', 'HAT_COLOURS',
-           'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'SPLITS', 'OPEN_SLOTS', 'OPEN_WORDS', 'Scene', 'parse_prompt',
-           'split_view_suffix', 'world_label', 'WorldConfig', 'all_scenes', 'split_indices', 'split_scenes', 'prompts',
-           'save_split', 'load_split', 'caption_with_view', 'sample_dataset', 'world_words', 'open_caption',
-           'open_prompts', 'open_fills', 'open_cover']
+           'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'FACED_BODIES', 'SPLITS', 'OPEN_SLOTS', 'OPEN_WORDS', 'Scene',
+           'parse_prompt', 'split_view_suffix', 'world_label', 'has_face', 'WorldConfig', 'all_scenes', 'split_indices',
+           'split_scenes', 'prompts', 'save_split', 'load_split', 'caption_with_view', 'sample_dataset', 'world_words',
+           'open_caption', 'open_prompts', 'open_fills', 'open_cover']
 
 # %% ../../nbs/20_world.ipynb #348a8a32
 COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.68, 0.15), "blue": (0.12, 0.25, 0.90),
@@ -103,13 +103,23 @@ def split_view_suffix(prompt: str) -> tuple[str, str | None]:
     return prompt, None
 
 # %% ../../nbs/20_world.ipynb #3bd6a244
-WORLD_VERSIONS = {"v1": "nose", "v2": "face disc"}  # version -> its front feature; "v1" is the default
+WORLD_VERSIONS = {"v1": "nose", "v2": "face patch", "v3": "face patch on faced bodies"}  # version -> its front feature; "v1" is the default
 
 def world_label(cfg) -> str:
-    "'world v1' or 'world v2': the label results carry, from a WorldConfig or its dict (a dict without `version` is v1)."
+    "'world v1', 'world v2', ...: the label results carry, from a WorldConfig or its dict (a dict without `version` is v1)."
     v = cfg.get("version", "v1") if isinstance(cfg, dict) else cfg.version
     if v not in WORLD_VERSIONS: raise ValueError(f"world version {v!r}: expected one of {tuple(WORLD_VERSIONS)}")
     return f"world {v}"
+
+FACED_BODIES = ("sphere", "cone", "capsule")  # world v3: the bodies with a face (creatures); cube and cylinder are things
+
+def has_face(scene, # a Scene or a body name
+             version: str) -> bool:
+    "Whether a scene (or body) of world `version` has the front feature: always in v1 and v2, only on FACED_BODIES in v3."
+    if version not in WORLD_VERSIONS: raise ValueError(f"world version {version!r}: expected one of {tuple(WORLD_VERSIONS)}")
+    body = scene if isinstance(scene, str) else scene.body
+    if body not in BODIES: raise ValueError(f"has_face: body {body!r}: expected one of {BODIES}")
+    return version != "v3" or body in FACED_BODIES
 
 # %% ../../nbs/20_world.ipynb #04c3ea11
 def _check_words(name, words, options):
@@ -160,7 +170,7 @@ class WorldConfig:
     front_min_fraction: float = 1 / 1024  # ground truth: front visible when >= this share of pixels is all front
     chunk_rays: int = 1 << 18  # sub-pixel rays traced at once (whole scenes per chunk): bounds memory, not speed
     camera: CameraConfig = field(default_factory=CameraConfig.mini)  # cameras; fov 40-50 deg so scenes fill the view
-    version: str = "v1"  # WORLD_VERSIONS: "v1" (nose; the shipped models' world), "v2" (face disc, open captions); ours
+    version: str = "v1"  # WORLD_VERSIONS: "v1" (nose), "v2" (face patch, open captions), "v3" (v2, faces on FACED_BODIES only); ours
 
     def __post_init__(self): _check_world_config(self)
     @classmethod
@@ -255,9 +265,9 @@ OPEN_SLOTS = ("colour", "hat", "support")  # slots a prompt may leave unsaid
 OPEN_WORDS = ("something",)  # words only open prompts use
 
 def world_words(cfg: WorldConfig | None = None) -> tuple[str, ...]:
-    "Words a text encoder for the world needs: WORLD_WORDS, plus OPEN_WORDS in world v2 (whose captions may be open)."
+    "Words a text encoder for the world needs: WORLD_WORDS, plus OPEN_WORDS from world v2 on (whose captions may be open)."
     c = cfg if cfg is not None else WorldConfig()
-    return WORLD_WORDS + (OPEN_WORDS if c.version == "v2" else ())
+    return WORLD_WORDS + (OPEN_WORDS if c.version != "v1" else ())
 
 def open_caption(s: Scene, slots) -> str:
     "The caption of `s` with `slots` (a subset of OPEN_SLOTS the scene has) left unsaid."
