@@ -10,21 +10,24 @@ import torch
 from ..conventions import config_from_dict
 from ..files import write_json, write_text
 from ..run_queue import claim_alive, folder_lock, write_claim
-from .world import WorldConfig, prompts as world_prompts
+from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'janus_sds_args', 'world_v2_steps', 'object_view_rates',
-           'sds_view_rates', 'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_rates', 'janus_comparison',
-           'run_world_v2', 'ship_world_v2']
+__all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'janus_sds_args', 'world_v2_steps',
+           'object_view_rates', 'sds_view_rates', 'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_rates',
+           'janus_comparison', 'run_world_v2', 'ship_world_v2']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
+JANUS_PROMPTS_V3 = dict(version="v3", split="test", step=32, n=12)  # world v3: every 32nd test prompt of a creature
 JANUS_SDS = ("--views-pp", "1024", "--seed", "0", "--set", "train.perp_neg.mode=off", "train.clip.weight=0")
 
-def janus_prompts() -> list[str]:
-    "The 12 fixed test prompts of world v2 of the biased-teacher experiment."
-    w = WorldConfig.mini(JANUS_PROMPTS["version"])
-    return world_prompts(w, JANUS_PROMPTS["split"])[::JANUS_PROMPTS["step"]][:JANUS_PROMPTS["n"]]
+def janus_prompts(version: str = "v2") -> list[str]:
+    "The 12 fixed test prompts of the biased-teacher experiment in world `version` (v3: prompts of bodies with a face)."
+    spec = {"v2": JANUS_PROMPTS, "v3": JANUS_PROMPTS_V3}.get(version)
+    if spec is None: raise ValueError(f"janus_prompts: version={version!r}, expected 'v2' or 'v3'")
+    scenes = [s for s in split_scenes(WorldConfig.mini(version), spec["split"]) if has_face(s, version)]
+    return [s.caption() for s in scenes[::spec["step"]][:spec["n"]]]
 
 V2_GENERATOR = (("generator", ["steps=3000", "clip.weight=50"]),  # the v2 generator's two stages (see the rules)
                 ("generator_b", ["steps=3000", "clip.weight=200", "alpha_start=1.0"]))
@@ -145,9 +148,9 @@ def world_v2_status(out) -> dict:
     return dict(done=done, running=running, waiting=[n for n in names if n not in done and n not in running],
                 progress=progress)
 
-def janus_rates(folder) -> dict: # summary {front_rate, janus_rate} (means), per_prompt (`sds_view_rates` rows)
+def janus_rates(folder, version: str = "v2") -> dict: # summary {front_rate, janus_rate} (means), per_prompt (rows)
     "Front and Janus rates of one teacher's per-prompt runs of the Janus experiment (FOLDER/00 ... FOLDER/11)."
-    rows = [sds_view_rates(Path(folder) / f"{i:02d}") for i in range(len(janus_prompts()))]
+    rows = [sds_view_rates(Path(folder) / f"{i:02d}", version) for i in range(len(janus_prompts(version)))]
     mean = lambda k: sum(r[k] for r in rows) / len(rows)
     return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=rows)
 

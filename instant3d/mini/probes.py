@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from ..cameras import VIEW_SUFFIXES
 from ..files import write_json
-from .world import WorldConfig, PART_NAMES
+from .world import FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
 __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe',
            'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
            'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
-           'push_parts_table']
+           'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -211,14 +211,14 @@ def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shippe
 # %% ../../nbs/27a_face_probes.ipynb #ba7682d7
 def pilot_janus(teacher, # a teacher folder
                 out, # run folder: OUT/NN, one per prompt (a finished one is skipped)
-                lane: int = 0, lanes: int = 1) -> list[str]: # the run folders of this lane
+                lane: int = 0, lanes: int = 1, version: str = "v2") -> list[str]: # the run folders of this lane
     "The Janus experiment's per-prompt SDS runs (`janus_prompts`, `JANUS_SDS`) with `teacher`, through `instant3d baseline`."
     import shutil, subprocess, sys
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts, janus_sds_args
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
     done = []
-    for i, p in enumerate(janus_prompts()):
+    for i, p in enumerate(janus_prompts(version)):
         if i % lanes != lane: continue
         run = Path(out) / f"{i:02d}"
         if not (run / "objects" / "000.safetensors").is_file():
@@ -227,10 +227,10 @@ def pilot_janus(teacher, # a teacher folder
     return done
 
 def pilot_janus_score(out, # the `pilot_janus` folder
-                      json_out=None) -> dict: # summary {front_rate, janus_rate}, per_prompt
+                      json_out=None, version: str = "v2") -> dict: # summary {front_rate, janus_rate}, per_prompt
     "Mean front and Janus rates of the pilot's per-prompt objects (`janus_rates`, as the chain scores its own)."
     from instant3d.mini.chain import janus_prompts, janus_rates
-    res = dict(janus_rates(out), prompts=janus_prompts())
+    res = dict(janus_rates(out, version), prompts=janus_prompts(version), world=f"world {version}")
     if json_out is not None: write_json(json_out, res)
     return res
 
@@ -255,3 +255,66 @@ def push_parts_table(path) -> str:
         for part, res in parts.items():
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
+
+# %% ../../nbs/27a_face_probes.ipynb #b2cc3550
+def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
+                silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
+                version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
+    "The detector's verdict of world `version` and the share of the silhouette that its per-pixel mask marks as face."
+    from instant3d.mini.janus import detector_settings, front_feature_mask, front_feature_visible
+    sil = silhouette.reshape(len(images), *images.shape[-2:]).bool()
+    mask = front_feature_mask(images) & sil
+    detected, _ = front_feature_visible(images, **detector_settings(version))
+    return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
+
+# %% ../../nbs/27a_face_probes.ipynb #a673db77
+def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
+                      version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
+    "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
+    import json
+    from pathlib import Path
+    from instant3d.baseline import BaselineConfig, load_prompt_object
+    from instant3d.conventions import config_from_dict
+    from instant3d.plans import FRONT_AZIMUTHS, rate_cameras
+    from instant3d.mini.chain import janus_prompts
+    from instant3d.mini.render import render_scenes
+    rows = []
+    for i, prompt in enumerate(janus_prompts(version)):
+        run = Path(out) / f"{i:02d}"
+        gen = config_from_dict(BaselineConfig, json.loads((run / "config.json").read_text())).train.generator
+        cams = rate_cameras(gen.camera)[torch.arange(len(FRONT_AZIMUTHS))]
+        obj = load_prompt_object(run / "objects" / "000.safetensors", gen).eval()
+        with torch.no_grad():
+            r = obj.render(cams, cfg=replace(gen.render.for_test(), height=size, width=size), perturb=False,
+                           background=torch.ones(len(cams), 3))
+        gt = render_scenes([prompt] * len(cams), cams, size=size, cfg=WorldConfig.mini(version))
+        row = dict(prompt=prompt)
+        for name, (img, sil) in dict(object=(r["rgb"].clamp(0, 1), r["opacity"] > 0.5), ground_truth=(gt["rgb"], gt["part"] > 0)).items():
+            d, sh = face_shares(img, sil, version)
+            row[name] = dict(detected=d.tolist(), share=[round(v, 4) for v in sh.tolist()])
+        rows.append(row)
+    return rows
+
+# %% ../../nbs/27a_face_probes.ipynb #bce1d722
+def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
+                      janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
+                      shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}
+                     ) -> dict: # per criterion: value, needed, met; and "all_met"
+    "The four criteria of pilot 2, fixed before its teachers started (see the rules above)."
+    from instant3d.mini.chain import janus_verdict
+    cos = probes["push"]["500-750"]["cos"]
+    planted = probes["planted"]["rows"][-1]["front_rate"]
+    verdict = janus_verdict(janus["teacher_biased"]["summary"], janus["teacher"]["summary"])
+    obj, gt = [], []
+    for rows in shares.values():
+        for r in rows:
+            for k, hit in enumerate(r["object"]["detected"]):
+                if hit: obj.append(r["object"]["share"][k]); gt.append(r["ground_truth"]["share"][k])
+    ratio = (sum(obj) / len(obj)) / max(sum(gt) / len(gt), 1e-9) if obj else None
+    res = dict(push=dict(value=cos, needed=">= 0.5", met=cos >= 0.5),
+               planting=dict(value=planted, needed="1.0", met=planted == 1.0),
+               janus=dict(value=verdict, needed="reproduced", met=verdict == "reproduced",
+                          rates={k: v["summary"] for k, v in janus.items()}),
+               patch=dict(value=None if ratio is None else round(ratio, 3), needed="<= 2 (object / ground-truth face share)",
+                          met=ratio is not None and ratio <= 2.0, views=len(obj)))
+    return dict(res, all_met=all(v["met"] for v in res.values()))
