@@ -120,7 +120,8 @@ class Clip(torch.nn.Module):
 def encode_images(self: Clip, images: torch.Tensor, # [B, 3, H, W] RGB in [0, 1]; differentiable
                  ) -> torch.Tensor: # [B, E] unit norm
     "Projected, normalised CLIP image embeddings (gradients flow to `images`)."
-    x = clip_preprocess(images.to(self.model.dtype), self.image_size, self.mean, self.std)
+    x = clip_preprocess(images.float(), self.image_size, self.mean, self.std).to(self.model.dtype)  # resize in fp32: CPU
+    # bf16 has no antialiased bilinear kernel
     return F.normalize(self.model.visual_projection(self.model.vision_model(pixel_values=x).pooler_output).float(),
                        dim=-1)
 

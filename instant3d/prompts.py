@@ -130,7 +130,7 @@ def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[
     elif name == "mini":
         from instant3d.mini.world import WorldConfig, prompts as world_prompts
         return world_prompts(WorldConfig.mini(), split)  # the world's own fixed split (seed in WorldConfig)
-    elif name == "mini-open":  # world v2's open-attribute prompts: added to 'mini' training by TrainConfig.open_prompts
+    elif name == "mini-open":  # open-attribute prompts (world v2 on; v3 has the same): added by TrainConfig.open_prompts
         from instant3d.mini.world import WorldConfig, open_prompts
         return list(open_prompts(WorldConfig.mini("v2"), split))
     elif name == "animals": allp = animals_prompts()

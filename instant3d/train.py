@@ -92,7 +92,7 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
 
 # %% ../nbs/45_train.ipynb #2604d23f
 def run_world_version(cfg: TrainConfig) -> str | None:
-    "The mini world a run trains in (its teacher's world: 'v1' or 'v2'); None outside the mini world."
+    "The mini world a run trains in (its teacher's world: 'v1', 'v2', 'v3'); None outside the mini world."
     if cfg.prompts != "mini": return None
     from instant3d.hub import shipped_dir, shipped_missing
     from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it
@@ -120,8 +120,8 @@ class Trainer:
         if self.info.world_size > 1:
             ids = [self.info.local_rank] if dev.startswith("cuda") else None
             self.ddp = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
-        if cfg.open_prompts and (v := run_world_version(cfg)) != "v2":
-            raise ValueError(f"TrainConfig.open_prompts=True needs a world v2 teacher (the open prompts are world v2's), "
+        if cfg.open_prompts and (v := run_world_version(cfg)) in (None, "v1"):
+            raise ValueError(f"TrainConfig.open_prompts=True needs a teacher of world v2 or later (world v1 has no open prompts), "
                              f"got sds.teacher={cfg.sds.teacher!r} of world {v}")
         self.split = resolve_prompts(cfg)
         self.prompts = self.split["train"]

@@ -251,11 +251,12 @@ def save_mini_clip(model: CLIPModel, tokenizer: CLIPTokenizer, cfg: MiniClipConf
 
 # %% ../../nbs/21_mini_clip.ipynb #6eda69e7
 @patch(cls_method=True)
-def from_pretrained(cls: MiniClip, folder: str | Path, # a `save_mini_clip` folder
+def from_pretrained(cls: MiniClip, folder: str | Path, # a `save_mini_clip` folder, or a shipped name ("mini", "mini-v2")
                     device=None, dtype: torch.dtype = torch.float32) -> MiniClip:
     "Load a saved mini CLIP from local files only (no hub)."
     from transformers import CLIPModel, CLIPTokenizer
-    folder = Path(folder)
+    from instant3d.hub import shipped_dir
+    folder = Path(shipped_dir(folder, "clip") or folder)
     if not (folder / CONFIG_NAME).is_file() or not (folder / "clip").is_dir():
         raise FileNotFoundError(f"no mini CLIP in {str(folder)!r}: expected {CONFIG_NAME}, clip/ and tokenizer/ "
                                 "(see save_mini_clip / train_mini_clip)")

@@ -9,13 +9,14 @@ import torch
 from ..conventions import check_images, wrap_azimuth_deg
 from ..cameras import VIEW_NAMES, orbit_cameras, sample_cameras, view_index, view_labels
 from ..render import SHADING_MODES
-from .world import WORLD_VERSIONS, WorldConfig, has_face, prompts as world_prompts, split_scenes
+from .world import (WORLD_VERSIONS, WorldConfig, has_face, open_fills, prompts as world_prompts,
+                                  split_scenes)
 from .render import render_scenes
 
 # %% auto #0
 __all__ = ['FRONT_HUE_DEG', 'DETECTOR_MIN_FRACTION', 'rgb_to_hsv', 'front_feature_mask', 'front_feature_visible', 'janus_rate',
            'detector_settings', 'front_rate', 'view_rates', 'janus_object_views', 'cameras_with_view',
-           'detector_confusion', 'ground_truth_rates', 'generator_view_rates']
+           'detector_confusion', 'ground_truth_rates', 'faced_prompts', 'generator_view_rates']
 
 # %% ../../nbs/24_janus.ipynb #35ce1f0d
 def rgb_to_hsv(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
@@ -165,10 +166,16 @@ def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None:
     return dict(gt_front_rate=r["front_rate"], gt_janus_rate=r["janus_rate"], gt_rate_prompts=len(ps))
 
 # %% ../../nbs/24_janus.ipynb #b4bbc729
+def faced_prompts(prompts: list[str], version: str) -> list[str]:
+    "The prompts (closed or open) whose objects have a front feature in world `version`: all but v3's things."
+    w = WorldConfig.mini(version)
+    return [p for p in prompts if has_face(open_fills(p, w)[0], version)]  # an open prompt always names its body
+
 def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: int = 0) -> dict:
-    "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt, one style noise each."
+    "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt with a face, one style noise each."
     from instant3d.plans import rate_cameras
     from instant3d.evaluate import render_prompt_views
+    prompts = faced_prompts(prompts, version)
     cams = rate_cameras(pipe.config.camera)
     imgs = render_prompt_views(pipe, prompts, cams, seed=seed)[:, 0].flatten(0, 1)
     r = view_rates(imgs, cams.azimuth_deg.repeat(len(prompts)), cams.elevation_deg.repeat(len(prompts)), version)

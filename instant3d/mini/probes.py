@@ -256,7 +256,7 @@ def push_parts_table(path) -> str:
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #b2cc3550
+# %% ../../nbs/27a_face_probes.ipynb #b28ab497
 def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
                 silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
                 version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
@@ -267,7 +267,7 @@ def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     detected, _ = front_feature_visible(images, **detector_settings(version))
     return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
-# %% ../../nbs/27a_face_probes.ipynb #a673db77
+# %% ../../nbs/27a_face_probes.ipynb #3bae625d
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
                       version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
     "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
@@ -295,7 +295,7 @@ def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prom
         rows.append(row)
     return rows
 
-# %% ../../nbs/27a_face_probes.ipynb #bce1d722
+# %% ../../nbs/27a_face_probes.ipynb #06c06306
 def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
                       janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
                       shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}
