@@ -22,7 +22,9 @@ import argparse, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 from _common import ROOT, write_atomic, replace_section
 
-START, END = "<!-- speed:cpu start -->", "<!-- speed:cpu end -->"
+def markers(section: str = "cpu") -> tuple[str, str]:
+    "Start and end markers of this benchmark's section of BENCHMARKS.md (one section per kind of CPU, e.g. 'cpu-bf16')."
+    return f"<!-- speed:{section} start -->", f"<!-- speed:{section} end -->"
 
 
 def levers() -> dict:
@@ -152,6 +154,8 @@ def main():
     ap.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "speed_cpu.json"))
     ap.add_argument("--no-markdown", action="store_true")
+    ap.add_argument("--section", default="cpu", help="BENCHMARKS.md section to write ('cpu'; e.g. 'cpu-bf16' for a CPU with "
+                    "native bf16, so that each kind of CPU keeps its own figures)")
     ap.add_argument("--compile", action="store_true", help="also time the defaults with sds.compile=true (trained "
                     "state; the warm-up includes the compile, reported as warmup_s)")
     ap.add_argument("--tiny", action="store_true", help="smoke run: 1 round, 2 steps, 1 warm-up, no base, no extras")
@@ -211,14 +215,15 @@ def main():
         res["empty_skip_renders"] = render_difference(); print(json.dumps(res["empty_skip_renders"]), flush=True)
     for k, v in rows.items(): print(f"{k:24s} {v['step_ms']:8.1f} ms  {v['views_per_s']:6.2f} views/s  {v['per_round_ms']}")
     write_atomic(a.out, json.dumps(res, indent=1))
-    if not a.no_markdown and not a.tiny: write_markdown(res)
+    if not a.no_markdown and not a.tiny: write_markdown(res, a.section, " ".join(sys.argv[1:]))
 
 
-def write_markdown(res: dict):
+def write_markdown(res: dict, section: str = "cpu", args: str = ""):
     rows = res["rows"]
     def ratio(k, ref):
         return f"{rows[ref]['step_ms'] / rows[k]['step_ms']:.2f}x" if k in rows and ref in rows else ""
-    lines = [START, "Command: `python benchmarks/bench_speed.py`  ",
+    START, END = markers(section)
+    lines = [START, f"Command: `python benchmarks/bench_speed.py{' ' + args if args else ''}`  ",
              f"Hardware: {res['hardware']}  ",
              f"Baseline: commit {res['base'] or '(none)'}; medians of {res['steps']} steps per fresh process, "
              f"{res['rounds']} rounds, {res['threads']} threads", "",

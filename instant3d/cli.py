@@ -100,9 +100,10 @@ def add_train_teacher_args(p):
     p.add_argument("--out", required=True, help="run folder: config.json, loss_log.csv, checkpoint/, teacher/")
     p.add_argument("--text-encoder", default=str(DEFAULT_CLIP_DIR),
                    help="folder with text_encoder/ and tokenizer/ (default: the shipped mini CLIP)")
-    p.add_argument("--preset", default="mini", choices=("mini", "tiny", "v2", "v2-biased", "v3", "v3-biased"),
+    p.add_argument("--preset", default="mini", choices=("mini", "tiny", "v2", "v2-biased", "v3", "v3-biased", "v4", "v4-biased"),
                    help="TeacherConfig preset: mini (world v1, the shipped teacher's), tiny, v2, "
-                        "v2-biased (front-biased data), v3, v3-biased (world v3: faces on creatures only)")
+                        "v2-biased (front-biased data), v3, v3-biased (world v3: faces on creatures only), v4, "
+                        "v4-biased (world v4: faces on smiling scenes only)")
     p.add_argument("--seed", type=check_seed, default=None, help="seed (default: the preset's)")
     p.add_argument("--steps", type=int, default=None,
                    help="optimiser steps (default: the preset's; may grow on --resume)")
@@ -251,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
     wc.add_argument("--seed", type=check_seed, default=None, help="seed (default: the config's, 0)")
     wc.add_argument("--steps", type=int, default=None, help="optimiser steps (default: the config's)")
     wc.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint")
-    wc.add_argument("--world", default="v1", choices=("v1", "v2"),
+    wc.add_argument("--world", default="v1", choices=("v1", "v2", "v3", "v4"),
                     help="world version of the renders and captions (default v1, the shipped CLIP's)")
     wc.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     wc.set_defaults(func=C.cmd_world_train_clip)

@@ -13,19 +13,20 @@ from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts', 'janus_sds_args', 'world_v2_steps',
-           'object_view_rates', 'sds_view_rates', 'janus_verdict', 'world_v2_needs', 'world_v2_status', 'janus_rates',
-           'janus_comparison', 'run_world_v2', 'ship_world_v2']
+__all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_PROMPTS_V4', 'JANUS_SDS', 'V2_GENERATOR', 'janus_prompts',
+           'janus_sds_args', 'world_v2_steps', 'object_view_rates', 'sds_view_rates', 'janus_verdict', 'world_v2_needs',
+           'world_v2_status', 'janus_rates', 'janus_comparison', 'run_world_v2', 'ship_world_v2']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
 JANUS_PROMPTS_V3 = dict(version="v3", split="test", step=32, n=12)  # world v3: every 32nd test prompt of a creature
+JANUS_PROMPTS_V4 = dict(version="v4", split="test", step=50, n=12)  # world v4: every 50th smiling test prompt (5 bodies, 6 colours)
 JANUS_SDS = ("--views-pp", "1024", "--seed", "0", "--set", "train.perp_neg.mode=off", "train.clip.weight=0")
 
 def janus_prompts(version: str = "v2") -> list[str]:
-    "The 12 fixed test prompts of the biased-teacher experiment in world `version` (v3: prompts of bodies with a face)."
-    spec = {"v2": JANUS_PROMPTS, "v3": JANUS_PROMPTS_V3}.get(version)
-    if spec is None: raise ValueError(f"janus_prompts: version={version!r}, expected 'v2' or 'v3'")
+    "The 12 fixed test prompts of the biased-teacher experiment in world `version` (v3, v4: prompts of scenes with a face)."
+    spec = {"v2": JANUS_PROMPTS, "v3": JANUS_PROMPTS_V3, "v4": JANUS_PROMPTS_V4}.get(version)
+    if spec is None: raise ValueError(f"janus_prompts: version={version!r}, expected 'v2', 'v3' or 'v4'")
     scenes = [s for s in split_scenes(WorldConfig.mini(version), spec["split"]) if has_face(s, version)]
     return [s.caption() for s in scenes[::spec["step"]][:spec["n"]]]
 

@@ -68,7 +68,7 @@ def janus_rate(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     return visible[back].float().mean().item()
 
 # %% ../../nbs/24_janus.ipynb #7fb9fa1c
-DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024, "v3": 2 / 1024}  # v3 has v2's face; share of the image that must look like the front feature
+DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024, "v3": 2 / 1024, "v4": 2 / 1024}  # v3, v4: v2's face; share of the image that must look like the front feature
 
 def detector_settings(version: str = "v1") -> dict:
     "Keyword arguments of `front_feature_visible` (and `janus_rate`, `front_rate`) for a world version."

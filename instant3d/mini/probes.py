@@ -12,8 +12,8 @@ from ..files import write_json
 from .world import FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front', 'face_probe',
-           'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
+__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
+           'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
            'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
            'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria']
 
@@ -168,6 +168,7 @@ def surface_albedo_logits(obj, # a `PromptObject` (field + planes)
 
 # %% ../../nbs/27a_face_probes.ipynb #7b537045
 FACE_PROMPT = "a red sphere wearing a green party hat"  # the probes' prompt: the one the first probes used (nbs/27)
+FACE_PROMPT_V4 = "a smiling " + FACE_PROMPT[2:]  # the same scene in world v4, where the word gives the face
 
 def run_face_probes(out, # the JSON file to write (e.g. results/world_v2/face_probes/unbiased.json)
                     teacher, # a teacher folder
@@ -256,7 +257,7 @@ def push_parts_table(path) -> str:
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #b28ab497
+# %% ../../nbs/27a_face_probes.ipynb #0a299d87
 def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
                 silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
                 version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
@@ -267,7 +268,7 @@ def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     detected, _ = front_feature_visible(images, **detector_settings(version))
     return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
-# %% ../../nbs/27a_face_probes.ipynb #3bae625d
+# %% ../../nbs/27a_face_probes.ipynb #5d858981
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
                       version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
     "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
@@ -295,7 +296,7 @@ def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prom
         rows.append(row)
     return rows
 
-# %% ../../nbs/27a_face_probes.ipynb #06c06306
+# %% ../../nbs/27a_face_probes.ipynb #bb4296a0
 def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
                       janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
                       shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}

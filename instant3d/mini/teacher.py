@@ -124,6 +124,8 @@ class TeacherConfig:
     @classmethod
     def v3(cls, biased: bool = False): return cls.v2(biased, "v3")  # world v3: v2's recipe, faces on creatures only
     @classmethod
+    def v4(cls, biased: bool = False): return cls.v2(biased, "v4")  # world v4: v2's recipe, faces on smiling scenes
+    @classmethod
     def tiny(cls): return cls(sample_size=16, block_out_channels=(8, 16),
                               down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                               up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), heads=2, batch_size=4, steps=20,

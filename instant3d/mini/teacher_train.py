@@ -210,7 +210,8 @@ def run_train_teacher(args) -> Path:
         cfg = config_from_dict(TeacherConfig, json.loads((out / "config.json").read_text())["teacher"])
     else:
         presets = {"tiny": TeacherConfig.tiny, "v2": TeacherConfig.v2, "v2-biased": lambda: TeacherConfig.v2(biased=True),
-                   "v3": TeacherConfig.v3, "v3-biased": lambda: TeacherConfig.v3(biased=True)}
+                   "v3": TeacherConfig.v3, "v3-biased": lambda: TeacherConfig.v3(biased=True),
+                   "v4": TeacherConfig.v4, "v4-biased": lambda: TeacherConfig.v4(biased=True)}
         cfg = presets.get(args.preset, TeacherConfig.mini)()
     given = (("seed", args.seed), ("steps", args.steps), ("lr", args.lr), ("front_weight", args.front_weight),
              ("threads", args.threads), ("init_from", args.init_from))

@@ -14,10 +14,10 @@ from ..files import write_json
 
 # %% auto #0
 __all__ = ['COLOURS', 'FRONT_RGB', 'SCARF_RGB', 'SUPPORT_RGB', 'BODIES', 'SUPPORTS', 'GADGETS', 'HATS', 'HAT_COLOURS',
-           'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'FACED_BODIES', 'SPLITS', 'OPEN_SLOTS', 'OPEN_WORDS', 'Scene',
-           'parse_prompt', 'split_view_suffix', 'world_label', 'has_face', 'WorldConfig', 'all_scenes', 'split_indices',
-           'split_scenes', 'prompts', 'save_split', 'load_split', 'caption_with_view', 'sample_dataset', 'world_words',
-           'open_caption', 'open_prompts', 'open_fills', 'open_cover']
+           'PART_NAMES', 'WORLD_WORDS', 'WORLD_VERSIONS', 'FACED_BODIES', 'FACE_WORDS', 'SPLITS', 'OPEN_SLOTS',
+           'OPEN_WORDS', 'Scene', 'parse_prompt', 'split_view_suffix', 'world_label', 'has_face', 'WorldConfig',
+           'all_scenes', 'split_indices', 'split_scenes', 'prompts', 'save_split', 'load_split', 'caption_with_view',
+           'sample_dataset', 'world_words', 'open_caption', 'open_prompts', 'open_fills', 'open_cover']
 
 # %% ../../nbs/20_world.ipynb #348a8a32
 COLOURS = {"red": (0.85, 0.12, 0.10), "green": (0.15, 0.68, 0.15), "blue": (0.12, 0.25, 0.90),
@@ -52,9 +52,15 @@ def _check_scene(s):
     if (s.hat is None) != (s.hat_colour is None):
         raise ValueError(f"Scene: hat={s.hat!r} and hat_colour={s.hat_colour!r} must both be None or both be set")
     if s.hat_colour is not None and s.hat_colour not in COLOURS: bad("hat_colour", s.hat_colour, COLOURS)
+    if not isinstance(s.smiling, bool): bad("smiling", s.smiling, (False, True))
 
 # %% ../../nbs/20_world.ipynb #b736f8ce
 def _article(word: str) -> str: return "an" if word[0] in "aeiou" else "a"  # "an orange cube"
+
+def _noun_phrase(colour: str | None, body: str, smiling: bool) -> str:
+    "'a red cube', 'a smiling red cube', 'a smiling cube' (colour None: left unsaid)."
+    words = (["smiling"] if smiling else []) + ([colour] if colour else []) + [body]
+    return f"{_article(words[0])} {' '.join(words)}"
 
 @dataclass(frozen=True)
 class Scene:
@@ -65,6 +71,7 @@ class Scene:
     gadget: str | None = None  # None or a key of GADGETS
     hat: str | None = None  # None or one of HATS
     hat_colour: str | None = None  # one of COLOURS exactly when `hat` is set
+    smiling: bool = False  # "a smiling red cube": world v4's face, named in the caption (other worlds: always False)
 
     def __post_init__(self): _check_scene(self)
 
@@ -73,18 +80,18 @@ class Scene:
         clauses = [f"sitting {SUPPORTS[self.support]}"] if self.support else []
         if self.gadget: clauses.append(f"wearing {GADGETS[self.gadget]}")
         if self.hat: clauses.append(f"wearing {_article(self.hat_colour)} {self.hat_colour} {self.hat}")
-        return " ".join([f"{_article(self.colour)} {self.colour} {self.body}", " and ".join(clauses)]).strip()
+        return " ".join([_noun_phrase(self.colour, self.body, self.smiling), " and ".join(clauses)]).strip()
 
 # %% ../../nbs/20_world.ipynb #0b67f850
-def _grammar(colours, bodies, supports, gadgets, hats, hat_colours) -> list[Scene]:
-    "Every scene of a grammar, in a fixed order (colour, body, support, gadget, hat; null first)."
+def _grammar(colours, bodies, supports, gadgets, hats, hat_colours, smiling=(False,)) -> list[Scene]:
+    "Every scene of a grammar, in a fixed order (colour, body, support, gadget, hat, smiling; null first)."
     hat_options = [(None, None)] + [(h, c) for c in hat_colours for h in hats]
-    return [Scene(c, b, s, g, h, hc) for c in colours for b in bodies for s in (None, *supports)
-            for g in (None, *gadgets) for h, hc in hat_options]
+    return [Scene(c, b, s, g, h, hc, f) for c in colours for b in bodies for s in (None, *supports)
+            for g in (None, *gadgets) for h, hc in hat_options for f in smiling]
 
 @functools.lru_cache(maxsize=1)
 def _caption_table() -> dict[str, Scene]:
-    return {s.caption(): s for s in _grammar(COLOURS, BODIES, SUPPORTS, GADGETS, HATS, COLOURS)}
+    return {s.caption(): s for s in _grammar(COLOURS, BODIES, SUPPORTS, GADGETS, HATS, COLOURS, (False, True))}
 
 def parse_prompt(prompt: str) -> Scene:
     "The scene whose caption is `prompt` (no view suffix); `ValueError` naming the prompt otherwise."
@@ -103,7 +110,7 @@ def split_view_suffix(prompt: str) -> tuple[str, str | None]:
     return prompt, None
 
 # %% ../../nbs/20_world.ipynb #3bd6a244
-WORLD_VERSIONS = {"v1": "nose", "v2": "face patch", "v3": "face patch on faced bodies"}  # version -> its front feature; "v1" is the default
+WORLD_VERSIONS = {"v1": "nose", "v2": "face patch", "v3": "face patch on faced bodies", "v4": "face patch on smiling scenes"}  # version -> its front feature; "v1" is the default
 
 def world_label(cfg) -> str:
     "'world v1', 'world v2', ...: the label results carry, from a WorldConfig or its dict (a dict without `version` is v1)."
@@ -112,11 +119,15 @@ def world_label(cfg) -> str:
     return f"world {v}"
 
 FACED_BODIES = ("sphere", "cone", "capsule")  # world v3: the bodies with a face (creatures); cube and cylinder are things
+FACE_WORDS = ("smiling",)  # world v4: the caption word that gives a scene its face
 
-def has_face(scene, # a Scene or a body name
+def has_face(scene, # a Scene, or a body name (not in v4, where the caption decides)
              version: str) -> bool:
-    "Whether a scene (or body) of world `version` has the front feature: always in v1 and v2, only on FACED_BODIES in v3."
+    "Whether a scene of world `version` has the front feature: always in v1, v2; on FACED_BODIES in v3; when smiling in v4."
     if version not in WORLD_VERSIONS: raise ValueError(f"world version {version!r}: expected one of {tuple(WORLD_VERSIONS)}")
+    if version == "v4":
+        if isinstance(scene, str): raise ValueError(f"has_face: world v4 needs a Scene (its caption says 'smiling'), not {scene!r}")
+        return scene.smiling
     body = scene if isinstance(scene, str) else scene.body
     if body not in BODIES: raise ValueError(f"has_face: body {body!r}: expected one of {BODIES}")
     return version != "v3" or body in FACED_BODIES
@@ -190,7 +201,8 @@ SPLITS = ("train", "test", "all")
 def all_scenes(cfg: WorldConfig | None = None) -> list[Scene]:
     "Every scene of the grammar of `cfg` (default `WorldConfig()`), in a fixed order."
     c = cfg if cfg is not None else WorldConfig()
-    return _grammar(c.colours, c.bodies, c.supports, c.gadgets, c.hats, c.hat_colours)
+    return _grammar(c.colours, c.bodies, c.supports, c.gadgets, c.hats, c.hat_colours,
+                    (False, True) if c.version == "v4" else (False,))  # v4: every scene with and without its face
 
 def split_indices(cfg: WorldConfig | None = None) -> dict[str, list[int]]:
     "Indices into `all_scenes(cfg)` of the train and test prompts: a random split, `cfg.train_fraction` for training."
@@ -265,9 +277,9 @@ OPEN_SLOTS = ("colour", "hat", "support")  # slots a prompt may leave unsaid
 OPEN_WORDS = ("something",)  # words only open prompts use
 
 def world_words(cfg: WorldConfig | None = None) -> tuple[str, ...]:
-    "Words a text encoder for the world needs: WORLD_WORDS, plus OPEN_WORDS from world v2 on (whose captions may be open)."
+    "Words a text encoder for the world needs: WORLD_WORDS, plus OPEN_WORDS from world v2 on (open captions), FACE_WORDS in v4."
     c = cfg if cfg is not None else WorldConfig()
-    return WORLD_WORDS + (OPEN_WORDS if c.version != "v1" else ())
+    return WORLD_WORDS + (OPEN_WORDS if c.version != "v1" else ()) + (FACE_WORDS if c.version == "v4" else ())
 
 def open_caption(s: Scene, slots) -> str:
     "The caption of `s` with `slots` (a subset of OPEN_SLOTS the scene has) left unsaid."
@@ -277,12 +289,11 @@ def open_caption(s: Scene, slots) -> str:
     if ("hat" in slots and not s.hat) or ("support" in slots and not s.support):
         raise ValueError(f"open_caption: {s.caption()!r} has no {'hat' if 'hat' in slots and not s.hat else 'support'} "
                          "to leave unsaid")
-    body = s.body if "colour" in slots else f"{s.colour} {s.body}"
     clauses = ["sitting on something" if "support" in slots else f"sitting {SUPPORTS[s.support]}"] if s.support else []
     if s.gadget: clauses.append(f"wearing {GADGETS[s.gadget]}")
     if s.hat:
         clauses.append("wearing a hat" if "hat" in slots else f"wearing {_article(s.hat_colour)} {s.hat_colour} {s.hat}")
-    return " ".join([f"{_article(body)} {body}", " and ".join(clauses)]).strip()
+    return " ".join([_noun_phrase(None if "colour" in slots else s.colour, s.body, s.smiling), " and ".join(clauses)]).strip()
 
 # %% ../../nbs/20_world.ipynb #ced6c284
 def open_prompts(cfg: WorldConfig | None = None, split: str = "all") -> dict[str, tuple[Scene, ...]]:
