@@ -14,7 +14,7 @@ from ..sds import to_unet
 from ..files import write_json, write_text
 from .world import WorldConfig, open_fills, prompts as world_prompts
 from .render import render_scenes
-from .janus import cameras_with_view, detector_settings, front_feature_visible
+from .janus import cameras_with_view, detector_settings, faced_prompts, front_feature_visible
 from .clip import MiniClip
 from .teacher import Teacher, TeacherConfig, load_teacher
 from .sampling import ddim_sample, sample
@@ -132,7 +132,7 @@ def evaluate_teacher(folder, # teacher folder (diffusers layout)
     gt = render_scenes([p for p in test for _ in range(n_per_prompt)], gt_cams, cfg=world)["rgb"]
     bank = clip.text_bank(every)
     with torch.no_grad(): rp, rp_gt = (clip.clip_rp(x, true, bank).mean().item() for x in (imgs, gt))
-    vp = _subset(world_prompts(world, "test"), n_view_prompts, g)
+    vp = _subset(faced_prompts(world_prompts(world, "test"), world.version), n_view_prompts, g)  # v3, v4: with a face
     front = sample(teacher, [p + VIEW_SUFFIXES["front"] for p in vp], seed=seed + 1, **kw)
     back = sample(teacher, [p + VIEW_SUFFIXES["back"] for p in vp], seed=seed + 2, **kw)
     gt_f, gt_b = (render_scenes(vp, cameras_with_view(world, v, len(vp), g), cfg=world)["rgb"] for v in ("front", "back"))
@@ -154,7 +154,7 @@ def teacher_view_rates(folder, # teacher folder (diffusers layout, with teacher_
     "Share of a teacher's samples showing the front feature, by asked view; and of its training data's plain renders."
     cfg = teacher_config(folder)
     world, teacher, g = cfg.world, load_teacher(folder), torch.Generator().manual_seed(seed)
-    vp = _subset(world_prompts(world, "test"), n_prompts, g)
+    vp = _subset(faced_prompts(world_prompts(world, "test"), world.version), n_prompts, g)  # v3, v4: with a face
     kw = dict(steps=steps, guidance_scale=guidance_scale, batch_size=batch_size, progress=progress, sampler=sampler)
     det = detector_settings(world.version)
     shown = lambda x: front_feature_visible(x, **det)[0].float().mean().item()

@@ -15,7 +15,8 @@ from .world import FRONT_RGB, PART_NAMES, WorldConfig
 __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
            'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
            'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
-           'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria']
+           'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria', 'smiling_sample_rates',
+           'face_place_spread']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -202,10 +203,10 @@ PINNED_SECTORS = (("front", -15.0, 15.0, 0.5), ("front", -45.0, 45.0, 0.25), ("l
 # azimuth sectors (name, from, to, weight): 50 % within 15 deg of the front, 75 % in the front sector (v2 biased: 60 %, uniform)
 
 def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shipped front-biased one)
-                         steps: int = 1000, threads: int = 1):
-    "The pilot's recipe: `TeacherConfig.v2(biased=True)` with `PINNED_SECTORS`, trained on from `init_from`."
+                         steps: int = 1000, threads: int = 1, version: str = "v2"):
+    "The pilot's recipe: `TeacherConfig.v2(biased=True)` (of world `version`) with `PINNED_SECTORS`, trained on from `init_from`."
     from instant3d.mini.teacher import TeacherConfig
-    cfg = TeacherConfig.v2(biased=True)
+    cfg = TeacherConfig.v2(biased=True, version=version)
     return replace(cfg, camera=replace(cfg.camera, sectors=PINNED_SECTORS), init_from=str(init_from), steps=steps,
                    threads=threads)
 
@@ -257,7 +258,7 @@ def push_parts_table(path) -> str:
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #0a299d87
+# %% ../../nbs/27a_face_probes.ipynb #058b2eda
 def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
                 silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
                 version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
@@ -268,7 +269,7 @@ def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     detected, _ = front_feature_visible(images, **detector_settings(version))
     return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
-# %% ../../nbs/27a_face_probes.ipynb #5d858981
+# %% ../../nbs/27a_face_probes.ipynb #08933ce4
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
                       version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
     "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
@@ -296,7 +297,7 @@ def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prom
         rows.append(row)
     return rows
 
-# %% ../../nbs/27a_face_probes.ipynb #bb4296a0
+# %% ../../nbs/27a_face_probes.ipynb #434e1078
 def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
                       janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
                       shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}
@@ -319,3 +320,55 @@ def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-bias
                patch=dict(value=None if ratio is None else round(ratio, 3), needed="<= 2 (object / ground-truth face share)",
                           met=ratio is not None and ratio <= 2.0, views=len(obj)))
     return dict(res, all_met=all(v["met"] for v in res.values()))
+
+# %% ../../nbs/27a_face_probes.ipynb #ec11276c
+def smiling_sample_rates(teacher, # a world v4 teacher folder
+                         n: int = 24, seed: int = 5, steps: int = 40, guidance_scale: float = 3.0) -> dict:
+    "Share of a v4 teacher's samples showing the face, for n smiling test prompts and the same prompts without 'smiling'."
+    from instant3d.mini.janus import detector_settings, front_feature_visible
+    from instant3d.mini.sampling import sample
+    from instant3d.mini.teacher import load_teacher
+    from instant3d.mini.world import split_scenes
+    scenes = [s for s in split_scenes(WorldConfig.mini("v4"), "test") if s.smiling][::20][:n]
+    sets = {"smiling": [s.caption() for s in scenes], "not smiling": [replace(s, smiling=False).caption() for s in scenes]}
+    T, det, out = load_teacher(teacher), detector_settings("v4"), {}
+    for name, ps in sets.items():
+        for view, suffix in (("plain", ""), ("front", VIEW_SUFFIXES["front"]), ("back", VIEW_SUFFIXES["back"])):
+            x = sample(T, [p + suffix for p in ps], seed=seed, steps=steps, guidance_scale=guidance_scale, batch_size=64,
+                       progress=False)
+            out[f"{name}/{view}"] = front_feature_visible(x, **det)[0].float().mean().item()
+    return dict(out, n=len(scenes), seed=seed, steps=steps, guidance_scale=guidance_scale, teacher=str(teacher))
+
+# %% ../../nbs/27a_face_probes.ipynb #15aa33cb
+def face_place_spread(teacher, # a teacher folder
+                      prompt: str, # a closed prompt whose scene has a face
+                      t: int = 800, scale: float = 30.0, n: int = 32, azimuth_deg: float = 0.0, elevation_deg: float = 15.0,
+                      seed: int = 0) -> dict:
+    "Where n one-step guided estimates put the face on a faceless render from one fixed camera, against the ground truth."
+    from instant3d.cameras import orbit_cameras
+    from instant3d.mini.janus import detector_settings, front_feature_mask, front_feature_visible
+    from instant3d.mini.render import render_scenes
+    from instant3d.mini.teacher import load_teacher
+    from instant3d.sds import guide, to_unet
+    w, g, T = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), load_teacher(teacher)
+    mid = lambda r: 0.5 * (r[0] + r[1])
+    cams = orbit_cameras(torch.full((n,), float(azimuth_deg)), elevation_deg, mid(w.camera.radius_range), mid(w.camera.fovy_deg_range))
+    r = paint_over_face(render_scenes([prompt] * n, cams, cfg=w))
+    x0 = to_unet(r["faceless"])
+    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
+    noise, tt = torch.randn(x0.shape, generator=g), torch.full((n,), int(t))
+    xt = T.scheduler.add_noise(x0, noise, tt)
+    with torch.no_grad(): e = T.unet(torch.cat([xt, xt]), torch.cat([tt, tt]), encoder_hidden_states=tok).sample
+    a = T.scheduler.alphas_cumprod[int(t)]
+    x0h = ((xt - (1 - a).sqrt() * guide(e[n:], e[:n], scale)) / a.sqrt()).clamp(-1, 1) * 0.5 + 0.5
+    cols = torch.arange(x0h.shape[-1], dtype=torch.float32)
+    def centre_x(mask): # [H, W] bool -> mean column, or None
+        return None if not mask.any() else (mask.float().sum(0) * cols).sum().item() / mask.float().sum().item()
+    found = [c for m in front_feature_mask(x0h) if (c := centre_x(m)) is not None]
+    gt = r["face"][0, 0]
+    gcols = cols[gt.any(0)]
+    spread = torch.tensor(found).std().item() if len(found) > 1 else float("nan")
+    shown, _ = front_feature_visible(x0h.mean(0, keepdim=True), **detector_settings("v2"))
+    return dict(t=t, scale=scale, n=n, azimuth_deg=azimuth_deg, shown=len(found) / n, centre_x=[round(c, 2) for c in found],
+                centre_x_std=round(spread, 2), gt_centre_x=round(centre_x(gt), 2), gt_half_width=round((gcols.max() - gcols.min()).item() / 2 + 0.5, 2),
+                mean_estimate_shows_face=bool(shown[0]))
