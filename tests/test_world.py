@@ -5,7 +5,7 @@ from instant3d.cameras import CameraConfig, orbit_cameras, sample_cameras
 from instant3d.conventions import config_from_dict, config_to_dict, wrap_azimuth_deg
 from instant3d.mini.world import (BODIES, COLOURS, HATS, HAT_COLOURS, PART_NAMES, SUPPORTS, GADGETS, VIEW_SUFFIXES, WORLD_WORDS,
                                   Scene, WorldConfig, all_scenes, caption_with_view, load_split, parse_prompt, prompts,
-                                  sample_dataset, save_split, split_indices, split_view_suffix)
+                                  sample_dataset, save_split, split_indices, split_scenes, split_view_suffix)
 from instant3d.mini.render import render_scenes, scene_primitives, scene_sdf
 from instant3d.mini.janus import front_feature_visible, janus_rate
 
@@ -199,7 +199,7 @@ def test_world_version_default_old_configs_and_labels():
     assert config_from_dict(WorldConfig, old) == WorldConfig.mini() and world_label(old) == "world v1"
     v2 = WorldConfig.mini("v2")
     assert config_from_dict(WorldConfig, json.loads(json.dumps(config_to_dict(v2)))) == v2
-    assert world_label(v2) == "world v2" and set(WORLD_VERSIONS) == {"v1", "v2"}
+    assert world_label(v2) == "world v2" and set(WORLD_VERSIONS) == {"v1", "v2", "v3", "v4"}
     with pytest.raises(ValueError, match="WorldConfig.version='v9'"): WorldConfig(version="v9")
     with pytest.raises(ValueError, match="v9"): world_label({"version": "v9"})
     assert prompts(v2) == prompts(WorldConfig.mini()) and prompts(v2, "test") == prompts(WorldConfig.mini(), "test")
@@ -261,3 +261,17 @@ def test_v2_face_patch_over_the_camera_distribution():
     out = render_scenes(scenes, cams, cfg=v2)
     v = view_index(cams.azimuth_deg, cams.elevation_deg)
     assert out["front_visible"][v == 0].float().mean() >= 0.99 and not out["front_visible"][v == 2].any()
+
+def test_v3_and_v4_put_the_face_where_their_rule_says():
+    "World v3: a face only on FACED_BODIES; world v4: only on smiling scenes, whose captions carry the word; ground truth agrees."
+    from instant3d.mini.world import FACED_BODIES, has_face
+    from instant3d.mini.janus import cameras_with_view
+    v3, v4 = WorldConfig.mini("v3"), WorldConfig.mini("v4")
+    assert prompts(v3) == prompts(WorldConfig.mini("v2")) and len(prompts(v4)) == 2 * len(prompts(v3))
+    scenes = [Scene("red", b) for b in BODIES] + [Scene("red", b, smiling=True) for b in BODIES]
+    cams = cameras_with_view(v3, "front", len(scenes), gen(5))
+    for w, want in ((v3, [b in FACED_BODIES for b in BODIES] * 2), (v4, [False] * len(BODIES) + [True] * len(BODIES))):
+        r = render_scenes(scenes, cams, cfg=w)
+        assert r["front_visible"].tolist() == want == [has_face(s, w.version) for s in scenes]
+        assert front_feature_visible(r["rgb"], min_fraction=2 / 1024)[0].tolist() == want  # the detector agrees, from images
+    assert all(("smiling" in s.caption()) == s.smiling for s in split_scenes(v4, "test")[:50])
