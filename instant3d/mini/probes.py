@@ -16,7 +16,7 @@ __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_
            'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
            'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
            'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria', 'smiling_sample_rates',
-           'face_place_spread']
+           'face_place_spread', 'image_sds_probe']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -258,7 +258,7 @@ def push_parts_table(path) -> str:
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #058b2eda
+# %% ../../nbs/27a_face_probes.ipynb #44cc3af5
 def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
                 silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
                 version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
@@ -269,7 +269,7 @@ def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     detected, _ = front_feature_visible(images, **detector_settings(version))
     return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
-# %% ../../nbs/27a_face_probes.ipynb #08933ce4
+# %% ../../nbs/27a_face_probes.ipynb #1479a4e6
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
                       version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
     "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
@@ -297,7 +297,7 @@ def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prom
         rows.append(row)
     return rows
 
-# %% ../../nbs/27a_face_probes.ipynb #434e1078
+# %% ../../nbs/27a_face_probes.ipynb #4662f24f
 def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
                       janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
                       shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}
@@ -321,7 +321,7 @@ def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-bias
                           met=ratio is not None and ratio <= 2.0, views=len(obj)))
     return dict(res, all_met=all(v["met"] for v in res.values()))
 
-# %% ../../nbs/27a_face_probes.ipynb #ec11276c
+# %% ../../nbs/27a_face_probes.ipynb #6927f413
 def smiling_sample_rates(teacher, # a world v4 teacher folder
                          n: int = 24, seed: int = 5, steps: int = 40, guidance_scale: float = 3.0) -> dict:
     "Share of a v4 teacher's samples showing the face, for n smiling test prompts and the same prompts without 'smiling'."
@@ -339,7 +339,7 @@ def smiling_sample_rates(teacher, # a world v4 teacher folder
             out[f"{name}/{view}"] = front_feature_visible(x, **det)[0].float().mean().item()
     return dict(out, n=len(scenes), seed=seed, steps=steps, guidance_scale=guidance_scale, teacher=str(teacher))
 
-# %% ../../nbs/27a_face_probes.ipynb #15aa33cb
+# %% ../../nbs/27a_face_probes.ipynb #0a9fedd1
 def face_place_spread(teacher, # a teacher folder
                       prompt: str, # a closed prompt whose scene has a face
                       t: int = 800, scale: float = 30.0, n: int = 32, azimuth_deg: float = 0.0, elevation_deg: float = 15.0,
@@ -372,3 +372,35 @@ def face_place_spread(teacher, # a teacher folder
     return dict(t=t, scale=scale, n=n, azimuth_deg=azimuth_deg, shown=len(found) / n, centre_x=[round(c, 2) for c in found],
                 centre_x_std=round(spread, 2), gt_centre_x=round(centre_x(gt), 2), gt_half_width=round((gcols.max() - gcols.min()).item() / 2 + 0.5, 2),
                 mean_estimate_shows_face=bool(shown[0]))
+
+# %% ../../nbs/27a_face_probes.ipynb #3e491f85
+def image_sds_probe(teacher, # a teacher folder
+                    prompt: str, # a closed prompt whose scene has a face (e.g. FACE_PROMPT_V4)
+                    scale: float = 30.0, steps: int = 600, n: int = 8, lr: float = 0.02, every: int = 100, seed: int = 0,
+                    version: str = "v4") -> dict: # rows [{step, shown, share}], gt_share
+    "2-D SDS on the pixels of n faceless front renders (azimuth 0): does score distillation alone draw the face?"
+    from instant3d.cameras import orbit_cameras
+    from instant3d.mini.render import render_scenes
+    from instant3d.mini.teacher import load_teacher
+    from instant3d.sds import guide, sds_weight, to_unet
+    g, T, w = torch.Generator().manual_seed(seed), load_teacher(teacher), WorldConfig.mini("v2")
+    R = render_scenes([prompt] * n, orbit_cameras(torch.zeros(n), 15.0, 3.0, 45.0), cfg=w)
+    sil = R["part"] > 0
+    logit = torch.logit(paint_over_face(R)["faceless"].clamp(0.02, 0.98)).requires_grad_(True)
+    opt = torch.optim.Adam([logit], lr=lr)
+    tok = T.text_encoder.encode([prompt + VIEW_SUFFIXES["front"]] * n + [""] * n, allow_empty=True).tokens
+    rows = []
+    for i in range(steps + 1):
+        if i % every == 0:
+            d, sh = face_shares(torch.sigmoid(logit).detach(), sil, version)
+            rows.append(dict(step=i, shown=d.float().mean().item(), share=round(sh.mean().item(), 4)))
+        if i == steps: break
+        x = to_unet(torch.sigmoid(logit))
+        t, eps = torch.randint(20, 981, (n,), generator=g), torch.randn(x.shape, generator=g)
+        with torch.no_grad():
+            xt = T.scheduler.add_noise(x, eps, t)
+            e = T.unet(torch.cat([xt, xt]), torch.cat([t, t]), encoder_hidden_states=tok).sample
+            grad = sds_weight(T.scheduler.alphas_cumprod[t].float()).view(-1, 1, 1, 1) * (guide(e[n:], e[:n], scale) - eps)
+        opt.zero_grad(); (grad * x).sum().backward(); opt.step()
+    return dict(teacher=str(teacher), prompt=prompt, scale=scale, steps=steps, n=n, lr=lr, seed=seed, rows=rows,
+                gt_share=round(face_shares(R["rgb"], sil, version)[1].mean().item(), 4))
