@@ -258,7 +258,7 @@ def push_parts_table(path) -> str:
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
 
-# %% ../../nbs/27a_face_probes.ipynb #44cc3af5
+# %% ../../nbs/27a_face_probes.ipynb #e2ffa482
 def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
                 silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
                 version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
@@ -269,7 +269,7 @@ def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     detected, _ = front_feature_visible(images, **detector_settings(version))
     return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
-# %% ../../nbs/27a_face_probes.ipynb #1479a4e6
+# %% ../../nbs/27a_face_probes.ipynb #780edb98
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
                       version: str = "v3", size: int = 64) -> list[dict]: # per prompt: prompt, object, ground_truth
     "`face_shares` of each prompt's object and of its ground truth in the three front views of `rate_cameras`."
@@ -297,7 +297,7 @@ def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prom
         rows.append(row)
     return rows
 
-# %% ../../nbs/27a_face_probes.ipynb #4662f24f
+# %% ../../nbs/27a_face_probes.ipynb #f8281453
 def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-biased v3 teacher
                       janus: dict, # {"teacher": pilot_janus_score(...), "teacher_biased": ...}
                       shares: dict, # {"teacher": pilot_face_shares(...), "teacher_biased": ...}
@@ -321,7 +321,7 @@ def pilot_v3_criteria(probes: dict, # `run_face_probes` result of the front-bias
                           met=ratio is not None and ratio <= 2.0, views=len(obj)))
     return dict(res, all_met=all(v["met"] for v in res.values()))
 
-# %% ../../nbs/27a_face_probes.ipynb #6927f413
+# %% ../../nbs/27a_face_probes.ipynb #ac72225e
 def smiling_sample_rates(teacher, # a world v4 teacher folder
                          n: int = 24, seed: int = 5, steps: int = 40, guidance_scale: float = 3.0) -> dict:
     "Share of a v4 teacher's samples showing the face, for n smiling test prompts and the same prompts without 'smiling'."
@@ -339,7 +339,7 @@ def smiling_sample_rates(teacher, # a world v4 teacher folder
             out[f"{name}/{view}"] = front_feature_visible(x, **det)[0].float().mean().item()
     return dict(out, n=len(scenes), seed=seed, steps=steps, guidance_scale=guidance_scale, teacher=str(teacher))
 
-# %% ../../nbs/27a_face_probes.ipynb #0a9fedd1
+# %% ../../nbs/27a_face_probes.ipynb #e76b693d
 def face_place_spread(teacher, # a teacher folder
                       prompt: str, # a closed prompt whose scene has a face
                       t: int = 800, scale: float = 30.0, n: int = 32, azimuth_deg: float = 0.0, elevation_deg: float = 15.0,
@@ -373,7 +373,7 @@ def face_place_spread(teacher, # a teacher folder
                 centre_x_std=round(spread, 2), gt_centre_x=round(centre_x(gt), 2), gt_half_width=round((gcols.max() - gcols.min()).item() / 2 + 0.5, 2),
                 mean_estimate_shows_face=bool(shown[0]))
 
-# %% ../../nbs/27a_face_probes.ipynb #3e491f85
+# %% ../../nbs/27a_face_probes.ipynb #124661b5
 def image_sds_probe(teacher, # a teacher folder
                     prompt: str, # a closed prompt whose scene has a face (e.g. FACE_PROMPT_V4)
                     scale: float = 30.0, steps: int = 600, n: int = 8, lr: float = 0.02, every: int = 100, seed: int = 0,
