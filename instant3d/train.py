@@ -92,7 +92,7 @@ def warm_start_state(path, # a model folder written by `save_pretrained`
 
 # %% ../nbs/45_train.ipynb #2604d23f
 def run_world_version(cfg: TrainConfig) -> str | None:
-    "The mini world a run trains in (its teacher's world: 'v1', 'v2', 'v3'); None outside the mini world."
+    "The mini world a run trains in (its teacher's world: 'v1' to 'v4'); None outside the mini world."
     if cfg.prompts != "mini": return None
     from instant3d.hub import shipped_dir, shipped_missing
     from instant3d.mini.analysis import teacher_world  # lazy: only mini-world runs reach it

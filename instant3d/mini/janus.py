@@ -9,14 +9,13 @@ import torch
 from ..conventions import check_images, wrap_azimuth_deg
 from ..cameras import VIEW_NAMES, orbit_cameras, sample_cameras, view_index, view_labels
 from ..render import SHADING_MODES
-from .world import (WORLD_VERSIONS, WorldConfig, has_face, open_fills, prompts as world_prompts,
-                                  split_scenes)
+from .world import WORLD_VERSIONS, WorldConfig, has_face, open_fills, prompts as world_prompts
 from .render import render_scenes
 
 # %% auto #0
 __all__ = ['FRONT_HUE_DEG', 'DETECTOR_MIN_FRACTION', 'rgb_to_hsv', 'front_feature_mask', 'front_feature_visible', 'janus_rate',
            'detector_settings', 'front_rate', 'view_rates', 'janus_object_views', 'cameras_with_view',
-           'detector_confusion', 'ground_truth_rates', 'faced_prompts', 'generator_view_rates']
+           'detector_confusion', 'faced_prompts', 'ground_truth_rates', 'generator_view_rates']
 
 # %% ../../nbs/24_janus.ipynb #35ce1f0d
 def rgb_to_hsv(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
@@ -68,7 +67,8 @@ def janus_rate(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
     return visible[back].float().mean().item()
 
 # %% ../../nbs/24_janus.ipynb #7fb9fa1c
-DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024, "v3": 2 / 1024, "v4": 2 / 1024}  # v3, v4: v2's face; share of the image that must look like the front feature
+DETECTOR_MIN_FRACTION = {"v1": 1 / 1024, "v2": 2 / 1024, "v3": 2 / 1024, "v4": 2 / 1024}  # share of the image that must
+# look like the front feature; v3 and v4 have v2's face
 
 def detector_settings(version: str = "v1") -> dict:
     "Keyword arguments of `front_feature_visible` (and `janus_rate`, `front_rate`) for a world version."
@@ -152,12 +152,18 @@ def detector_confusion(world: WorldConfig, prompts: list[str] | None = None, # N
                 rows.append(_confusion_row(out["front_visible"], det, views=name, size=size, shading=shading))
     return rows
 
+# %% ../../nbs/24_janus.ipynb #08779954
+def faced_prompts(prompts: list[str], version: str) -> list[str]:
+    "The prompts (closed or open) whose objects have a front feature in world `version` (v3: creatures; v4: smiling)."
+    w = WorldConfig.mini(version)
+    return [p for p in prompts if has_face(open_fills(p, w)[0], version)]  # an open prompt always names its body
+
 # %% ../../nbs/24_janus.ipynb #dc34ce03
 def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None: every test prompt
                        seed: int = 0) -> dict:
     "gt_front_rate and gt_janus_rate: the detector on ground-truth front and back views of the world's test prompts with a face."
     g = torch.Generator().manual_seed(seed)
-    ps = [s.caption() for s in split_scenes(world, "test") if has_face(s, world.version)]  # v3: things have no front to find
+    ps = faced_prompts(world_prompts(world, "test"), world.version)  # v3, v4: scenes without a face have no front to find
     if n_prompts is not None and n_prompts < len(ps):
         ps = [ps[i] for i in sorted(torch.randperm(len(ps), generator=g)[:n_prompts].tolist())]
     cams = [cameras_with_view(world, v, len(ps), g) for v in ("front", "back")]
@@ -166,11 +172,6 @@ def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None:
     return dict(gt_front_rate=r["front_rate"], gt_janus_rate=r["janus_rate"], gt_rate_prompts=len(ps))
 
 # %% ../../nbs/24_janus.ipynb #b4bbc729
-def faced_prompts(prompts: list[str], version: str) -> list[str]:
-    "The prompts (closed or open) whose objects have a front feature in world `version`: all but v3's things."
-    w = WorldConfig.mini(version)
-    return [p for p in prompts if has_face(open_fills(p, w)[0], version)]  # an open prompt always names its body
-
 def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: int = 0) -> dict:
     "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt with a face, one style noise each."
     from instant3d.plans import rate_cameras

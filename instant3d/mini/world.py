@@ -181,7 +181,8 @@ class WorldConfig:
     front_min_fraction: float = 1 / 1024  # ground truth: front visible when >= this share of pixels is all front
     chunk_rays: int = 1 << 18  # sub-pixel rays traced at once (whole scenes per chunk): bounds memory, not speed
     camera: CameraConfig = field(default_factory=CameraConfig.mini)  # cameras; fov 40-50 deg so scenes fill the view
-    version: str = "v1"  # WORLD_VERSIONS: "v1" (nose), "v2" (face patch, open captions), "v3" (v2, faces on FACED_BODIES only); ours
+    version: str = "v1"  # WORLD_VERSIONS: "v1" (nose), "v2" (face patch, open captions), "v3" (faces on FACED_BODIES
+                          # only), "v4" (faces on smiling scenes only); ours
 
     def __post_init__(self): _check_world_config(self)
     @classmethod
