@@ -129,6 +129,8 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
                     faceless: bool = False, # fit the object without its face: can SDS plant one on the right body?
                     negative: str | None = None, # a prompt in place of the empty one in the guidance (None: "")
                     keep_object: bool = False, # also return the final `PromptObject` under "object"
+                    sets: tuple = (), # more `--set` overrides for the SDS stage only (e.g. its camera sectors); the fit keeps the preset's cameras
+                    version: str = "v2", # world version of the detector settings (`object_view_rates`)
                    ) -> dict: # fit_loss [first, last]; rows [{views_pp, front_rate, janus_rate}] (views_pp 0: after the fit)
     "Per-prompt SDS started from an object fitted to the ground truth (face included): does the face survive?"
     from instant3d.baseline import PromptTrainer, baseline_preset
@@ -138,19 +140,20 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     from instant3d.train_config import apply_overrides
     cfg = apply_overrides(replace(baseline_preset("mini"), views_pp=views_pp),
                           [f"train.sds.teacher={teacher}", f"train.sds.guidance_scale={guidance}", f"train.seed={seed}",
-                           "train.perp_neg.mode=off", "train.clip.weight=0"])
+                           "train.perp_neg.mode=off", "train.clip.weight=0", *sets])
     tc = cfg.train
     tr = PromptTrainer(cfg, prompt, 0, _load_guidance(tc, "cpu"), None, TextEncoder.from_config(tc.generator.text))
     if negative is not None: tr.guidance.uncond = tr.guidance.encode_prompts([negative])  # [1, L, D], as the "" it replaces
     rc = replace(tc.generator.render, height=tc.render_size, width=tc.render_size)
-    fit = _fit_to_ground_truth(tr.model, prompt, tc.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
-    rate = lambda: {k: v for k, v in object_view_rates([tr.model], tc.generator).items() if k.endswith("rate")}
+    fit = _fit_to_ground_truth(tr.model, prompt, baseline_preset("mini").train.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
+    rate = lambda: {k: v for k, v in object_view_rates([tr.model], tc.generator, version).items() if k.endswith("rate")}
     rows = [dict(views_pp=0, **rate())]
     while tr.step < cfg.steps:
         tr.train_step()
         if tr.views_pp % every == 0 or tr.step == cfg.steps: rows.append(dict(views_pp=int(tr.views_pp), **rate()))
     extra = dict(object=tr.model) if keep_object else {}
     return dict(**extra, teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless, negative=negative,
+                sets=list(sets), version=version,
                 fit_loss=[round(fit[0], 5), round(fit[-1], 5)] if fit else [], rows=rows)
 
 # %% ../../nbs/27a_face_probes.ipynb #a68d312d
