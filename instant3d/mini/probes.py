@@ -13,10 +13,10 @@ from .world import FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
 __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
-           'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe', 'surface_albedo_logits', 'run_face_probes',
-           'face_probe_table', 'pilot_teacher_config', 'pilot_janus', 'pilot_janus_score', 'run_push_parts',
-           'push_parts_table', 'face_shares', 'pilot_face_shares', 'pilot_v3_criteria', 'smiling_sample_rates',
-           'face_place_spread', 'image_sds_probe']
+           'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe',
+           'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config', 'pilot_janus',
+           'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares', 'pilot_v3_criteria',
+           'smiling_sample_rates', 'face_place_spread', 'image_sds_probe']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -35,6 +35,28 @@ def faceless_front(prompt: str, # a closed world v2 prompt
     from instant3d.mini.render import render_scenes
     w = world or WorldConfig.mini("v2")
     return paint_over_face(render_scenes([prompt] * n, cameras_with_view(w, "front", n, generator), cfg=w))
+
+# %% ../../nbs/27a_face_probes.ipynb #e2ffa482
+def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
+                silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
+                version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
+    "The detector's verdict of world `version` and the share of the silhouette that its per-pixel mask marks as face."
+    from instant3d.mini.janus import detector_settings, front_feature_mask, front_feature_visible
+    sil = silhouette.reshape(len(images), *images.shape[-2:]).bool()
+    mask = front_feature_mask(images) & sil
+    detected, _ = front_feature_visible(images, **detector_settings(version))
+    return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
+
+# %% ../../nbs/27a_face_probes.ipynb #ce90a21f
+def object_face_share(obj, # a `PromptObject` (anything with `.render(cameras, cfg=, perturb=, background=)`)
+                      generator_cfg, # its `Instant3DConfig` (cameras, renderer)
+                      version: str = "v4", size: int = 64) -> float:
+    "Mean `face_shares` share of an object's three front views (`rate_cameras`, silhouette: opacity above 0.5)."
+    from instant3d.plans import FRONT_AZIMUTHS, rate_cameras
+    cams = rate_cameras(generator_cfg.camera)[torch.arange(len(FRONT_AZIMUTHS))]
+    rc = replace(generator_cfg.render.for_test(), height=size, width=size)
+    with torch.no_grad(): r = obj.render(cams, cfg=rc, perturb=False, background=torch.ones(len(cams), 3))
+    return face_shares(r["rgb"].clamp(0, 1), r["opacity"] > 0.5, version)[1].mean().item()
 
 # %% ../../nbs/27a_face_probes.ipynb #d743a5c9
 def face_probe(teacher, # a teacher folder
@@ -131,7 +153,7 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
                     keep_object: bool = False, # also return the final `PromptObject` under "object"
                     sets: tuple = (), # more `--set` overrides for the SDS stage only (e.g. its camera sectors); the fit keeps the preset's cameras
                     version: str = "v2", # world version of the detector settings (`object_view_rates`)
-                   ) -> dict: # fit_loss [first, last]; rows [{views_pp, front_rate, janus_rate}] (views_pp 0: after the fit)
+                   ) -> dict: # fit_loss [first, last]; rows [{views_pp, front_rate, janus_rate, front_share}] (views_pp 0: after the fit)
     "Per-prompt SDS started from an object fitted to the ground truth (face included): does the face survive?"
     from instant3d.baseline import PromptTrainer, baseline_preset
     from instant3d.mini.chain import object_view_rates
@@ -146,7 +168,8 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     if negative is not None: tr.guidance.uncond = tr.guidance.encode_prompts([negative])  # [1, L, D], as the "" it replaces
     rc = replace(tc.generator.render, height=tc.render_size, width=tc.render_size)
     fit = _fit_to_ground_truth(tr.model, prompt, baseline_preset("mini").train.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
-    rate = lambda: {k: v for k, v in object_view_rates([tr.model], tc.generator, version).items() if k.endswith("rate")}
+    rate = lambda: dict({k: v for k, v in object_view_rates([tr.model], tc.generator, version).items() if k.endswith("rate")},
+                        front_share=round(object_face_share(tr.model, tc.generator, version), 4))
     rows = [dict(views_pp=0, **rate())]
     while tr.step < cfg.steps:
         tr.train_step()
@@ -260,17 +283,6 @@ def push_parts_table(path) -> str:
         for part, res in parts.items():
             rows.append(f"| {name} | {part} | " + " | ".join(f"{res[b]['cos']:+.2f} ({sum(abs(v) for v in res[b]['rgb']):.2f})" for b in bands) + " |")
     return "\n".join(rows)
-
-# %% ../../nbs/27a_face_probes.ipynb #e2ffa482
-def face_shares(images: torch.Tensor, # [B, 3, H, W] in [0, 1]
-                silhouette: torch.Tensor, # [B, 1, H, W] or [B, H, W] bool: the object's pixels
-                version: str = "v3") -> tuple[torch.Tensor, torch.Tensor]: # detected [B] bool, share [B] in [0, 1]
-    "The detector's verdict of world `version` and the share of the silhouette that its per-pixel mask marks as face."
-    from instant3d.mini.janus import detector_settings, front_feature_mask, front_feature_visible
-    sil = silhouette.reshape(len(images), *images.shape[-2:]).bool()
-    mask = front_feature_mask(images) & sil
-    detected, _ = front_feature_visible(images, **detector_settings(version))
-    return detected, mask.sum((1, 2)).float() / sil.sum((1, 2)).clamp(min=1).float()
 
 # %% ../../nbs/27a_face_probes.ipynb #780edb98
 def pilot_face_shares(out, # a `pilot_janus` folder (OUT/NN, one object per prompt)
