@@ -12,11 +12,11 @@ from ..files import write_json
 from .world import FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
-           'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe',
-           'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config', 'pilot_janus',
-           'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares', 'pilot_v3_criteria',
-           'smiling_sample_rates', 'face_place_spread', 'image_sds_probe']
+__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'PLANTING_VARIANTS', 'paint_over_face',
+           'faceless_front', 'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push',
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
+           'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
+           'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe', 'planting_bisection']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -419,3 +419,45 @@ def image_sds_probe(teacher, # a teacher folder
         opt.zero_grad(); (grad * x).sum().backward(); opt.step()
     return dict(teacher=str(teacher), prompt=prompt, scale=scale, steps=steps, n=n, lr=lr, seed=seed, rows=rows,
                 gt_share=round(face_shares(R["rgb"], sil, version)[1].mean().item(), 4))
+
+# %% ../../nbs/27a_face_probes.ipynb #8013d6eb
+_AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
+_FIXED = ("train.generator.camera.polar_deg_range=[74.9,75.1]", "train.generator.camera.radius_range=[2.99,3.01]",
+          "train.generator.camera.fovy_deg_range=[44.9,45.1]")  # the image probe's elevation 15, radius 3, field of view 45
+_ALBEDO = 'train.generator.render.shading=[["albedo",1.0]]'
+PLANTING_VARIANTS = {  # name: (Views-PP, score every, SDS-stage overrides); the preset is `baseline_preset("mini")`
+    "A_fixedcam": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED, _ALBEDO, "train.generator.render.background=white")),
+    "B_az0": (4096, 512, (_AZ(-1.0, 1.0),)),
+    "C_all": (4096, 512, ()),
+    "B1_shading": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED)),  # A with the preset's shading modes
+    "B3_elev": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED[1:], _ALBEDO)),  # A with the preset's elevations
+    "B4_radfov": (2048, 256, (_AZ(-1.0, 1.0), _FIXED[0], _ALBEDO)),  # A with the preset's radii and fields of view
+    "CA_all": (4096, 512, (*_FIXED, _ALBEDO)),  # A's camera and shading, every azimuth
+    "CA_all_long": (12288, 1024, (*_FIXED, _ALBEDO)),  # the same, three times as long
+    "C_all_long": (12288, 1024, ()),  # the preset's cameras and shading, three times as long as C
+    "CF_front45": (4096, 512, (_AZ(-45.0, 45.0), *_FIXED, _ALBEDO)),  # ... azimuths of the front sector only
+    "CF_front15": (2048, 256, (_AZ(-15.0, 15.0), *_FIXED, _ALBEDO)),  # ... within 15 degrees of the front
+    "CS_noback": (4096, 512, (_AZ(-135.0, 135.0), *_FIXED, _ALBEDO)),  # ... every azimuth but the back sector's
+    "CB_frontback": (4096, 512, ('train.generator.camera.sectors=[["front",-45.0,45.0,0.5],["back",135.0,180.0,0.25],'
+                                 '["back",-180.0,-135.0,0.25]]', *_FIXED, _ALBEDO)),  # ... the front and back sectors, no sides
+}
+
+def planting_bisection(teacher, # a world v4 teacher folder
+                       out, # JSON file: {name: face_seed_probe result (+ seconds)}; runs already in it are skipped
+                       names=None, # keys of PLANTING_VARIANTS (None: all)
+                       prompt: str | None = None, # None: FACE_PROMPT_V4
+                       fit_steps: int = 300, seed: int = 0) -> dict:
+    "`face_seed_probe(faceless=True)` of each named variant (a fitted faceless body, then SDS with its overrides), saved after each."
+    import json, time
+    from pathlib import Path
+    names = list(PLANTING_VARIANTS) if names is None else list(names)
+    if bad := [n for n in names if n not in PLANTING_VARIANTS]:
+        raise ValueError(f"planting_bisection: unknown variants {bad}; accepted: {', '.join(PLANTING_VARIANTS)}")
+    out = Path(out); res = json.loads(out.read_text()) if out.is_file() else {}
+    for n in names:
+        if n in res: continue
+        vpp, every, sets = PLANTING_VARIANTS[n]; t0 = time.time()
+        r = face_seed_probe(teacher, prompt or FACE_PROMPT_V4, fit_steps=fit_steps, views_pp=vpp, every=every, seed=seed,
+                            faceless=True, sets=sets, version="v4")
+        res[n] = dict(r, seconds=round(time.time() - t0, 1)); write_json(out, res)
+    return res
