@@ -16,7 +16,8 @@ __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_
            'faceless_front', 'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push',
            'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
            'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
-           'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe', 'planting_bisection']
+           'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe', 'planting_bisection',
+           'planted_janus', 'planted_janus_score']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -461,3 +462,38 @@ def planting_bisection(teacher, # a world v4 teacher folder
                             faceless=True, sets=sets, version="v4")
         res[n] = dict(r, seconds=round(time.time() - t0, 1)); write_json(out, res)
     return res
+
+# %% ../../nbs/27a_face_probes.ipynb #f6436273
+def planted_janus(teacher, # a teacher folder
+                  out, # folder: OUT/NN.json, one `face_seed_probe` result per prompt (a finished one is skipped)
+                  views_pp: int = 4096, every: int = 1024, lane: int = 0, lanes: int = 1, version: str = "v4",
+                  fit_steps: int = 300, seed: int = 0) -> list[str]: # the JSON files of this lane
+    "The Janus experiment's prompts, each by per-prompt SDS from a fitted faceless body (`face_seed_probe(faceless=True)`)."
+    import json, time
+    from pathlib import Path
+    from instant3d.mini.chain import janus_prompts
+    files = []
+    for i, p in enumerate(janus_prompts(version)):
+        if i % lanes != lane: continue
+        f = Path(out) / f"{i:02d}.json"
+        if not f.is_file():
+            t0 = time.time()
+            r = face_seed_probe(teacher, p, fit_steps=fit_steps, views_pp=views_pp, every=every, seed=seed, faceless=True,
+                                version=version)
+            write_json(f, dict(r, seconds=round(time.time() - t0, 1)))
+        files.append(str(f))
+    return files
+
+def planted_janus_score(out, # a `planted_janus` folder
+                        version: str = "v4") -> dict: # summary {front_rate, janus_rate} (final rows' means), per_prompt
+    "Mean final front and Janus rates of a `planted_janus` folder; every prompt's JSON must be there."
+    import json
+    from pathlib import Path
+    from instant3d.mini.chain import janus_prompts
+    ps = janus_prompts(version)
+    missing = [f"{i:02d}.json" for i in range(len(ps)) if not (Path(out) / f"{i:02d}.json").is_file()]
+    if missing: raise FileNotFoundError(f"planted_janus_score: {out} lacks {', '.join(missing)}")
+    rows = [json.loads((Path(out) / f"{i:02d}.json").read_text()) for i in range(len(ps))]
+    per = [dict(prompt=r["prompt"], **{k: r["rows"][-1][k] for k in ("front_rate", "janus_rate", "front_share")}) for r in rows]
+    mean = lambda k: sum(r[k] for r in per) / len(per)
+    return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=per, world=f"world {version}")
