@@ -467,7 +467,9 @@ def planting_bisection(teacher, # a world v4 teacher folder
 def planted_janus(teacher, # a teacher folder
                   out, # folder: OUT/NN.json, one `face_seed_probe` result per prompt (a finished one is skipped)
                   views_pp: int = 4096, every: int = 1024, lane: int = 0, lanes: int = 1, version: str = "v4",
-                  fit_steps: int = 300, seed: int = 0) -> list[str]: # the JSON files of this lane
+                  fit_steps: int = 300, seed: int = 0,
+                  sets: tuple = (), # SDS-stage overrides (e.g. `PLANTING_VARIANTS["CA_all"][2]`, the simplified cameras)
+                 ) -> list[str]: # the JSON files of this lane
     "The Janus experiment's prompts, each by per-prompt SDS from a fitted faceless body (`face_seed_probe(faceless=True)`)."
     import json, time
     from pathlib import Path
@@ -479,7 +481,7 @@ def planted_janus(teacher, # a teacher folder
         if not f.is_file():
             t0 = time.time()
             r = face_seed_probe(teacher, p, fit_steps=fit_steps, views_pp=views_pp, every=every, seed=seed, faceless=True,
-                                version=version)
+                                version=version, sets=sets)
             write_json(f, dict(r, seconds=round(time.time() - t0, 1)))
         files.append(str(f))
     return files
