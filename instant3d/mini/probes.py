@@ -471,7 +471,7 @@ def planted_janus(teacher, # a teacher folder
                   sets: tuple = (), # SDS-stage overrides (e.g. `PLANTING_VARIANTS["CA_all"][2]`, the simplified cameras)
                  ) -> list[str]: # the JSON files of this lane
     "The Janus experiment's prompts, each by per-prompt SDS from a fitted faceless body (`face_seed_probe(faceless=True)`)."
-    import json, time
+    import time
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts
     files = []
