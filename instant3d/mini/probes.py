@@ -238,6 +238,11 @@ def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shippe
                    threads=threads)
 
 # %% ../../nbs/27a_face_probes.ipynb #ba7682d7
+def _lanes(lane: int, lanes: int, who: str) -> None:
+    "One clear error for a lane that no process could be: `lanes` >= 1 and 0 <= `lane` < `lanes`."
+    if not (isinstance(lanes, int) and lanes >= 1 and isinstance(lane, int) and 0 <= lane < lanes):
+        raise ValueError(f"{who}: lane={lane!r}, lanes={lanes!r}; accepted: lanes >= 1 and 0 <= lane < lanes")
+
 def pilot_janus(teacher, # a teacher folder
                 out, # run folder: OUT/NN, one per prompt (a finished one is skipped)
                 lane: int = 0, lanes: int = 1, version: str = "v2") -> list[str]: # the run folders of this lane
@@ -245,6 +250,7 @@ def pilot_janus(teacher, # a teacher folder
     import shutil, subprocess, sys
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts, janus_sds_args
+    _lanes(lane, lanes, "pilot_janus")
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
     done = []
     for i, p in enumerate(janus_prompts(version)):
@@ -474,6 +480,7 @@ def planted_janus(teacher, # a teacher folder
     import time
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts
+    _lanes(lane, lanes, "planted_janus")
     files = []
     for i, p in enumerate(janus_prompts(version)):
         if i % lanes != lane: continue
