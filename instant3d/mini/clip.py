@@ -5,7 +5,7 @@
 # %% ../../nbs/21_mini_clip.ipynb #584e76f9
 from __future__ import annotations
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 import torch
@@ -22,8 +22,8 @@ from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
 
 # %% auto #0
-__all__ = ['MiniClipConfig', 'build_mini_clip', 'render_cache', 'MiniClip', 'save_mini_clip', 'evaluate_ground_truth',
-           'shipped_mini_clip_dir', 'load_mini_clip']
+__all__ = ['MiniClipConfig', 'build_mini_clip', 'render_cache', 'caption_twins', 'face_shown', 'twin_aware', 'MiniClip',
+           'save_mini_clip', 'evaluate_ground_truth', 'shipped_mini_clip_dir', 'load_mini_clip']
 
 # %% ../../nbs/21_mini_clip.ipynb #d8945bc0
 def _check_mini_clip_config(c):
@@ -167,6 +167,45 @@ def _view_variant(az, el, camera_cfg) -> torch.Tensor: # [N] long: 1 + index of 
     labels = view_labels(az, el, camera_cfg.front_half_width_deg, camera_cfg.overhead_elevation_deg)
     return torch.tensor([1 + names.index(v) for v in labels])
 
+# %% ../../nbs/21_mini_clip.ipynb #003d46cd
+def caption_twins(world_cfg: WorldConfig, # the world; only v4 has twins
+                 ) -> torch.Tensor: # [K] long: index in `all_scenes` of each scene's twin, -1 where there is none
+    "World v4's caption twins: each scene and the same scene with *smiling* toggled (the face); other worlds: all -1."
+    scenes = all_scenes(world_cfg)
+    if world_cfg.version != "v4": return torch.full((len(scenes),), -1, dtype=torch.long)
+    pos = {s: k for k, s in enumerate(scenes)}
+    return torch.tensor([pos[replace(s, smiling=not s.smiling)] for s in scenes], dtype=torch.long)
+
+def face_shown(world_cfg: WorldConfig, n_views: int, seed: int, # as the `render_cache` these flags belong to
+               size: int = 32, batch: int = 512, progress: bool = True,
+              ) -> torch.Tensor: # [N] bool, aligned with `render_cache(world_cfg, n_views, seed, size)`
+    "Whether each render's smiling version shows its face (ground truth `front_visible`); all True in worlds without twins."
+    if not (isinstance(n_views, int) and n_views >= 1):
+        raise ValueError(f"face_shown: n_views={n_views!r}, expected an int >= 1")
+    from tqdm.auto import tqdm
+    scenes = all_scenes(world_cfg)
+    n = len(scenes) * n_views
+    if world_cfg.version != "v4": return torch.ones(n, dtype=torch.bool)
+    idx = torch.arange(len(scenes)).repeat_interleave(n_views)
+    cams = sample_cameras(world_cfg.camera, n, torch.Generator().manual_seed(seed))  # render_cache's cameras
+    out = torch.empty(n, dtype=torch.bool)
+    for i in tqdm(range(0, n, batch), desc="face shown", disable=not progress, mininterval=5):
+        j = slice(i, i + batch)
+        faced = [replace(scenes[k], smiling=True) for k in idx[j].tolist()]
+        out[j] = render_scenes(faced, cams[j], size=size, background="white", cfg=world_cfg)["front_visible"]
+    return out
+
+def twin_aware(probs: torch.Tensor, # [B, K] softmax over every prompt of the world
+               true_idx: torch.Tensor, # [B] each render's prompt
+               twins: torch.Tensor, # [K] `caption_twins`
+               shown: torch.Tensor, # [B] bool `face_shown` of each render
+              ) -> tuple[torch.Tensor, torch.Tensor]: # CLIP-RP [B], top-1 hit [B] bool
+    "CLIP-RP and top-1 counting the caption twin as right where the face is hidden (plain scores elsewhere)."
+    t = true_idx.to(probs.device).long(); tw = twins.to(probs.device)[t]; ok = (tw >= 0) & ~shown.to(probs.device)
+    rp = probs.gather(1, t[:, None])[:, 0] + torch.where(ok, probs.gather(1, tw.clamp(min=0)[:, None])[:, 0], 0.0)
+    top = probs.argmax(1)
+    return rp, (top == t) | (ok & (top == tw))
+
 # %% ../../nbs/21_mini_clip.ipynb #df1ffd9b
 class MiniClip(torch.nn.Module):
     "A frozen CLIP (model, tokenizer, config): text tokens and pooled embeddings, image embeddings, CLIP-RP."
@@ -271,7 +310,7 @@ def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, 
                           seed: int = 1234, # camera seed: must differ from the training seeds (cfg.seed, cfg.seed + 1)
                           n_views: int = 4, batch: int = 512, progress: bool = False,
                           renders: tuple | None = None, # `render_cache(world_cfg, n_views, seed)`, shared by models
-                         ) -> dict[str, float]: # gt_clip_rp, gt_top1, gt_view_acc (means over prompts x views), logit_scale
+                         ) -> dict[str, float]: # gt_clip_rp, gt_top1 (twin-aware), their _strict forms, gt_view_acc, logit_scale
     "The ceiling: CLIP-RP and top-1 of ground-truth renders from fresh cameras, softmax over every prompt of the world."
     w = world_cfg if world_cfg is not None else clip.cfg.world
     if seed in (clip.cfg.seed, clip.cfg.seed + 1):
@@ -279,20 +318,25 @@ def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, 
                          "pick another")
     if renders is None: renders = render_cache(w, n_views, seed, size=w.image_size, batch=batch, progress=progress)
     images, idx, az, el = renders
+    shown = face_shown(w, len(idx) // len(all_scenes(w)), seed, size=images.shape[-1], batch=batch, progress=progress)
+    twins = caption_twins(w)
     ps = prompts(w)
     bank = clip.text_bank(ps)
     views = torch.stack([clip.text_bank([p + s for p in ps]) for s in VIEW_SUFFIXES.values()], 1)  # [K, 4, P]
     label = (_view_variant(az, el, w.camera) - 1).to(clip.device)
-    rp, hit, view_hit = [], [], []
+    rp, hit, rp_s, hit_s, view_hit = [], [], [], [], []
     with torch.no_grad():
         for i in range(0, len(idx), batch):
             img = clip.encode_image(images[i:i + batch].to(clip.device).float() / 255)
             t = idx[i:i + batch].to(img.device)
-            rp.append(_core_clip_rp(img, bank, t, clip.logit_scale)); hit.append((img @ bank.T).argmax(1) == t)
+            probs = (clip.logit_scale * img @ bank.T).float().softmax(-1)
+            rp_s.append(_core_clip_rp(img, bank, t, clip.logit_scale)); hit_s.append(probs.argmax(1) == t)
+            a, b = twin_aware(probs, t, twins, shown[i:i + batch]); rp.append(a); hit.append(b)
             view_hit.append(torch.einsum("bp,bvp->bv", img, views[t]).argmax(1) == label[i:i + batch])
     mean = lambda v: torch.cat(v).float().mean().item()
-    return dict(gt_clip_rp=mean(rp), gt_top1=mean(hit), gt_view_acc=mean(view_hit), logit_scale=clip.logit_scale,
-                n_images=len(idx), seed=seed)
+    return dict(gt_clip_rp=mean(rp), gt_top1=mean(hit), gt_clip_rp_strict=mean(rp_s), gt_top1_strict=mean(hit_s),
+                gt_view_acc=mean(view_hit), logit_scale=clip.logit_scale, n_images=len(idx), seed=seed,
+                face_shown=shown.float().mean().item())
 
 # %% ../../nbs/21_mini_clip.ipynb #4c432a4e
 def shipped_mini_clip_dir() -> Path:

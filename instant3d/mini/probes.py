@@ -481,6 +481,7 @@ def planted_janus(teacher, # a teacher folder
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts
     _lanes(lane, lanes, "planted_janus")
+    Path(out).mkdir(parents=True, exist_ok=True)
     files = []
     for i, p in enumerate(janus_prompts(version)):
         if i % lanes != lane: continue
