@@ -17,9 +17,10 @@ from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
 from ..precision import resolve_dtype
 from .world import WorldConfig, prompts
 from .clip import MiniClip, MiniClipConfig, build_mini_clip, render_cache, save_mini_clip, _view_variant
+from .clip import caption_twins, face_shown, twin_aware
 
 # %% auto #0
-__all__ = ['LOG_FIELDS', 'lr_factor', 'contrastive_loss', 'sample_batch', 'train_mini_clip']
+__all__ = ['LOG_FIELDS', 'lr_factor', 'contrastive_loss', 'sample_batch', 'twin_others', 'train_mini_clip']
 
 # %% ../../nbs/21a_mini_clip_train.ipynb #fee45e04
 def lr_factor(step: int, steps: int, warmup: int) -> float:
@@ -30,10 +31,12 @@ def lr_factor(step: int, steps: int, warmup: int) -> float:
 # %% ../../nbs/21a_mini_clip_train.ipynb #1b774ab2
 def contrastive_loss(img: torch.Tensor, txt: torch.Tensor, # [B, P] unit-norm embeddings of matching pairs
                      logit_scale: torch.Tensor, # scalar, log of the inverse temperature
+                     others: torch.Tensor | None = None, # [B, B] bool: caption j is right for image i too (j != i)
                     ) -> tuple[torch.Tensor, torch.Tensor]: # symmetric InfoNCE loss, image-to-text accuracy in the batch
     "CLIP's contrastive loss: cross-entropy over the batch, image-to-text and text-to-image, averaged."
     logits = logit_scale.exp() * img @ txt.T
     target = torch.arange(len(img), device=img.device)
+    if others is not None: logits = logits.masked_fill(others & (target[:, None] != target), float("-inf"))
     loss = (F.cross_entropy(logits, target) + F.cross_entropy(logits.T, target)) / 2
     return loss, (logits.argmax(1) == target).float().mean()
 
@@ -66,6 +69,16 @@ def sample_batch(cfg: MiniClipConfig, K: int, # prompts in the world
     v[:n2] = variant[i[:n2]]
     return torch.cat([p, p[:n2]]), torch.cat([i, i2]), torch.cat([v, variant[i2]])
 
+# %% ../../nbs/21a_mini_clip_train.ipynb #ffd356af
+def twin_others(p: torch.Tensor, i: torch.Tensor, v: torch.Tensor, # a `sample_batch`: prompt, cache index, caption variant
+                twins: torch.Tensor, # [K] `caption_twins`
+                shown: torch.Tensor, # [K * cache_views] bool `face_shown` of the cache
+                variant: torch.Tensor, # [K * cache_views] the caption variant naming each cached render's view
+               ) -> torch.Tensor: # [B, B] bool: caption j is right for image i too
+    "The pairs of a batch that are not negatives: a render with its face hidden and its twin's caption (plain or its view)."
+    hidden = ~shown[i]
+    return (p[None, :] == twins[p][:, None]) & hidden[:, None] & ((v[None, :] == 0) | (v[None, :] == variant[i][:, None]))
+
 # %% ../../nbs/21a_mini_clip_train.ipynb #6350abfc
 def _param_groups(model, weight_decay: float, logit_scale_lr_mult: float = 1.0) -> list[dict]:
     "Weight decay on matrices only (not biases, norms, embeddings, logit scale), as CLIP; the logit scale has its own lr."
@@ -84,20 +97,25 @@ def _save_checkpoint(out: Path, model, tok, opt, step: int, gen: torch.Generator
 # %% ../../nbs/21a_mini_clip_train.ipynb #808e1f39
 LOG_FIELDS = ("step", "loss", "acc", "logit_scale", "lr", "elapsed_s", "val_clip_rp", "val_top1")
 
-def _validate(clip: MiniClip, images, idx, ids_plain, batch: int = 512) -> tuple[float, float]:
-    "Validation CLIP-RP and top-1 (softmax over all plain prompts) during training."
+def _validate(clip: MiniClip, images, idx, ids_plain, batch: int = 512,
+              twins: torch.Tensor | None = None, shown: torch.Tensor | None = None, # world v4: twin-aware scores
+             ) -> tuple[float, float]:
+    "Validation CLIP-RP and top-1 (softmax over all plain prompts) during training; twin-aware where `twins` is given."
     clip.model.eval()
     with torch.no_grad():
         out = clip.model.text_model(input_ids=ids_plain)
         bank = F.normalize(clip.model.text_projection(out.pooler_output), dim=-1)
         img = torch.cat([clip.encode_image(images[i:i + batch].float() / 255) for i in range(0, len(idx), batch)])
     clip.model.train()
+    if twins is not None and (twins >= 0).any():
+        rp, hit = twin_aware((clip.logit_scale * img @ bank.T).float().softmax(-1), idx, twins, shown)
+        return rp.mean().item(), hit.float().mean().item()
     rp = _core_clip_rp(img, bank, idx, clip.logit_scale).mean().item()
     return rp, ((img @ bank.T).argmax(1) == idx).float().mean().item()
 
 # %% ../../nbs/21a_mini_clip_train.ipynb #c2d7686d
 def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
-    "Config check/write, render caches (training and validation), model, optimiser, and the step to start at."
+    "Config check/write, render caches (training and validation) and their face flags, model, optimiser, and the step to start at."
     cfg_path = out / CONFIG_NAME
     if resume and cfg_path.is_file() and config_from_dict(MiniClipConfig, json.loads(cfg_path.read_text())) != cfg:
         raise ValueError(f"resume: the config in {cfg_path} differs from the one given; use a new out_dir or the same one")
@@ -106,6 +124,10 @@ def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
     cache = _cached(out / "render_cache.pt",
                     lambda: render_cache(w, cfg.cache_views, cfg.seed, w.image_size, progress=progress))
     val = _cached(out / "val_cache.pt", lambda: render_cache(w, 1, cfg.seed + 1, w.image_size, progress=progress))
+    shown = lambda n, seed: face_shown(w, n, seed, w.image_size, progress=progress)  # all True without twins: nothing to cache
+    faces = ((_cached(out / "face_cache.pt", lambda: shown(cfg.cache_views, cfg.seed)),
+              _cached(out / "val_face_cache.pt", lambda: shown(1, cfg.seed + 1))) if w.version == "v4"
+             else (shown(cfg.cache_views, cfg.seed), shown(1, cfg.seed + 1)))
     model, tok = build_mini_clip(cfg)
     groups = _param_groups(model, cfg.weight_decay, cfg.logit_scale_lr_mult)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
@@ -120,7 +142,7 @@ def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
             raise CorruptCheckpoint(f"resume: {e}; the run cannot continue from it: start again in a new folder") from None
         opt.load_state_dict(st["optimizer"]); gen.set_state(st["generator"]); torch.set_rng_state(st["torch_rng"])
         step, elapsed = st["step"], st["elapsed_s"]
-    return MiniClip(model, tok, cfg), opt, gen, step, elapsed, cache, val
+    return MiniClip(model, tok, cfg), opt, gen, step, elapsed, cache, val, faces
 
 # %% ../../nbs/21a_mini_clip_train.ipynb #404ba4bd
 def _open_log(path: Path, start_step: int):
@@ -150,12 +172,14 @@ def train_mini_clip(cfg: MiniClipConfig,
 
 def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool, max_minutes, stop_after) -> MiniClip:
     from tqdm.auto import tqdm
-    clip, opt, gen, step, elapsed, (imgs, scene, az, el), (vimgs, vidx, _, _) = _prepare(cfg, out, resume, progress)
+    clip, opt, gen, step, elapsed, (imgs, scene, az, el), (vimgs, vidx, _, _), (shown, vshown) = _prepare(cfg, out, resume,
+                                                                                                         progress)
     model, K = clip.model, len(prompts(cfg.world))
     if cfg.batch_size - round(cfg.view_pairs * cfg.batch_size) > K:
         raise ValueError(f"batch_size={cfg.batch_size}: too big for the {K} prompts of the world "
                          "(a batch holds distinct prompts)")
     ids, variant = _caption_ids(clip, cfg.world), _view_variant(az, el, cfg.world.camera)
+    twins = caption_twins(cfg.world); has_twins = bool((twins >= 0).any())
     model.requires_grad_(True).train()
     dev = model.logit_scale.device
     bf16 = resolve_dtype(cfg.precision, dev) == torch.bfloat16
@@ -170,7 +194,8 @@ def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: boo
             pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
             img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output).float(),
                               dim=-1)
-        loss, acc = contrastive_loss(img, txt, model.logit_scale)
+        others = twin_others(p, i, v, twins, shown, variant) if has_twins else None
+        loss, acc = contrastive_loss(img, txt, model.logit_scale, others)
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         with torch.no_grad(): model.logit_scale.clamp_(0, cfg.logit_scale_max)
         step += 1
@@ -178,7 +203,7 @@ def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: boo
                    logit_scale=f"{model.logit_scale.exp().item():.2f}", elapsed_s=f"{time.time() - t0:.1f}")
         done = step == cfg.steps or step == stop_after or (max_minutes is not None and time.time() - t0 > 60 * max_minutes)
         if cfg.eval_every and (step % cfg.eval_every == 0 or done):
-            rp, top1 = _validate(clip, vimgs, vidx, ids[:, 0])
+            rp, top1 = _validate(clip, vimgs, vidx, ids[:, 0], twins=twins, shown=vshown)
             row |= dict(val_clip_rp=f"{rp:.4f}", val_top1=f"{top1:.4f}")
             stops = cfg.stop_clip_rp is not None and cfg.stop_top1 is not None
             if stops and rp >= cfg.stop_clip_rp and top1 >= cfg.stop_top1: done = True

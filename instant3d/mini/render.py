@@ -337,6 +337,7 @@ def _render_chunk(prims: dict, cameras: Cameras, size: int, s: int, bg: torch.Te
     out["part"] = counts.argmax(1, keepdim=True)
     out["front_pixels"] = (counts[:, PART_NAMES.index("front")] > 1 - 1e-6).sum((1, 2))  # pixels all covered by the front
     out["front_visible"] = out["front_pixels"] >= cfg.front_min_fraction * size * size
+    out["front_subpixels"] = (counts[:, PART_NAMES.index("front")] * s * s).round().sum((1, 2)).long()  # any of the front
     return out
 
 # %% ../../nbs/23_world_render.ipynb #db14e3eb
@@ -347,7 +348,7 @@ def render_scenes(scenes, # B Scenes or captions (or one, repeated for every cam
                   background="white", # "white" | "black" | "grey" or a [B, 3] tensor in [0, 1]
                   cfg: WorldConfig | None = None, # light, ambient, march settings; None = WorldConfig.mini()
                   shading: str = "lambertian", # `rgb` as one of instant3d.render.SHADING_MODES (the world's: lambertian)
-                 ) -> dict: # rgb, albedo, normal [B,3,H,W]; opacity, depth, part [B,1,H,W]; front_pixels, front_visible [B]
+                 ) -> dict: # rgb, albedo, normal [B,3,H,W]; opacity, depth, part [B,1,H,W]; front_pixels, front_visible, front_subpixels [B]
     "Ground-truth renders of B scenes from B cameras: sphere traced, shaded with the camera-tied light, supersampled."
     cfg = cfg if cfg is not None else WorldConfig.mini()
     size, s = (size if size is not None else cfg.image_size), (supersample if supersample is not None else cfg.supersample)
