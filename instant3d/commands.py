@@ -253,7 +253,8 @@ def world_eval(clip_dir=None, teacher_dir=None, seed: int = 1234, max_prompts: i
     world = teacher_world(teacher_dir)
     rates = ground_truth_rates(world, n_prompts=max_prompts if max_prompts is not None else 256, seed=seed)
     ratio = t["teacher_clip_rp"] / t["gt_clip_rp"]
-    return dict(gt_clip_rp=gt["gt_clip_rp"], gt_top1=gt["gt_top1"], teacher_clip_rp=t["teacher_clip_rp"],
+    return dict(gt_clip_rp=gt["gt_clip_rp"], gt_top1=gt["gt_top1"], gt_clip_rp_strict=gt["gt_clip_rp_strict"],
+                gt_top1_strict=gt["gt_top1_strict"], gt_face_shown=gt["face_shown"], teacher_clip_rp=t["teacher_clip_rp"],
                 teacher_view_accuracy=t["teacher_view_accuracy"], teacher_gt_clip_rp_same_prompts=t["gt_clip_rp"],
                 teacher_clip_rp_ratio=ratio, gt_view_accuracy=t["gt_view_accuracy"], **rates, world=f"world {world.version}",
                 bars=dict(gt_clip_rp=gt["gt_clip_rp"] >= 0.8, gt_top1=gt["gt_top1"] >= 0.9,
