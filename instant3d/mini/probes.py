@@ -17,7 +17,7 @@ __all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_
            'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
            'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
            'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe', 'planting_bisection',
-           'planted_janus', 'planted_janus_score']
+           'planted_janus', 'planted_janus_score', 'planted_janus_verdict']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -507,3 +507,21 @@ def planted_janus_score(out, # a `planted_janus` folder
     per = [dict(prompt=r["prompt"], **{k: r["rows"][-1][k] for k in ("front_rate", "janus_rate", "front_share")}) for r in rows]
     mean = lambda k: sum(r[k] for r in per) / len(per)
     return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=per, world=f"world {version}")
+
+# %% ../../nbs/27a_face_probes.ipynb #8c539930
+def planted_janus_verdict(biased, unbiased, # `planted_janus` folders of the front-biased and the unbiased teacher
+                          out=None, # JSON file to write (None: only return)
+                          version: str = "v4") -> dict: # summary per arm, verdict, per_prompt rows per arm
+    "Pilot 4's rule: `janus_verdict` of the two arms' mean final rates, with every prompt's final row beside it."
+    from instant3d.mini.chain import janus_verdict
+    arms = {"biased": planted_janus_score(biased, version), "unbiased": planted_janus_score(unbiased, version)}
+    faced = lambda rows: [r for r in rows if r["front_rate"] > 0]  # objects that show the face on some front view
+    res = dict(summary={a: s["summary"] for a, s in arms.items()},
+               verdict=janus_verdict(arms["biased"]["summary"], arms["unbiased"]["summary"]),
+               janus_among_faced={a: (sum(r["janus_rate"] for r in f) / len(f) if (f := faced(s["per_prompt"])) else None)
+                                  for a, s in arms.items()},
+               per_prompt={a: s["per_prompt"] for a, s in arms.items()}, world=f"world {version}",
+               rule="janus_verdict(biased, unbiased): reproduced if Janus(biased) - Janus(unbiased) >= 0.25 and "
+                    "front(biased) >= 0.5; not reproduced if the difference < 0.1; else inconclusive")
+    if out is not None: write_json(out, res)
+    return res
