@@ -12,12 +12,11 @@ from ..files import write_json
 from .world import FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'PLANTING_VARIANTS', 'paint_over_face',
-           'faceless_front', 'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push',
-           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
+__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
+           'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe',
+           'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config', 'check_lanes',
            'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
-           'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe', 'planting_bisection',
-           'planted_janus', 'planted_janus_score', 'planted_janus_verdict']
+           'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
 def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1], part [B, 1, H, W]
@@ -238,7 +237,7 @@ def pilot_teacher_config(init_from, # the teacher to start from (e.g. the shippe
                    threads=threads)
 
 # %% ../../nbs/27a_face_probes.ipynb #ba7682d7
-def _lanes(lane: int, lanes: int, who: str) -> None:
+def check_lanes(lane: int, lanes: int, who: str) -> None:
     "One clear error for a lane that no process could be: `lanes` >= 1 and 0 <= `lane` < `lanes`."
     if not (isinstance(lanes, int) and lanes >= 1 and isinstance(lane, int) and 0 <= lane < lanes):
         raise ValueError(f"{who}: lane={lane!r}, lanes={lanes!r}; accepted: lanes >= 1 and 0 <= lane < lanes")
@@ -250,7 +249,7 @@ def pilot_janus(teacher, # a teacher folder
     import shutil, subprocess, sys
     from pathlib import Path
     from instant3d.mini.chain import janus_prompts, janus_sds_args
-    _lanes(lane, lanes, "pilot_janus")
+    check_lanes(lane, lanes, "pilot_janus")
     exe = shutil.which("instant3d") or str(Path(sys.executable).parent / "instant3d")
     done = []
     for i, p in enumerate(janus_prompts(version)):
@@ -426,102 +425,3 @@ def image_sds_probe(teacher, # a teacher folder
         opt.zero_grad(); (grad * x).sum().backward(); opt.step()
     return dict(teacher=str(teacher), prompt=prompt, scale=scale, steps=steps, n=n, lr=lr, seed=seed, rows=rows,
                 gt_share=round(face_shares(R["rgb"], sil, version)[1].mean().item(), 4))
-
-# %% ../../nbs/27a_face_probes.ipynb #8013d6eb
-_AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
-_FIXED = ("train.generator.camera.polar_deg_range=[74.9,75.1]", "train.generator.camera.radius_range=[2.99,3.01]",
-          "train.generator.camera.fovy_deg_range=[44.9,45.1]")  # the image probe's elevation 15, radius 3, field of view 45
-_ALBEDO = 'train.generator.render.shading=[["albedo",1.0]]'
-PLANTING_VARIANTS = {  # name: (Views-PP, score every, SDS-stage overrides); the preset is `baseline_preset("mini")`
-    "A_fixedcam": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED, _ALBEDO, "train.generator.render.background=white")),
-    "B_az0": (4096, 512, (_AZ(-1.0, 1.0),)),
-    "C_all": (4096, 512, ()),
-    "B1_shading": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED)),  # A with the preset's shading modes
-    "B3_elev": (2048, 256, (_AZ(-1.0, 1.0), *_FIXED[1:], _ALBEDO)),  # A with the preset's elevations
-    "B4_radfov": (2048, 256, (_AZ(-1.0, 1.0), _FIXED[0], _ALBEDO)),  # A with the preset's radii and fields of view
-    "CA_all": (4096, 512, (*_FIXED, _ALBEDO)),  # A's camera and shading, every azimuth
-    "CA_all_long": (12288, 1024, (*_FIXED, _ALBEDO)),  # the same, three times as long
-    "C_all_long": (12288, 1024, ()),  # the preset's cameras and shading, three times as long as C
-    "CF_front45": (4096, 512, (_AZ(-45.0, 45.0), *_FIXED, _ALBEDO)),  # ... azimuths of the front sector only
-    "CF_front15": (2048, 256, (_AZ(-15.0, 15.0), *_FIXED, _ALBEDO)),  # ... within 15 degrees of the front
-    "CS_noback": (4096, 512, (_AZ(-135.0, 135.0), *_FIXED, _ALBEDO)),  # ... every azimuth but the back sector's
-    "CB_frontback": (4096, 512, ('train.generator.camera.sectors=[["front",-45.0,45.0,0.5],["back",135.0,180.0,0.25],'
-                                 '["back",-180.0,-135.0,0.25]]', *_FIXED, _ALBEDO)),  # ... the front and back sectors, no sides
-}
-
-def planting_bisection(teacher, # a world v4 teacher folder
-                       out, # JSON file: {name: face_seed_probe result (+ seconds)}; runs already in it are skipped
-                       names=None, # keys of PLANTING_VARIANTS (None: all)
-                       prompt: str | None = None, # None: FACE_PROMPT_V4
-                       fit_steps: int = 300, seed: int = 0) -> dict:
-    "`face_seed_probe(faceless=True)` of each named variant (a fitted faceless body, then SDS with its overrides), saved after each."
-    import json, time
-    from pathlib import Path
-    names = list(PLANTING_VARIANTS) if names is None else list(names)
-    if bad := [n for n in names if n not in PLANTING_VARIANTS]:
-        raise ValueError(f"planting_bisection: unknown variants {bad}; accepted: {', '.join(PLANTING_VARIANTS)}")
-    out = Path(out); res = json.loads(out.read_text()) if out.is_file() else {}
-    for n in names:
-        if n in res: continue
-        vpp, every, sets = PLANTING_VARIANTS[n]; t0 = time.time()
-        r = face_seed_probe(teacher, prompt or FACE_PROMPT_V4, fit_steps=fit_steps, views_pp=vpp, every=every, seed=seed,
-                            faceless=True, sets=sets, version="v4")
-        res[n] = dict(r, seconds=round(time.time() - t0, 1)); write_json(out, res)
-    return res
-
-# %% ../../nbs/27a_face_probes.ipynb #f6436273
-def planted_janus(teacher, # a teacher folder
-                  out, # folder: OUT/NN.json, one `face_seed_probe` result per prompt (a finished one is skipped)
-                  views_pp: int = 4096, every: int = 1024, lane: int = 0, lanes: int = 1, version: str = "v4",
-                  fit_steps: int = 300, seed: int = 0,
-                  sets: tuple = (), # SDS-stage overrides (e.g. `PLANTING_VARIANTS["CA_all"][2]`, the simplified cameras)
-                 ) -> list[str]: # the JSON files of this lane
-    "The Janus experiment's prompts, each by per-prompt SDS from a fitted faceless body (`face_seed_probe(faceless=True)`)."
-    import time
-    from pathlib import Path
-    from instant3d.mini.chain import janus_prompts
-    _lanes(lane, lanes, "planted_janus")
-    Path(out).mkdir(parents=True, exist_ok=True)
-    files = []
-    for i, p in enumerate(janus_prompts(version)):
-        if i % lanes != lane: continue
-        f = Path(out) / f"{i:02d}.json"
-        if not f.is_file():
-            t0 = time.time()
-            r = face_seed_probe(teacher, p, fit_steps=fit_steps, views_pp=views_pp, every=every, seed=seed, faceless=True,
-                                version=version, sets=sets)
-            write_json(f, dict(r, seconds=round(time.time() - t0, 1)))
-        files.append(str(f))
-    return files
-
-def planted_janus_score(out, # a `planted_janus` folder
-                        version: str = "v4") -> dict: # summary {front_rate, janus_rate} (final rows' means), per_prompt
-    "Mean final front and Janus rates of a `planted_janus` folder; every prompt's JSON must be there."
-    import json
-    from pathlib import Path
-    from instant3d.mini.chain import janus_prompts
-    ps = janus_prompts(version)
-    missing = [f"{i:02d}.json" for i in range(len(ps)) if not (Path(out) / f"{i:02d}.json").is_file()]
-    if missing: raise FileNotFoundError(f"planted_janus_score: {out} lacks {', '.join(missing)}")
-    rows = [json.loads((Path(out) / f"{i:02d}.json").read_text()) for i in range(len(ps))]
-    per = [dict(prompt=r["prompt"], **{k: r["rows"][-1][k] for k in ("front_rate", "janus_rate", "front_share")}) for r in rows]
-    mean = lambda k: sum(r[k] for r in per) / len(per)
-    return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=per, world=f"world {version}")
-
-# %% ../../nbs/27a_face_probes.ipynb #8c539930
-def planted_janus_verdict(biased, unbiased, # `planted_janus` folders of the front-biased and the unbiased teacher
-                          out=None, # JSON file to write (None: only return)
-                          version: str = "v4") -> dict: # summary per arm, verdict, per_prompt rows per arm
-    "Pilot 4's rule: `janus_verdict` of the two arms' mean final rates, with every prompt's final row beside it."
-    from instant3d.mini.chain import janus_verdict
-    arms = {"biased": planted_janus_score(biased, version), "unbiased": planted_janus_score(unbiased, version)}
-    faced = lambda rows: [r for r in rows if r["front_rate"] > 0]  # objects that show the face on some front view
-    res = dict(summary={a: s["summary"] for a, s in arms.items()},
-               verdict=janus_verdict(arms["biased"]["summary"], arms["unbiased"]["summary"]),
-               janus_among_faced={a: (sum(r["janus_rate"] for r in f) / len(f) if (f := faced(s["per_prompt"])) else None)
-                                  for a, s in arms.items()},
-               per_prompt={a: s["per_prompt"] for a, s in arms.items()}, world=f"world {version}",
-               rule="janus_verdict(biased, unbiased): reproduced if Janus(biased) - Janus(unbiased) >= 0.25 and "
-                    "front(biased) >= 0.5; not reproduced if the difference < 0.1; else inconclusive")
-    if out is not None: write_json(out, res)
-    return res
