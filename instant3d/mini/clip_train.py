@@ -124,10 +124,10 @@ def _prepare(cfg: MiniClipConfig, out: Path, resume: bool, progress: bool):
     cache = _cached(out / "render_cache.pt",
                     lambda: render_cache(w, cfg.cache_views, cfg.seed, w.image_size, progress=progress))
     val = _cached(out / "val_cache.pt", lambda: render_cache(w, 1, cfg.seed + 1, w.image_size, progress=progress))
-    shown = lambda n, seed: face_shown(w, n, seed, w.image_size, progress=progress)  # all True without twins: nothing to cache
+    shown = lambda n, seed: face_shown(w, n, seed, w.image_size, progress=progress)
     faces = ((_cached(out / "face_cache.pt", lambda: shown(cfg.cache_views, cfg.seed)),
               _cached(out / "val_face_cache.pt", lambda: shown(1, cfg.seed + 1))) if w.version == "v4"
-             else (shown(cfg.cache_views, cfg.seed), shown(1, cfg.seed + 1)))
+             else (None, None))  # only world v4 has caption twins
     model, tok = build_mini_clip(cfg)
     groups = _param_groups(model, cfg.weight_decay, cfg.logit_scale_lr_mult)
     opt = torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.98), eps=1e-6)
