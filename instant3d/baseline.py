@@ -236,8 +236,9 @@ def resolve_baseline_args(args) -> tuple[BaselineConfig, list[str]]:
     return cfg, prompts
 
 def softmax_set(cfg: BaselineConfig, prompts: list[str]) -> list[str]:
-    "The CLIP-RP softmax set: the preset's whole prompt set if it holds every prompt, else `prompts`."
-    try: allp = prompt_split(cfg.train.prompts, cfg.train.split_seed)["all"]
+    "The CLIP-RP softmax set: the preset's whole prompt set (a mini run: its teacher's world's) if it holds every prompt, else `prompts`."
+    from instant3d.train import run_world_version
+    try: allp = prompt_split(cfg.train.prompts, cfg.train.split_seed, run_world_version(cfg.train))["all"]
     except ValueError: return list(prompts)
     return allp if set(prompts) <= set(allp) else list(prompts)
 
@@ -253,7 +254,8 @@ def _run_and_save(args, cfg: BaselineConfig, prompts: list[str]) -> dict:
     allp = softmax_set(cfg, prompts)
     gt = None
     if cfg.train.prompts == "mini" and set(prompts) <= set(allp) and allp is not prompts:
-        gt = world_ground_truth(cfg.train.generator.render.test_height)
+        from instant3d.train import run_world_version
+        gt = world_ground_truth(cfg.train.generator.render.test_height, run_world_version(cfg.train) or "v1")
     rows = []
     res = run_baseline(cfg, prompts, eval_at=args.eval_at or [], all_prompts=allp, ground_truth=gt, device=dev,
                        progress=not args.no_progress, log=rows.append)

@@ -273,18 +273,19 @@ def build_parser() -> argparse.ArgumentParser:
                     help="classifier-free guidance of the samples (default 3)")
     we.add_argument("--json", action="store_true", help="print one JSON object")
     we.set_defaults(func=C.cmd_world_eval)
-    wj = wsub.add_parser("v2", help="the world v2 chain: mini CLIP, both teachers, the Janus experiment, the v2 "
-                                    "generator (resumable; two processes may share OUT)")
-    wj.add_argument("out", nargs="?", default="runs/world_v2", help="folder of the chain (default runs/world_v2)")
-    wj.add_argument("--status", action="store_true", help="say which steps are done, running and waiting; run nothing")
-    wj.add_argument("--dry-run", action="store_true", help="list the pending commands; run nothing")
-    wj.add_argument("--results", default="results/world_v2",
-                    help="where a copy of every JSON the chain writes goes, to commit (default results/world_v2)")
-    wj.add_argument("--ship", action="store_true",
-                    help="copy the chain's models into the package as 'mini-v2' (float16 weights), each once trained and evaluated")
-    wj.add_argument("--time-limit-min", type=float, default=None,
-                    help="stop a teacher training after M minutes (resumable)")
-    wj.set_defaults(func=C.cmd_world_v2)
+    for v, name in (("v2", "mini-v2"), ("v4", "mini-v4")):  # the world chains (nbs/27_world_v2)
+        wj = wsub.add_parser(v, help=f"the world {v} chain: mini CLIP, both teachers, the Janus experiment, the {v} "
+                                     "generator (resumable; two processes may share OUT)")
+        wj.add_argument("out", nargs="?", default=f"runs/world_{v}", help=f"folder of the chain (default runs/world_{v})")
+        wj.add_argument("--status", action="store_true", help="say which steps are done, running and waiting; run nothing")
+        wj.add_argument("--dry-run", action="store_true", help="list the pending commands; run nothing")
+        wj.add_argument("--results", default=f"results/world_{v}",
+                        help=f"where a copy of every JSON the chain writes goes, to commit (default results/world_{v})")
+        wj.add_argument("--ship", action="store_true",
+                        help=f"copy the chain's models into the package as {name!r} (float16 weights), each once trained and evaluated")
+        wj.add_argument("--time-limit-min", type=float, default=None,
+                        help="stop a teacher training after M minutes (resumable)")
+        wj.set_defaults(func=C.cmd_world_chain, version=v)
     b = sub.add_parser("baseline", help="per-prompt SDS optimisation (DreamFusion style) with the trainer's teacher, "
                                         "cameras and renderer")
     add_baseline_args(b).set_defaults(func=C.cmd_baseline)

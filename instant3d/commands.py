@@ -11,7 +11,7 @@ from .files import write_json, write_text
 
 # %% auto #0
 __all__ = ['RATE_PROMPTS', 'OPEN_SEEDS', 'preset_info', 'cmd_info', 'cmd_generate', 'cmd_prompts', 'cmd_world_render',
-           'cmd_world_train_clip', 'cmd_world_train_teacher', 'cmd_world_v2', 'world_eval', 'cmd_world_eval',
+           'cmd_world_train_clip', 'cmd_world_train_teacher', 'cmd_world_chain', 'world_eval', 'cmd_world_eval',
            'resolve_train_config', 'cmd_train', 'eval_csv_path', 'cmd_eval', 'cmd_convert_official', 'cmd_baseline',
            'cmd_reproduce']
 
@@ -207,22 +207,23 @@ def cmd_world_train_teacher(args):
     print(f"teacher written to {done} ({time.perf_counter() - t0:.0f} s); "
           f"evaluate with `instant3d world eval --teacher {done}`")
 
-def cmd_world_v2(args):
-    from instant3d.mini.chain import world_v2_status, run_world_v2, ship_world_v2
-    out = Path(args.out)
+def cmd_world_chain(args):
+    "`instant3d world v2` / `instant3d world v4`: run, continue, report or ship a world chain (nbs/27_world_v2)."
+    from instant3d.mini.chain import world_status, run_world, ship_world, chain_recipe
+    out, v = Path(args.out), args.version
     if args.ship:
-        try: written = ship_world_v2(out)
+        try: written = ship_world(out, v)
         except ValueError as e: raise CLIError(str(e), 1) from None
-        print("shipped as 'mini-v2': " + ", ".join(str(p) for p in written))
-        if len(written) < 3: print("the rest ships once its steps are done (`instant3d world v2 --status`)")
+        print(f"shipped as {chain_recipe(v)['name']!r}: " + ", ".join(str(p) for p in written))
+        if len(written) < 3: print(f"the rest ships once its steps are done (`instant3d world {v} --status`)")
         return
     if args.status:
-        st = world_v2_status(out)
+        st = world_status(out, v)
         for k in ("done", "running", "waiting"): print(f"{k} ({len(st[k])}): {' '.join(st[k]) or '-'}")
         if st["progress"]: print("progress: " + ", ".join(f"{n} {p}" for n, p in st["progress"].items()))
         return
     if not args.dry_run: writable_dir(out)
-    try: res = run_world_v2(out, dry_run=args.dry_run, time_limit_min=args.time_limit_min, results=args.results)
+    try: res = run_world(out, v, dry_run=args.dry_run, time_limit_min=args.time_limit_min, results=args.results)
     except RuntimeError as e: raise CLIError(str(e), 1) from None
     if args.dry_run: print("\n".join(res) if res else "nothing left to run"); return
     if isinstance(res, list): print(f"stopped by --time-limit-min; {len(res)} steps left: rerun to continue"); return
@@ -372,14 +373,15 @@ def cmd_eval(args):
     writable_dir(csv_path.parent, create=False)
     try:
         pipe = Instant3DPipeline.from_pretrained(ck)
-        split = prompt_split(meta["prompts"], meta.get("split_seed", 0))
+        version = meta.get("world_version", "v1") if meta["prompts"] == "mini" else None  # trained before world versions: v1
+        split = prompt_split(meta["prompts"], meta.get("split_seed", 0), version)
         clip = Clip.from_pretrained(meta.get("clip_model", "mini"))
     except CheckpointError as e: raise CLIError(str(e)) from None
     except WeightsNotFoundError as e: raise CLIError(" ".join(str(e).split())) from None
     except ValueError as e: raise CLIError(str(e), 2) from None
     ps = split[args.split]
     if args.max_prompts is not None: ps = ps[:args.max_prompts]
-    gt = world_ground_truth(pipe.config.render.test_height) if meta["prompts"] == "mini" else None
+    gt = world_ground_truth(pipe.config.render.test_height, version) if meta["prompts"] == "mini" else None
     t0 = time.perf_counter()
     m = evaluate_clip_rp(pipe, clip, ps, split["all"], views=args.views, seed=args.seed, ground_truth=gt,
                          progress=not args.json)
@@ -391,7 +393,6 @@ def cmd_eval(args):
     if csv_path.exists(): print(f"instant3d: replacing {csv_path} (an earlier result)", file=sys.stderr)
     write_text(csv_path, buf.getvalue())
     if meta["prompts"] == "mini":
-        version = meta.get("world_version", "v1")  # checkpoints trained before world versions: v1
         from instant3d.mini.janus import generator_view_rates
         from instant3d.mini.analysis import generator_open_diversity
         m.update(generator_view_rates(pipe, ps[:RATE_PROMPTS], version, args.seed))

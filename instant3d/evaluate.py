@@ -86,11 +86,11 @@ def evaluate_clip_rp(pipe: Instant3DPipeline, clip, prompts: list[str], all_prom
     return _summary(prompts, views, seed, rp, hit, gt, iou, ground_truth is not None)
 
 # %% ../nbs/44_evaluate.ipynb #1c0a4409
-def world_ground_truth(size: int):
-    "The `ground_truth` callable of `evaluate_clip_rp` for the mini world: analytic renders on white at `size` pixels."
+def world_ground_truth(size: int, version: str = "v1"):
+    "The `ground_truth` callable of `evaluate_clip_rp` for mini world `version`: analytic renders on white at `size` pixels."
     from instant3d.mini.world import WorldConfig
     from instant3d.mini.render import render_scenes
-    w = WorldConfig.mini()
+    w = WorldConfig.mini(version)
     return lambda ps, cams: render_scenes(ps, cams.to("cpu"), cfg=w, size=size)["rgb"].clamp(0, 1)
 
 # %% ../nbs/44_evaluate.ipynb #0283d031

@@ -25,7 +25,7 @@ def is_local(name: str) -> bool:
     return os.path.exists(name) or name.startswith(("/", ".", "~"))
 
 # %% ../nbs/02a_hub.ipynb #84311b8b
-SHIPPED = ("mini", "mini-v2")  # reserved model names: folders in instant3d/weights, never hub ids
+SHIPPED = ("mini", "mini-v2", "mini-v4")  # reserved model names: folders in instant3d/weights, never hub ids
 SHIPPED_KINDS = {"teacher": "{}_teacher", "clip": "{}_clip", "generator": "{}"}  # folder of each kind, by name
 
 def shipped_dir(name, # a model name (or a path / hub id: then None)
@@ -39,8 +39,9 @@ def shipped_dir(name, # a model name (or a path / hub id: then None)
 
 def shipped_missing(name: str, kind: str) -> str:
     "The one message for a reserved name whose folder this copy of the package lacks."
-    how = ("build world v2 with `instant3d world v2`, then `instant3d world v2 --ship` (nbs/27_world_v2), or use 'mini'"
-           if name == "mini-v2" else "reinstall from a clone that has instant3d/weights (`pip install -e .`)")
+    v = str(name).removeprefix("mini-")  # a world chain's models: "mini-v2" (world v2), "mini-v4" (world v4)
+    how = (f"build world {v} with `instant3d world {v}`, then `instant3d world {v} --ship` (nbs/27_world_v2), or use 'mini'"
+           if name in ("mini-v2", "mini-v4") else "reinstall from a clone that has instant3d/weights (`pip install -e .`)")
     return f"the shipped {kind} {name!r} is missing: no folder {str(shipped_dir(name, kind))!r}; {how}"
 
 # %% ../nbs/02a_hub.ipynb #98950e6d

@@ -121,7 +121,9 @@ def file_split(path, seed: int = 0, train_fraction: float = 0.6) -> dict[str, li
 # %% ../nbs/30_prompts.ipynb #957716a0
 PROMPT_SETS = ("mini", "animals", "portraits")
 
-def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[str]:
+def prompt_set(name: str, split: str = "all", seed: int = 0, file=None,
+               version: str | None = None, # `mini`, `mini-open`: the mini world's version (None: v1, and v2 for mini-open)
+              ) -> list[str]:
     "Prompts of a named set (`mini`, `animals`, `portraits`) or of `file`, for one split."
     if split not in SPLITS: raise ValueError(f"unknown split {split!r}: accepted {', '.join(SPLITS)}")
     if file is not None:
@@ -129,10 +131,10 @@ def prompt_set(name: str, split: str = "all", seed: int = 0, file=None) -> list[
         return sorted(set(s["train"] + s["test"])) if split == "all" else s[split]
     elif name == "mini":
         from instant3d.mini.world import WorldConfig, prompts as world_prompts
-        return world_prompts(WorldConfig.mini(), split)  # the world's own fixed split (seed in WorldConfig)
-    elif name == "mini-open":  # open-attribute prompts (world v2 on; v3 has the same): added by TrainConfig.open_prompts
+        return world_prompts(WorldConfig.mini(version or "v1"), split)  # the world's own fixed split (seed in WorldConfig)
+    elif name == "mini-open":  # open-attribute prompts (world v2 on; v3 has v2's): added by TrainConfig.open_prompts
         from instant3d.mini.world import WorldConfig, open_prompts
-        return list(open_prompts(WorldConfig.mini("v2"), split))
+        return list(open_prompts(WorldConfig.mini(version or "v2"), split))
     elif name == "animals": allp = animals_prompts()
     elif name == "portraits": allp = portraits_prompts()
     else: raise ValueError(f"unknown prompt set {name!r}: accepted {', '.join(PROMPT_SETS)} or a file (--prompts FILE)")

@@ -337,7 +337,7 @@ def from_pretrained(cls: TextEncoder, name_or_path: str | Path, # hub id or loca
     return enc.to(device) if device is not None else enc
 
 # %% ../nbs/02_text.ipynb #c33f99ab
-def shipped_mini_text_dir(name: str = MINI): # a shipped model name (instant3d.hub.SHIPPED): "mini" or "mini-v2"
+def shipped_mini_text_dir(name: str = MINI): # a shipped model name (instant3d.hub.SHIPPED): "mini", "mini-v2" or "mini-v4"
     "Folder of that world's shipped mini CLIP (text_encoder/ + tokenizer/), or None when absent."
     from instant3d.hub import shipped_dir
     p = shipped_dir(name, "clip")

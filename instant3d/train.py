@@ -123,7 +123,7 @@ class Trainer:
         if cfg.open_prompts and (v := run_world_version(cfg)) in (None, "v1"):
             raise ValueError(f"TrainConfig.open_prompts=True needs a teacher of world v2 or later (world v1 has no open prompts), "
                              f"got sds.teacher={cfg.sds.teacher!r} of world {v}")
-        self.split = resolve_prompts(cfg)
+        self.split = resolve_prompts(cfg, run_world_version(cfg))  # a mini run: its teacher's world's prompts
         self.prompts = self.split["train"]
         self.guidance = guidance if guidance is not None else _load_guidance(cfg, dev)
         self.clip = clip if clip is not None else (_load_clip(cfg, dev) if _needs_clip(cfg) else None)

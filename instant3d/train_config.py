@@ -214,23 +214,27 @@ SPEED_LEVERS_OFF = ("generator.render.empty_density=0", "sds.channels_last=false
                     "sds.dtype=float32", "sds.compile=false", "clip.dtype=float32")  # see nbs/46_speed
 
 # %% ../nbs/43_train_config.ipynb #ca68210a
-def prompt_split(prompts: str, split_seed: int = 0) -> dict[str, list[str]]:
+def prompt_split(prompts: str, split_seed: int = 0,
+                 version: str | None = None, # `mini`: the mini world's version (a run's teacher's world; None: v1)
+                ) -> dict[str, list[str]]:
     "{'train', 'test', 'all'} prompt lists of a named set or a file (the softmax of CLIP-RP ranges over 'all')."
     from instant3d.prompts import prompt_set, file_split, PROMPT_SETS
     if prompts in PROMPT_SETS:
-        s = {k: prompt_set(prompts, k, seed=split_seed) for k in ("train", "test")}
+        s = {k: prompt_set(prompts, k, seed=split_seed, version=version) for k in ("train", "test")}
     elif prompts == "dailylife":
         raise ValueError("the Daily Life set was not released: give your own prompt file with --prompts FILE "
                          "(one prompt per line)")
     else: s = file_split(prompts, seed=split_seed)  # a text file, or a JSON library with its own split
     return dict(s, all=s["train"] + s["test"])
 
-def resolve_prompts(cfg: TrainConfig) -> dict[str, list[str]]:
-    "The prompt split of a run's config; with `open_prompts`, 'train' also holds world v2's open train prompts ('all' does not)."
-    s = prompt_split(cfg.prompts, cfg.split_seed)
+def resolve_prompts(cfg: TrainConfig,
+                    version: str | None = None, # the mini world of the run (`instant3d.train.run_world_version`); None: v1
+                   ) -> dict[str, list[str]]:
+    "The prompt split of a run's config in its world; with `open_prompts`, 'train' also holds the world's open train prompts ('all' does not)."
+    s = prompt_split(cfg.prompts, cfg.split_seed, version)
     if not cfg.open_prompts: return s
     from instant3d.prompts import prompt_set
-    return dict(s, train=s["train"] + prompt_set("mini-open", "train"))
+    return dict(s, train=s["train"] + prompt_set("mini-open", "train", version=version))
 
 # %% ../nbs/43_train_config.ipynb #73136e78
 def load_train_config(run_dir) -> TrainConfig:

@@ -10,7 +10,8 @@ from ..files import write_json
 from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
-__all__ = ['PLANTING_VARIANTS', 'planting_bisection', 'planted_janus', 'planted_janus_score', 'planted_janus_verdict']
+__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'planting_bisection', 'planted_janus', 'planted_janus_score',
+           'planted_janus_verdict']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -53,6 +54,9 @@ def planting_bisection(teacher, # a world v4 teacher folder
     return res
 
 # %% ../../nbs/27b_planting.ipynb #f6436273
+PLANTED_CHAIN = dict(views_pp=4096, every=1024, fit_steps=300, seed=0, sets=PLANTING_VARIANTS["CA_all"][2])  # pilot 4's
+# settings, the Janus step of the world v4 chain (nbs/27_world_v2)
+
 def planted_janus(teacher, # a teacher folder
                   out, # folder: OUT/NN.json, one `face_seed_probe` result per prompt (a finished one is skipped)
                   views_pp: int = 4096, every: int = 1024, lane: int = 0, lanes: int = 1, version: str = "v4",

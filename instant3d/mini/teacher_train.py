@@ -21,9 +21,10 @@ __all__ = ['train_teacher', 'run_train_teacher']
 
 # %% ../../nbs/22a_teacher_train.ipynb #96d3aed7
 def _init_weights(cfg: TeacherConfig) -> dict:
-    "The UNet state dict of `cfg.init_from` (fp32), checked against the architecture of `cfg`."
+    "The UNet state dict of `cfg.init_from` (a teacher folder or a shipped name; fp32), checked against the architecture of `cfg`."
     from diffusers import UNet2DConditionModel
-    folder = Path(cfg.init_from)
+    from instant3d.hub import shipped_dir
+    folder = shipped_dir(str(cfg.init_from), "teacher") or Path(cfg.init_from)  # a shipped name ("mini-v2") or a folder
     if not (folder / "unet" / "config.json").is_file():
         raise FileNotFoundError(f"TeacherConfig.init_from={cfg.init_from!r}: no teacher there "
                                 f"(expected {folder / 'unet' / 'config.json'})")
