@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument("--out", default="outputs/world", help="output folder")
     wr.add_argument("--frames", type=int, default=24, help="turntable frames (default 24)")
     wr.add_argument("--size", type=check_size, default=64, help="render size in pixels (default 64)")
+    wr.add_argument("--world", default="v1", choices=("v1", "v2", "v3", "v4"),
+                    help="the world whose ground truth to draw (default v1; v4: the face on 'smiling' prompts only)")
     wr.set_defaults(func=C.cmd_world_render)
     wc = wsub.add_parser("train-clip", help="train the mini CLIP on ground-truth renders")
     wc.add_argument("--out", required=True,

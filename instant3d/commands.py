@@ -155,12 +155,14 @@ def cmd_world_render(args):
     cc = CameraConfig.mini()
     r, fov = sum(cc.radius_range) / 2, sum(cc.fovy_deg_range) / 2
     az = torch.arange(args.frames) * 360.0 / args.frames
-    turn = render_scenes([scene] * args.frames, orbit_cameras(az, 15.0, r, fov), size=args.size)["rgb"]
-    views = render_scenes([scene] * 4, four_views(cc), size=args.size)["rgb"]
+    w = WorldConfig.mini(args.world)
+    try: turn = render_scenes([scene] * args.frames, orbit_cameras(az, 15.0, r, fov), cfg=w, size=args.size)["rgb"]
+    except ValueError as e: raise CLIError(str(e), 2) from None  # "smiling" outside world v4
+    views = render_scenes([scene] * 4, four_views(cc), cfg=w, size=args.size)["rgb"]
     out = writable_dir(args.out)
     save_gif(turn, out / "turntable.gif", fps=12)
     save_png(image_grid(views, nrow=4), out / "views.png")
-    write_json(out / "metadata.json", {"prompt": scene.caption(), "frames": args.frames, "size": args.size, "radius": r,
+    write_json(out / "metadata.json", {"prompt": scene.caption(), "world": args.world, "frames": args.frames, "size": args.size, "radius": r,
                                        "fovy_deg": fov, "elevation_deg": 15.0,
                                        "seconds": round(time.perf_counter() - t0, 3)})
     print(f"wrote {out / 'turntable.gif'}, {out / 'views.png'} and {out / 'metadata.json'}")

@@ -42,3 +42,12 @@ def test_world_render_cli(tmp_path):
     assert Image.open(tmp_path / "w" / "turntable.gif").n_frames == 3
     r = run("world", "render", "a purple dragon", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "not a mini-world prompt" in r.stderr and not (tmp_path / "x").exists()
+
+def test_world_render_cli_world(tmp_path):
+    "`--world v4` draws the face of a smiling prompt; the word is refused, with nothing written, in a world without it."
+    r = run("world", "render", "a smiling red cube", "--world", "v4", "--frames", "2", "--size", "32", "--out", str(tmp_path / "w"))
+    assert r.returncode == 0, r.stderr
+    import json
+    assert json.loads((tmp_path / "w" / "metadata.json").read_text())["world"] == "v4"
+    r = run("world", "render", "a smiling red cube", "--out", str(tmp_path / "x"))
+    assert r.returncode == 2 and "a word of world v4 only: world v1" in r.stderr and not (tmp_path / "x").exists()

@@ -125,7 +125,7 @@ def _scene_tensors(s: Scene, version: str = "v1") -> tuple[torch.Tensor, torch.T
 def scene_primitives(scenes, version: str = "v1") -> dict[str, torch.Tensor]:
     "Scenes (or captions) as padded primitives: params [B, K, 13], albedo [B, K, 3], part [B, K] long, active [B, K] bool."
     if version not in WORLD_VERSIONS: raise ValueError(f"version={version!r}: expected one of {tuple(WORLD_VERSIONS)}")
-    t = [_scene_tensors(s, version) for s in _as_scenes(scenes)]
+    t = [_scene_tensors(s, version) for s in _as_scenes(scenes, version=version)]
     return {k: torch.stack([x[i] for x in t]) for i, k in enumerate(("params", "albedo", "part", "active"))}
 
 # %% ../../nbs/23_world_render.ipynb #c2feb550
@@ -357,7 +357,7 @@ def render_scenes(scenes, # B Scenes or captions (or one, repeated for every cam
     if shading not in SHADING_MODES: raise ValueError(f"render_scenes: shading={shading!r}, expected one of {SHADING_MODES}")
     if not isinstance(cameras, Cameras):
         raise ValueError(f"render_scenes: cameras must be Cameras, got {type(cameras).__name__}")
-    prims = scene_primitives(_as_scenes(scenes, len(cameras)), cfg.version)
+    prims = scene_primitives(_as_scenes(scenes, len(cameras), cfg.version), cfg.version)
     bg = _background(background, len(cameras))
     step = max(1, cfg.chunk_rays // (size * s) ** 2)
     parts = [_render_chunk({k: v[i:i + step] for k, v in prims.items()}, cameras[i:i + step], size, s, bg[i:i + step], cfg,

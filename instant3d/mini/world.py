@@ -240,11 +240,15 @@ def load_split(path: str | Path) -> tuple[WorldConfig, dict[str, list[str]]]:
     return cfg, {"train": d["train"], "test": d["test"]}
 
 # %% ../../nbs/20_world.ipynb #54fc4da5
-def _as_scenes(scenes, n: int | None = None) -> list[Scene]:
+def _as_scenes(scenes, n: int | None = None,
+               version: str | None = None, # the world they are for: a smiling scene is refused outside world v4
+              ) -> list[Scene]:
     "A list of Scene from a Scene, a caption or a list of them; a single one is repeated `n` times."
     one = isinstance(scenes, (Scene, str))
     items = [scenes] if one else list(scenes)
     out = [s if isinstance(s, Scene) else parse_prompt(s) for s in items]
+    if version not in (None, "v4") and (bad := next((s for s in out if s.smiling), None)) is not None:
+        raise ValueError(f"{bad.caption()!r} says {FACE_WORDS[0]!r}, a word of world v4 only: world {version} has no such scene")
     if one and n is not None: out = out * n
     if n is not None and len(out) != n:
         raise ValueError(f"expected one scene or {n} scenes (one per camera), got {len(out)}")
