@@ -9,13 +9,13 @@ import torch
 import torch.nn.functional as F
 from ..cameras import VIEW_SUFFIXES
 from ..files import write_json
-from .world import FRONT_RGB, PART_NAMES, WorldConfig
+from .world import FACE_WORDS, FRONT_RGB, PART_NAMES, WorldConfig
 
 # %% auto #0
-__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'faceless_front',
-           'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push', 'face_seed_probe',
-           'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config', 'check_lanes',
-           'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
+__all__ = ['FACE_BANDS', 'PUSH_PARTS', 'FACE_PROMPT', 'FACE_PROMPT_V4', 'PINNED_SECTORS', 'paint_over_face', 'face_world',
+           'faceless_front', 'face_shares', 'object_face_share', 'face_probe', 'face_push_parts', 'face_push',
+           'face_seed_probe', 'surface_albedo_logits', 'run_face_probes', 'face_probe_table', 'pilot_teacher_config',
+           'check_lanes', 'pilot_janus', 'pilot_janus_score', 'run_push_parts', 'push_parts_table', 'pilot_face_shares',
            'pilot_v3_criteria', 'smiling_sample_rates', 'face_place_spread', 'image_sds_probe']
 
 # %% ../../nbs/27a_face_probes.ipynb #f03bb851
@@ -28,12 +28,16 @@ def paint_over_face(r: dict, # `render_scenes` output: rgb [B, 3, H, W] in [0, 1
     face = part == PART_NAMES.index("front")
     return dict(faceless=torch.where(face, body, gt), gt=gt, face=face)
 
-def faceless_front(prompt: str, # a closed world v2 prompt
+def face_world(prompt: str) -> WorldConfig:
+    "The world whose ground truth draws `prompt` with its face: v4 for a 'smiling' prompt (drawn exactly as in v2), else v2."
+    return WorldConfig.mini("v4" if FACE_WORDS[0] in prompt.split() else "v2")
+
+def faceless_front(prompt: str, # a closed world v2 prompt, or a smiling world v4 one
                    n: int, generator: torch.Generator, world: WorldConfig | None = None) -> dict:
     "`paint_over_face` of n ground-truth renders of `prompt` from the world's front sector."
     from instant3d.mini.janus import cameras_with_view
     from instant3d.mini.render import render_scenes
-    w = world or WorldConfig.mini("v2")
+    w = world or face_world(prompt)
     return paint_over_face(render_scenes([prompt] * n, cameras_with_view(w, "front", n, generator), cfg=w))
 
 # %% ../../nbs/27a_face_probes.ipynb #e2ffa482
@@ -132,7 +136,7 @@ def _fit_to_ground_truth(obj, prompt: str, camera_cfg, render_cfg, steps: int, l
     "Fit `obj` to albedo ground-truth renders of `prompt` (MSE, Adam), the face painted over if `faceless`; the loss of every step."
     from instant3d.cameras import sample_cameras
     from instant3d.mini.render import render_scenes
-    w, g, losses = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), []
+    w, g, losses = face_world(prompt), torch.Generator().manual_seed(seed), []
     opt = torch.optim.Adam(obj.parameters(), lr=lr)
     for _ in range(steps):
         cams = sample_cameras(camera_cfg, 8, g)
@@ -371,7 +375,7 @@ def face_place_spread(teacher, # a teacher folder
     from instant3d.mini.render import render_scenes
     from instant3d.mini.teacher import load_teacher
     from instant3d.sds import guide, to_unet
-    w, g, T = WorldConfig.mini("v2"), torch.Generator().manual_seed(seed), load_teacher(teacher)
+    w, g, T = face_world(prompt), torch.Generator().manual_seed(seed), load_teacher(teacher)
     mid = lambda r: 0.5 * (r[0] + r[1])
     cams = orbit_cameras(torch.full((n,), float(azimuth_deg)), elevation_deg, mid(w.camera.radius_range), mid(w.camera.fovy_deg_range))
     r = paint_over_face(render_scenes([prompt] * n, cams, cfg=w))
@@ -404,7 +408,7 @@ def image_sds_probe(teacher, # a teacher folder
     from instant3d.mini.render import render_scenes
     from instant3d.mini.teacher import load_teacher
     from instant3d.sds import guide, sds_weight, to_unet
-    g, T, w = torch.Generator().manual_seed(seed), load_teacher(teacher), WorldConfig.mini("v2")
+    g, T, w = torch.Generator().manual_seed(seed), load_teacher(teacher), face_world(prompt)
     R = render_scenes([prompt] * n, orbit_cameras(torch.zeros(n), 15.0, 3.0, 45.0), cfg=w)
     sil = R["part"] > 0
     logit = torch.logit(paint_over_face(R)["faceless"].clamp(0.02, 0.98)).requires_grad_(True)
