@@ -10,8 +10,8 @@ from ..files import write_json
 from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
-__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'planting_bisection', 'planted_janus', 'planted_janus_score',
-           'planted_janus_verdict']
+__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'planting_bisection', 'planted_janus', 'planted_janus_score',
+           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_verdict']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -106,5 +106,34 @@ def planted_janus_verdict(biased, unbiased, # `planted_janus` folders of the fro
                per_prompt={a: s["per_prompt"] for a, s in arms.items()}, world=f"world {version}",
                rule="janus_verdict(biased, unbiased): reproduced if Janus(biased) - Janus(unbiased) >= 0.25 and "
                     "front(biased) >= 0.5; not reproduced if the difference < 0.1; else inconclusive")
+    if out is not None: write_json(out, res)
+    return res
+
+# %% ../../nbs/27b_planting.ipynb #9fe366f8
+PERP_NEG_ARMS = {"fixed": ("train.perp_neg.mode=fixed",), "adaptive": ("train.perp_neg.mode=adaptive",)}  # against "off"
+
+def planted_perp_neg(teacher, # a front-biased teacher folder (the chain's)
+                     clip, # the mini CLIP of its world (adaptive Perp-Neg's similarity): a folder or a shipped name
+                     out, # folder: OUT/NN.json per prompt, as `planted_janus`
+                     arm: str, # a key of PERP_NEG_ARMS
+                     lane: int = 0, lanes: int = 1, version: str = "v4",
+                     **over) -> list[str]: # overrides of PLANTED_CHAIN (tests only: e.g. views_pp)
+    "The chain's Janus step (`PLANTED_CHAIN`) with Perp-Neg `arm` on; the JSON files of this lane."
+    if arm not in PERP_NEG_ARMS: raise ValueError(f"planted_perp_neg: arm={arm!r}, expected one of {', '.join(PERP_NEG_ARMS)}")
+    s = dict(PLANTED_CHAIN, **over)
+    s["sets"] = (*s["sets"], *PERP_NEG_ARMS[arm], f"train.clip.model={clip}")
+    return planted_janus(teacher, out, lane=lane, lanes=lanes, version=version, **s)
+
+def perp_neg_verdict(off, arm, # `planted_janus` folders: Perp-Neg off (the chain's biased rows) and one arm
+                     out=None, version: str = "v4") -> dict: # summary per arm, d, verdict, per_prompt; written to `out`
+    "The rule above: 'reduces', 'reduces Janus by losing the face', 'does not reduce' or 'inconclusive'."
+    a, b = planted_janus_score(off, version), planted_janus_score(arm, version)
+    d = a["summary"]["janus_rate"] - b["summary"]["janus_rate"]
+    verdict = ("does not reduce" if d < 0.1 else "reduces Janus by losing the face" if b["summary"]["front_rate"] < 0.5
+               else "reduces" if d >= 0.25 else "inconclusive")
+    res = dict(summary=dict(off=a["summary"], arm=b["summary"]), janus_reduction=d, verdict=verdict,
+               per_prompt=dict(off=a["per_prompt"], arm=b["per_prompt"]), off=str(off), arm=str(arm), world=f"world {version}",
+               rule="d = Janus(off) - Janus(arm): does not reduce if d < 0.1; reduces Janus by losing the face if front(arm) < 0.5; "
+                    "reduces if d >= 0.25; else inconclusive")
     if out is not None: write_json(out, res)
     return res

@@ -162,13 +162,14 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     from instant3d.baseline import PromptTrainer, baseline_preset
     from instant3d.mini.chain import object_view_rates
     from instant3d.text import TextEncoder
-    from instant3d.train import _load_guidance
+    from instant3d.train import _load_clip, _load_guidance
     from instant3d.train_config import apply_overrides
     cfg = apply_overrides(replace(baseline_preset("mini"), views_pp=views_pp),
                           [f"train.sds.teacher={teacher}", f"train.sds.guidance_scale={guidance}", f"train.seed={seed}",
                            "train.perp_neg.mode=off", "train.clip.weight=0", *sets])
     tc = cfg.train
-    tr = PromptTrainer(cfg, prompt, 0, _load_guidance(tc, "cpu"), None, TextEncoder.from_config(tc.generator.text))
+    clip = _load_clip(tc, "cpu") if tc.perp_neg.mode == "adaptive" else None  # adaptive Perp-Neg weighs by CLIP similarity
+    tr = PromptTrainer(cfg, prompt, 0, _load_guidance(tc, "cpu"), clip, TextEncoder.from_config(tc.generator.text))
     if negative is not None: tr.guidance.uncond = tr.guidance.encode_prompts([negative])  # [1, L, D], as the "" it replaces
     rc = replace(tc.generator.render, height=tc.render_size, width=tc.render_size)
     fit = _fit_to_ground_truth(tr.model, prompt, baseline_preset("mini").train.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
