@@ -79,3 +79,15 @@ def test_cli_names_the_failed_id(tmp_path):
     assert len(err) == 1 and SD21_BASE_STABILITYAI in err[0] and SD21_BASE in err[0]
     assert "`--set sds.teacher=/local/folder`" in err[0]
     assert not (tmp_path / "run" / "model").exists()
+
+
+@pytest.mark.parametrize("name,world", [("mini-v2", "v2"), ("mini-v4", "v4")])
+def test_shipped_world_models_load_by_name(name, world):
+    "Each world chain's shipped CLIP and teacher load by their name, and the teacher says which world it was trained in."
+    from instant3d.hub import shipped_dir
+    from instant3d.mini.analysis import teacher_world
+    if not (shipped_dir(name, "teacher") / "unet").is_dir(): pytest.skip(f"{name}'s teacher is not shipped in this copy")
+    assert Clip.from_pretrained(name).embed_dim == 64
+    assert SDSGuidance.from_pretrained(SDSConfig(teacher=name)).pixel_size == 32
+    assert teacher_world(shipped_dir(name, "teacher")).version == world
+    assert json.loads((shipped_dir(name, "teacher") / "eval_seed31.json").read_text())["world"] == f"world {world}"
