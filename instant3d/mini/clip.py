@@ -316,9 +316,10 @@ def evaluate_ground_truth(clip: MiniClip, world_cfg: WorldConfig | None = None, 
     if seed in (clip.cfg.seed, clip.cfg.seed + 1):
         raise ValueError(f"seed={seed}: training and validation use seeds {clip.cfg.seed} and {clip.cfg.seed + 1}; "
                          "pick another")
-    if renders is None: renders = render_cache(w, n_views, seed, size=w.image_size, batch=batch, progress=progress)
+    given = renders is not None
+    if not given: renders = render_cache(w, n_views, seed, size=w.image_size, batch=batch, progress=progress)
     images, idx, az, el = renders
-    if not torch.equal(az, sample_cameras(w.camera, len(idx), torch.Generator().manual_seed(seed)).azimuth_deg):
+    if given and not torch.equal(az, sample_cameras(w.camera, len(idx), torch.Generator().manual_seed(seed)).azimuth_deg):
         raise ValueError(f"evaluate_ground_truth: `renders` were not made with seed={seed} (their cameras differ); "
                          f"pass the seed of their render_cache")  # the face flags below are drawn from `seed`
     shown = face_shown(w, len(idx) // len(all_scenes(w)), seed, size=images.shape[-1], batch=batch, progress=progress)
