@@ -136,9 +136,11 @@ def world_needs(name: str, version: str = "v2") -> list[str]:
 
 def _claim_step(out: Path, steps, version: str = "v2") -> tuple | None:
     """The first pending step whose needs are done and that no live process holds, now claimed by this one. Trainings come
-    first (the generator's stages are the chain's longest path), then the rest in order."""
+    first (the generator's stages are the chain's longest path), then the generator's evaluations (so that it can ship
+    before the Janus experiment ends), then the rest in order."""
+    first = lambda s: (not _trains(s[1]), not s[0].startswith("eval_generator"))
     with folder_lock(out):
-        for name, args, folder in sorted(steps, key=lambda s: not _trains(s[1])):
+        for name, args, folder in sorted(steps, key=first):
             if _step_done(out, name).exists() or not all(_step_done(out, n).exists() for n in world_needs(name, version)):
                 continue
             if (c := _step_claim(out, name)).is_file() and claim_alive(c): continue
