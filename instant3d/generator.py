@@ -283,7 +283,7 @@ def default_checkpoint(preset: str = "mini") -> Path | None:
     return p if (p / CONFIG_NAME).is_file() else None
 
 def resolve_checkpoint(checkpoint) -> Path:
-    "A checkpoint folder: a shipped name ('mini', 'mini-v2') as its package folder, anything else as a path."
+    "A checkpoint folder: a shipped name ('mini', 'mini-v2', 'mini-v4') as its package folder, anything else as a path."
     from instant3d.hub import shipped_dir, shipped_missing
     if (p := shipped_dir(checkpoint, "generator")) is None: return Path(checkpoint)
     if not (p / CONFIG_NAME).is_file(): raise CheckpointError(shipped_missing(str(checkpoint), "generator"))

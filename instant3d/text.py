@@ -28,7 +28,7 @@ DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.
 @dataclass(frozen=True)
 class TextEncoderConfig:
     "Which frozen CLIP text encoder gives the token embeddings, and how prompts are tokenised."
-    name_or_path: str = SD21_BASE  # hub id or local folder (released sd.py:84-85); "mini", "mini-v2" = a shipped mini CLIP's text tower
+    name_or_path: str = SD21_BASE  # hub id or local folder (released sd.py:84-85); "mini", "mini-v2", "mini-v4" = a shipped mini CLIP's text tower
     text_encoder_subfolder: str | None = "text_encoder"  # diffusers SD repo layout; None or "" for a flat folder
     tokenizer_subfolder: str | None = "tokenizer"  # diffusers SD repo layout; None or "" for a flat folder
     max_length: int | None = None  # tokens per prompt incl. BOS/EOT; None: tokenizer's (77, released sd.py:117-126)
@@ -36,7 +36,7 @@ class TextEncoderConfig:
 
     def __post_init__(self):
         if not isinstance(self.name_or_path, str) or not self.name_or_path.strip():
-            raise ValueError(f"name_or_path must be a hub id, a local folder, 'mini' or 'mini-v2', got {self.name_or_path!r}")
+            raise ValueError(f"name_or_path must be a hub id, a local folder, or a shipped name (instant3d.hub.SHIPPED), got {self.name_or_path!r}")
         if self.dtype not in DTYPES: raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         L = self.max_length
         if L is not None and (isinstance(L, bool) or not isinstance(L, int) or L < 3):
@@ -346,7 +346,7 @@ def shipped_mini_text_dir(name: str = MINI): # a shipped model name (instant3d.h
 # %% ../nbs/02_text.ipynb #cfc4385e
 @patch(cls_method=True)
 def from_config(cls: TextEncoder, cfg: TextEncoderConfig, device=None) -> TextEncoder:
-    "The encoder `cfg` names: a shipped mini CLIP's text tower ('mini', 'mini-v2'), else `from_pretrained`."
+    "The encoder `cfg` names: a shipped mini CLIP's text tower ('mini', 'mini-v2', 'mini-v4'), else `from_pretrained`."
     from instant3d.hub import SHIPPED, shipped_missing
     if cfg.name_or_path in SHIPPED:
         shipped = shipped_mini_text_dir(cfg.name_or_path)

@@ -1,7 +1,7 @@
 """Hub ids: presets default to the maintained SD 2.1-base mirror, the old id stays accepted, and an id that cannot be
 resolved gives one error line naming it, the mirrors and the `--set` for a local folder."""
 import json, subprocess
-import pytest
+import pytest, torch
 from conftest import EXE, ENV
 from instant3d.hub import (SD21_BASE, SD21_BASE_STABILITYAI, SD21_BASE_MIRRORS, OPENAI_CLIP_L14, hub_hint,
                            download_command)
@@ -91,3 +91,20 @@ def test_shipped_world_models_load_by_name(name, world):
     assert SDSGuidance.from_pretrained(SDSConfig(teacher=name)).pixel_size == 32
     assert teacher_world(shipped_dir(name, "teacher")).version == world
     assert json.loads((shipped_dir(name, "teacher") / "eval_seed31.json").read_text())["world"] == f"world {world}"
+
+
+@pytest.mark.parametrize("name,world", [("mini-v2", "v2"), ("mini-v4", "v4")])
+def test_shipped_world_generator_loads_by_name(name, world):
+    "Each world chain's shipped generator loads by its name, reads its text tower from the shipped CLIP of the same name, and says which world it was trained in."
+    from instant3d.hub import shipped_dir
+    from instant3d.generator import load_pipeline
+    if not (shipped_dir(name, "generator") / "model.safetensors").is_file(): pytest.skip(f"{name}'s generator is not shipped in this copy")
+    pipe, *_ = load_pipeline(checkpoint=name)
+    assert pipe.config.text.name_or_path == name
+    from instant3d.text import shipped_mini_text_dir
+    ref = TextEncoder.from_pretrained(str(shipped_mini_text_dir(name)), local_files_only=True)  # the shipped CLIP's own tower
+    for a, b in zip(pipe.text_encoder.text_model.parameters(), ref.text_model.parameters()): assert torch.equal(a, b)
+    training = json.loads((shipped_dir(name, "generator") / "training.json").read_text())
+    assert training["world_version"] == world and training["clip_model"] == name
+    for split in ("test", "train"):
+        assert json.loads((shipped_dir(name, "generator") / f"eval_{split}_seed23.json").read_text())["world"] == f"world {world}"
