@@ -268,7 +268,7 @@ def _stages(out: Path, version: str) -> dict:
                 views_pp=sum(i["views_pp"] for i in infos), stages=stages)
 
 def _name_models(folder: Path, training: dict, name: str):
-    "Point a shipped generator's text tower and CLIP at the shipped models `name` ('mini-v2'), not at the chain's run folders."
+    "Point a shipped generator's text tower and CLIP at the shipped models `name` ('mini-v2', 'mini-v4'), not at the chain's run folders."
     cfg = json.loads((folder / "config.json").read_text())
     cfg["text"].update(name_or_path=name, text_encoder_subfolder=None, tokenizer_subfolder=None)
     write_json(folder / "config.json", cfg)
