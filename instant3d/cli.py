@@ -203,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--split", default="all", help="train | test | all (default all)")
     pr.add_argument("--seed", type=check_seed, default=0,
                     help="split seed for animals/portraits (mini has its own fixed split)")
+    pr.add_argument("--world", default=None, help="mini, mini-open: the mini world's version, v1 to v4 (default v1; mini-open: v2)")
     pr.set_defaults(func=C.cmd_prompts)
     t = sub.add_parser("train", help="train Instant3D (SDS, Perp-Neg, CLIP loss); run under torchrun for DDP")
     t.add_argument("--preset", default="mini", help="mini | animals | portraits | dailylife (default mini)")

@@ -133,7 +133,10 @@ def cmd_generate(args):
 # %% ../nbs/91_commands.ipynb #e98e7420
 def cmd_prompts(args):
     from instant3d.prompts import prompt_set
-    try: ps = prompt_set(args.set, args.split, seed=args.seed)
+    world = getattr(args, "world", None)
+    if world is not None and args.set not in ("mini", "mini-open"):
+        raise CLIError(f"--world {world}: only the mini sets (mini, mini-open) have a world, not {args.set!r}", 2)
+    try: ps = prompt_set(args.set, args.split, seed=args.seed, version=world)
     except ValueError as e: raise CLIError(str(e), 2) from None
     sys.stdout.write("".join(p + "\n" for p in ps))
 

@@ -51,3 +51,13 @@ def test_world_render_cli_world(tmp_path):
     assert json.loads((tmp_path / "w" / "metadata.json").read_text())["world"] == "v4"
     r = run("world", "render", "a smiling red cube", "--out", str(tmp_path / "x"))
     assert r.returncode == 2 and "a word of world v4 only: world v1" in r.stderr and not (tmp_path / "x").exists()
+
+
+def test_cli_prompts_world():
+    "`--world` lists another mini world's prompts (world v4: its own split, with 'smiling'); a bad world or a non-mini set is one error line."
+    r = run("prompts", "mini", "--world", "v4", "--split", "test")
+    assert r.returncode == 0 and r.stdout.splitlines() == prompt_set("mini", "test", version="v4")
+    assert any("smiling" in p for p in r.stdout.splitlines()) and not any("smiling" in p for p in prompt_set("mini", "test"))
+    for args, needle in ((("mini", "--world", "v9"), "'v9'"), (("animals", "--world", "v4"), "only the mini sets")):
+        r = run("prompts", *args)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and needle in r.stderr, r.stderr
