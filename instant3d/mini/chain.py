@@ -7,7 +7,7 @@ from __future__ import annotations
 import json, os, time
 from pathlib import Path
 import torch
-from ..conventions import config_from_dict
+from ..conventions import config_from_dict, config_to_dict
 from ..files import write_json, write_text
 from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
@@ -15,7 +15,8 @@ from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
 # %% auto #0
 __all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_PROMPTS_V4', 'JANUS_SDS', 'GENERATOR_STAGES', 'WORLD_CHAINS',
            'janus_prompts', 'chain_recipe', 'janus_sds_args', 'world_steps', 'object_view_rates', 'sds_view_rates',
-           'janus_verdict', 'world_needs', 'world_status', 'janus_rates', 'janus_comparison', 'run_world', 'ship_world']
+           'janus_verdict', 'world_needs', 'world_status', 'janus_rates', 'janus_comparison', 'run_world', 'ship_world',
+           'continuation_sets', 'ship_continued']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -323,4 +324,56 @@ def ship_world(out, # a chain folder (instant3d world v2, instant3d world v4)
                 for f in tmp.rglob("*.safetensors"): _halve(f)
         written.append(dst)
     return written
+
+def continuation_sets(out, version: str = "v2", steps: int | None = None) -> list[str]:
+    "The `--set` items of the chain's last generator stage, started from that stage's model (and run for `steps`): a continuation."
+    last = GENERATOR_STAGES[-1][0]
+    a = dict((n, a) for n, a, _ in world_steps(out, version))[last]
+    new = {"init_from": f"init_from={Path(out) / last / 'model'}", "steps": f"steps={steps}" if steps is not None else None}
+    return [new.get(s.split("=")[0]) or s for s in a[a.index("--set") + 1:]]
+
+def ship_continued(out, # a chain folder whose generator steps are done
+                   run, # a training run folder (`instant3d train --out RUN`) that continued the chain's last stage
+                   evals: dict, # split ('test', 'train') -> `instant3d eval --json` file of the run's model
+                   version: str = "v2", fp16: bool = True) -> Path: # the package folder written
+    """Ship `run`'s model in place of the chain's generator (as 'mini-v2' or 'mini-v4'), as a third stage of its training.
+    The run must be the chain's recipe continued: its config is the one `continuation_sets` gives (with its own steps),
+    and each evaluation must be of the run's weights."""
+    import filecmp, shutil
+    from instant3d.files import atomic_dir
+    from instant3d.hub import shipped_dir
+    from instant3d.train_config import apply_overrides, train_preset
+    out, run, last = Path(out), Path(run), GENERATOR_STAGES[-1][0]
+    if missing := [n for n in (last, "eval_generator_test", "eval_generator_train") if not _step_done(out, n).exists()]:
+        raise ValueError(f"{out}: steps {missing} are not done; run `instant3d world {version} {out}` first")
+    need = [run / "config.json", run / "model" / "model.safetensors", run / "model" / "config.json", run / "model" / "training.json"]
+    if absent := [str(p) for p in need if not p.is_file()]: raise ValueError(f"ship_continued: missing {absent}")
+    got = json.loads((run / "config.json").read_text())
+    want = config_to_dict(apply_overrides(train_preset("mini"), continuation_sets(out, version, got.get("steps"))))
+    if diff := sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k)):
+        raise ValueError(f"ship_continued: {run} is not the chain's last stage continued; its config differs in {diff}")
+    if sorted(evals) != ["test", "train"]: raise ValueError(f"ship_continued: evals has {sorted(evals)}, expected test and train")
+    for s, f in evals.items():
+        e = json.loads(Path(f).read_text())
+        ck = Path(e.get("checkpoint") or "") / "model.safetensors"
+        if e.get("split") != s or e.get("world") != f"world {version}" or not ck.is_file() or not filecmp.cmp(
+                ck, run / "model" / "model.safetensors", shallow=False):
+            raise ValueError(f"ship_continued: {f} is not a {s}-split evaluation of {run / 'model'} in world {version} "
+                             f"(split {e.get('split')!r}, world {e.get('world')!r}, checkpoint {e.get('checkpoint')!r})")
+    info, args = json.loads((run / "model" / "training.json").read_text()), ["instant3d train --preset mini", "--out", str(run)]
+    base = _stages(out, version)
+    stage = dict(stage=len(base["stages"]) + 1, steps=info["steps"], seconds=info["seconds"],
+                 command=" ".join([*args, "--no-progress --set", *continuation_sets(out, version, info["steps"])]))
+    training = dict(base, steps=base["steps"] + info["steps"], seconds=round(base["seconds"] + info["seconds"], 1),
+                    views_pp=base["views_pp"] + info["views_pp"], stages=[*base["stages"], stage])
+    dst = shipped_dir(chain_recipe(version)["name"], "generator")
+    with atomic_dir(dst) as tmp:
+        for f in ("config.json", "model.safetensors"): shutil.copy2(run / "model" / f, tmp / f)
+        for f in ("metrics.csv", "eval.csv"):
+            if (run / f).is_file(): shutil.copy2(run / f, tmp / f)
+        for s, f in evals.items(): shutil.copy2(f, tmp / f"eval_{s}_seed23.json")
+        _name_models(tmp, training, chain_recipe(version)["name"])
+        if (dst / "MODEL_CARD.md").is_file(): shutil.copy2(dst / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
+        if fp16: _halve(tmp / "model.safetensors")
+    return dst
 
