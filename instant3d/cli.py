@@ -170,6 +170,8 @@ def add_reproduce_args(p):
 def build_parser() -> argparse.ArgumentParser:
     "The parser of `instant3d`: every command with its options, and its body in `args.func`."
     from instant3d import commands as C
+    from instant3d.hub import SHIPPED
+    shipped = ", ".join(SHIPPED)  # the names `--checkpoint` accepts besides a folder
     p = _Parser(prog="instant3d", description="Instant3D: instant text-to-3D generation (research companion).")
     sub = p.add_subparsers(dest="command", parser_class=_Parser, required=True)
     i = sub.add_parser("info", help="architecture facts of a preset")
@@ -181,7 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="a 3D object from a prompt: views, turntable, mesh (glb/obj/ply), HTML page, metadata.json")
     g.add_argument("prompt", nargs="?", default=None, help="the prompt (or --prompts FILE)")
     g.add_argument("--prompts", default=None, help="a file with one prompt per line: one folder per prompt under --out")
-    g.add_argument("--checkpoint", default=None, help="checkpoint folder, or a shipped name: mini, mini-v2, mini-v4 (default: the shipped mini model)")
+    g.add_argument("--checkpoint", default=None, help=f"checkpoint folder, or a shipped name: {shipped} (default: the shipped mini model)")
     g.add_argument("--preset", type=check_preset, default=None, help="paper | official | mini (default: mini)")
     g.add_argument("--seed", type=check_seed, default=None,
                    help="seed of the style noise: which of the plausible objects (default 0)")
@@ -220,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--no-progress", action="store_true", help="no tqdm bar")
     t.set_defaults(func=C.cmd_train)
     e = sub.add_parser("eval", help="CLIP-RP of a checkpoint on a split of its prompt set")
-    e.add_argument("--checkpoint", default=None, help="a model folder, or a shipped name: mini, mini-v2, mini-v4 (default: the shipped mini model)")
+    e.add_argument("--checkpoint", default=None, help=f"a model folder, or a shipped name: {shipped} (default: the shipped mini model)")
     e.add_argument("--split", default="test", help="train | test | all (default test)")
     e.add_argument("--views", type=int, default=4, help="views per prompt (paper: 4)")
     e.add_argument("--seed", type=check_seed, default=0, help="cameras and style noise")

@@ -19,7 +19,7 @@ from .precision import PRECISIONS
 
 # %% auto #0
 __all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG', 'CLIP_MEAN', 'CLIP_STD', 'ClipLossConfig',
-           'clip_loss', 'clip_rp', 'clip_preprocess', 'Clip', 'missing_clip_message']
+           'clip_loss', 'clip_rp', 'clip_preprocess', 'Clip', 'missing_clip_message', 'mini_clip_world']
 
 # %% ../nbs/41_clip_loss.ipynb #3989609f
 from .hub import OPENAI_CLIP_L14 as _L14, hub_hint
@@ -159,6 +159,13 @@ def _clip_source(name: str) -> tuple[str, str, Path | None]:
         return str(p / "clip"), str(p / "tokenizer" if (p / "tokenizer").is_dir() else p / "clip"), p
     if (p / "config.json").is_file(): return str(p), str(p / "tokenizer" if (p / "tokenizer").is_dir() else p), p
     raise FileNotFoundError(f"there is no CLIPModel in {str(p)!r} (no config.json, no clip/config.json)")
+
+def mini_clip_world(name) -> str | None:
+    "The mini world ('v1' to 'v4') a mini CLIP folder or shipped name was trained in (its mini_clip.json); None for any other CLIP."
+    folder = shipped_dir(str(name), "clip") or Path(str(name)).expanduser()
+    f = folder / MINI_CLIP_CONFIG
+    if not f.is_file(): return None
+    return (json.loads(f.read_text()).get("world") or {}).get("version", "v1")  # world v1's CLIP predates world versions
 
 # %% ../nbs/41_clip_loss.ipynb #125bff8c
 @patch(cls_method=True)

@@ -352,6 +352,27 @@ RATE_PROMPTS = 64  # prompts of the split whose front and back views give front_
 OPEN_SEEDS = 8  # style noises per open prompt for the diversity figure
 
 # %% ../nbs/91_commands.ipynb #df662d5a
+def _eval_meta(ck: Path) -> dict:
+    """What `instant3d eval` needs of a model folder: its prompt set, split seed, CLIP and mini world. From its training.json;
+    without one, from its text tower, which must then be a mini CLIP (its world is recorded in the CLIP's mini_clip.json)."""
+    from instant3d.clip_loss import mini_clip_world
+    if (ck / "training.json").is_file():
+        meta = json.loads((ck / "training.json").read_text())
+        if meta.get("prompts") == "mini":
+            want, got = meta.get("world_version", "v1"), mini_clip_world(meta.get("clip_model", "mini"))
+            if got is not None and got != want:
+                raise CLIError(f"{ck / 'training.json'}: clip_model {meta.get('clip_model')!r} is world {got}'s mini CLIP, "
+                               f"but the model trained in world {want}", 2)
+        return meta
+    cfg = json.loads((ck / "config.json").read_text()) if (ck / "config.json").is_file() else {}
+    tower = str((cfg.get("text") or {}).get("name_or_path", "mini"))
+    if (v := mini_clip_world(tower)) is None:
+        raise CLIError(f"{ck}: no training.json, and its text tower {tower!r} is not a mini CLIP, so its prompts and scoring CLIP "
+                       f"are unknown: put the run's training.json beside its weights", 2)
+    print(f"instant3d: {ck} has no training.json: scoring it on mini world {v}'s prompts (split seed 0) with its text "
+          f"tower's CLIP {tower!r}", file=sys.stderr)
+    return dict(prompts="mini", split_seed=0, clip_model=tower, world_version=v)
+
 def cmd_eval(args):
     from instant3d.generator import Instant3DPipeline, CheckpointError
     from instant3d.train_config import prompt_split
@@ -371,9 +392,7 @@ def cmd_eval(args):
     except CheckpointError as e: raise CLIError(str(e)) from None
     if ck is None:
         raise CLIError("no trained mini checkpoint is installed: pass --checkpoint DIR (a run's model/ folder)")
-    meta_path = ck / "training.json"
-    meta = (json.loads(meta_path.read_text()) if meta_path.is_file()
-            else dict(prompts="mini", split_seed=0, clip_model="mini"))
+    meta = _eval_meta(ck)
     csv_path = Path(args.csv) if args.csv else eval_csv_path(ck, args.split, args.seed)
     writable_dir(csv_path.parent, create=False)
     try:
