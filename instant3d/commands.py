@@ -378,6 +378,7 @@ def cmd_eval(args):
     from instant3d.train_config import prompt_split
     from instant3d.evaluate import evaluate_clip_rp, world_ground_truth
     from instant3d.clip_loss import Clip
+    from instant3d.hub import SHIPPED
     from instant3d.text import WeightsNotFoundError
     from transformers.utils import logging as hf_logging
     hf_logging.disable_progress_bar()  # keep stderr to our own lines
@@ -421,7 +422,8 @@ def cmd_eval(args):
         from instant3d.mini.analysis import generator_open_diversity
         m.update(generator_view_rates(pipe, ps[:RATE_PROMPTS], version, args.seed))
         if args.open_prompts: m.update(generator_open_diversity(pipe, clip, args.open_prompts, version, args.seed, OPEN_SEEDS))
-    m.update(checkpoint=str(ck), split=args.split, prompt_set=meta["prompts"], csv=str(csv_path),
+    name = args.checkpoint or "mini"  # a shipped name is recorded as such: no path of this machine in the JSON
+    m.update(checkpoint=name if name in SHIPPED else str(ck), split=args.split, prompt_set=meta["prompts"], csv=str(csv_path),
              seconds=round(time.perf_counter() - t0, 1))
     if args.json: print(json.dumps(m, allow_nan=False)); return
     for k, v in m.items(): print(f"{k}: {v}")

@@ -355,7 +355,7 @@ def ship_continued(out, # a chain folder whose generator steps are done
     if sorted(evals) != ["test", "train"]: raise ValueError(f"ship_continued: evals has {sorted(evals)}, expected test and train")
     for s, f in evals.items():
         e = json.loads(Path(f).read_text())
-        ck = Path(e.get("checkpoint") or "") / "model.safetensors"
+        ck = (shipped_dir(str(e.get("checkpoint")), "generator") or Path(e.get("checkpoint") or "")) / "model.safetensors"
         if e.get("split") != s or e.get("world") != f"world {version}" or not ck.is_file() or not filecmp.cmp(
                 ck, run / "model" / "model.safetensors", shallow=False):
             raise ValueError(f"ship_continued: {f} is not a {s}-split evaluation of {run / 'model'} in world {version} "
