@@ -177,8 +177,10 @@ def rate_cameras(camera_cfg, elevation_deg: float = 15.0):
 
 def view_feature_rates(render_views, # callable(prompts, cameras, size) -> [P, V, 3, H, W] in [0, 1]
                        prompts: list[str], camera_cfg, size: int = 64, version: str = "v1") -> dict:
-    "Janus rate $J$ (back views showing the front feature) and front rate $F$ (front views showing it)."
-    from instant3d.mini.janus import janus_rate, front_feature_visible, view_rates
+    "Janus rate $J$ (back views showing the front feature) and front rate $F$ (front views showing it), over the prompts with a face."
+    from instant3d.mini.janus import janus_rate, front_feature_visible, view_rates, faced_prompts
+    if version != "v1": prompts = faced_prompts(prompts, version)  # T: world v4 draws the face only when "smiling"
+    if not prompts: return dict(janus=math.nan, front=math.nan)
     cams = rate_cameras(camera_cfg)
     imgs = render_views(prompts, cams, size).flatten(0, 1)  # [P * 6, 3, H, W]
     az = cams.azimuth_deg.repeat(len(prompts))
