@@ -150,8 +150,9 @@ def add_reproduce_args(p):
     g.add_argument("--full", action="store_true",
                    help="full plan: hours on a CPU (resumable); the numbers of RESULTS.md")
     g.add_argument("--decide", action="store_true", help="the same as --plan decide")
-    g.add_argument("--plan", choices=("quick", "full", "decide"), default=None,
-                   help="the plan by name; decide: every claim past the knee of its curve (about a CPU day, world v2)")
+    g.add_argument("--plan", choices=("quick", "full", "decide", "decide-v4"), default=None,
+                   help="the plan by name; decide: every claim past the knee of its curve (about a CPU day, world v2); "
+                        "decide-v4: the same in world v4, with Perp-Neg also measured one prompt at a time")
     p.add_argument("--out", default="results", help="results folder (default results); rows go to OUT/<plan>/")
     p.add_argument("--results-md", default="RESULTS.md",
                    help="markdown file whose plan section is rewritten (default RESULTS.md)")

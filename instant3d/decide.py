@@ -12,10 +12,11 @@ from .plans import ReproducePlan, ABLATION_ROWS, PERP_NEG_ROWS, read_rows
 from .verdicts import mean_std, views_to_reach
 
 # %% auto #0
-__all__ = ['OTHER_VARIANTS', 'V2_MODELS', 'DECIDE', 'SPEED_JSON', 'MINI_JSON', 'T975', 'DecidePlan', 'doublings', 'decide_runs',
-           'step_seconds', 'steps_for', 'estimate_hours', 'plan_estimate', 'knee', 't_crit', 'paired_test',
-           'seeds_needed', 'by_seed', 'seed_curves', 'mean_curve', 'ablation_verdict', 'ten_x_claim',
-           'sigmoid_verdicts', 'perp_neg_verdict', 'amortisation_verdict', 'init_albedo_gradient', 'summarise_decide',
+__all__ = ['OTHER_VARIANTS', 'V2_MODELS', 'DECIDE', 'V4_MODELS', 'PLANTED_PERP_NEG_V4', 'DECIDE_V4', 'SPEED_JSON', 'MINI_JSON',
+           'T975', 'DecidePlan', 'doublings', 'decide_runs', 'step_seconds', 'steps_for', 'estimate_hours',
+           'plan_estimate', 'knee', 't_crit', 'paired_test', 'seeds_needed', 'by_seed', 'seed_curves', 'mean_curve',
+           'ablation_verdict', 'ten_x_claim', 'sigmoid_verdicts', 'perp_neg_verdict', 'planted_rows',
+           'planted_perp_neg_verdict', 'amortisation_verdict', 'init_albedo_gradient', 'summarise_decide',
            'section_key']
 
 # %% ../nbs/59_decide.ipynb #e0f56449
@@ -32,17 +33,21 @@ class DecidePlan(ReproducePlan):
     knee_tol: float = 0.10  # past the knee: relative CLIP-RP change over the last doubling below this
     ratio_goal: float = 10.0  # paper Sec. 3.3: the scaled-sigmoid converges "more than ten times" faster
     amortisation_goal: float = 5.0  # paper Fig. 10: about 2,000 against 10,000+ Views-PP
+    planted_perp_neg: tuple = ()  # (off, fixed, adaptive): folders of the per-prompt Perp-Neg experiment (rule 7b); () none
 
     def __post_init__(self):
         super().__post_init__()
-        if self.world_version not in ("v1", "v2"):
-            raise ValueError(f"DecidePlan.world_version {self.world_version!r}: expected 'v1' or 'v2'")
+        if self.world_version not in ("v1", "v2", "v4"):  # the worlds with shipped models (v3 was a pilot world)
+            raise ValueError(f"DecidePlan.world_version {self.world_version!r}: expected 'v1', 'v2' or 'v4'")
+        if len(self.planted_perp_neg) not in (0, 3):
+            raise ValueError(f"DecidePlan.planted_perp_neg: expected () or the (off, fixed, adaptive) folders, got "
+                             f"{self.planted_perp_neg!r}")
         if self.sigmoid_max < self.instant3d_max or self.baseline_sigmoid_max < self.baseline_max:
             raise ValueError("DecidePlan: the plain-sigmoid budgets must reach the scaled-sigmoid ones")
         if not 1 <= self.baseline_sigmoid_prompts <= self.n_test:
             raise ValueError(f"DecidePlan.baseline_sigmoid_prompts must lie in [1, n_test], got "
                              f"{self.baseline_sigmoid_prompts}")
-        if self.n_open and self.world_version == "v1": raise ValueError("DecidePlan: open prompts need world v2")
+        if self.n_open and self.world_version == "v1": raise ValueError("DecidePlan: open prompts need world v2 or later")
 
     @property
     def n_train_all(self) -> int: return self.n_train + self.n_open  # N of paper Eq. (13)
@@ -76,6 +81,11 @@ def decide_runs(plan: DecidePlan) -> list[dict]:
 V2_MODELS = ("sds.teacher=mini-v2", "clip.model=mini-v2", "generator.text.name_or_path=mini-v2")  # world v2's shipped models
 DECIDE = DecidePlan("decide", n_train=972, n_test=48, seeds=(0, 1, 2), grid=tuple(doublings(1, 4096)),
                     instant3d_max=64, ablation_budget=32, reference_budget=64, baseline_max=1024, overrides=V2_MODELS)
+V4_MODELS = ("sds.teacher=mini-v4", "clip.model=mini-v4", "generator.text.name_or_path=mini-v4")  # world v4's shipped models
+PLANTED_PERP_NEG_V4 = ("results/world_v4/planted/teacher_biased", "results/world_v4/perp_neg/fixed",
+                       "results/world_v4/perp_neg/adaptive")  # nbs/27b_planting's rows, relative to the repository root
+DECIDE_V4 = replace(DECIDE, name="decide-v4", world_version="v4", overrides=V4_MODELS,
+                    planted_perp_neg=PLANTED_PERP_NEG_V4)  # the same runs and budgets in world v4
 
 # %% ../nbs/59_decide.ipynb #f8f6a505
 SPEED_JSON = Path("benchmarks/results/speed_cpu.json")  # relative to the repository root
@@ -275,6 +285,40 @@ def perp_neg_verdict(rows: list[dict], plan: DecidePlan, ground_truth: dict | No
     return {**out, **_inconclusive("adaptive's view error is not separated from " + ", ".join(
         v for v, t in tests.items() if t["sign"] == 0), "5 seeds")}
 
+# %% ../nbs/59_decide.ipynb #47c24e17
+def planted_rows(folder) -> dict:
+    "{prompt index: final row, with its prompt} of a per-prompt Janus folder (`NN.json`, nbs/27b_planting); {} when empty."
+    out = {}
+    for f in sorted(Path(folder).glob("[0-9][0-9].json")):
+        d = json.loads(f.read_text())
+        out[int(f.stem)] = dict(d["rows"][-1], prompt=d.get("prompt"))
+    return out
+
+def planted_perp_neg_verdict(off, fixed, adaptive, # folders of the three arms (nbs/27b_planting), as given (cwd-relative)
+                             n_prompts: int = 12) -> dict: # the experiment's prompts (`janus_prompts("v4")`)
+    "Rule 7b: view error e = J + 1 - F per prompt, adaptive against off and fixed, paired by prompt."
+    folders = dict(off=str(off), fixed=str(fixed), adaptive=str(adaptive))
+    arms = {k: planted_rows(f) for k, f in folders.items()}
+    err = {k: {i: r["janus_rate"] + 1 - r["front_rate"] for i, r in a.items()} for k, a in arms.items()}
+    front = {k: {i: r["front_rate"] for i, r in a.items()} for k, a in arms.items()}
+    tests = {k: paired_test(err["adaptive"], err[k]) for k in ("off", "fixed")}
+    front_vs_off = paired_test(front["adaptive"], front["off"])
+    out = dict(view_error={k: mean_std(e.values()) for k, e in err.items()},
+               front={k: mean_std(f.values())[0] for k, f in front.items()}, vs=tests, front_vs_off=front_vs_off,
+               n_prompts=n_prompts, folders=folders)
+    if missing := {k: n_prompts - len(a) for k, a in arms.items() if len(a) < n_prompts}:
+        return {**out, **_inconclusive(f"the per-prompt Perp-Neg experiment is not finished (rows missing: {missing})",
+                                       "its runs (nbs/27b_planting)")}
+    if not out["front"]["off"] >= 0.5:
+        return {**out, **_inconclusive(f"with Perp-Neg off the face is planted on too few front views (front rate "
+                                       f"{out['front']['off']:.2f}, rule: 0.5): no face to misplace",
+                                       "a teacher that plants the face")}
+    if any(t["sign"] == 1 for t in tests.values()) or front_vs_off["sign"] == -1: return dict(out, verdict="refuted")
+    if all(t["sign"] == -1 for t in tests.values()): return dict(out, verdict="confirmed")
+    return {**out, **_inconclusive("adaptive's view error is not separated from " + ", ".join(
+        k for k, t in tests.items() if t["sign"] == 0) + f" ({n_prompts} prompts, one seed)",
+        "seeds 1 and 2 of the per-prompt experiment")}
+
 # %% ../nbs/59_decide.ipynb #e8c33bbd
 def amortisation_verdict(rows: list[dict], plan: DecidePlan) -> dict:
     "Rule 8: Views-PP the baseline needs to reach the reference's CLIP-RP at its (past-the-knee) budget, over it."
@@ -317,7 +361,8 @@ def summarise_decide(rows: list[dict], prompt_rows: list[dict], plan: DecidePlan
                 amortisation=amortisation_verdict(rows, plan),
                 ablations=[ablation_verdict(rows, plan, v) for v in ABLATION_ROWS[1:]],
                 sigmoid=dict(sigmoid_verdicts(rows, prompt_rows, plan), init_gradient=init_gradient),
-                perp_neg=perp_neg_verdict(rows, plan, dict(janus=gt.get("janus"), front=gt.get("front"))))
+                perp_neg=perp_neg_verdict(rows, plan, dict(janus=gt.get("janus"), front=gt.get("front"))),
+                **({"perp_neg_per_prompt": planted_perp_neg_verdict(*plan.planted_perp_neg)} if plan.planted_perp_neg else {}))
 
 # %% ../nbs/59_decide.ipynb #2f49f246
 def section_key(plan: ReproducePlan) -> str:

@@ -14,7 +14,7 @@ from .plans import (ReproducePlan, QUICK, FULL, PLANS, plan_world, plan_runs, pl
 from .run_queue import (folder_lock, open_plan_folder, claim_next, partial_path, record_run, plan_status,
                                  unfinished)
 from .verdicts import ratio_text, write_report  # the command line imports both from here
-from .decide import DECIDE, DecidePlan, plan_estimate
+from .decide import DECIDE, DECIDE_V4, DecidePlan, plan_estimate
 from .claims import write_decide_report
 
 # %% auto #0
@@ -46,7 +46,7 @@ def reproduce(plan: ReproducePlan, out="results", command: str = "", device: str
     return folder
 
 # %% ../nbs/55_reproduce.ipynb #6acd59f5
-ALL_PLANS = {**PLANS, "decide": DECIDE}  # --plan NAME
+ALL_PLANS = {**PLANS, "decide": DECIDE, "decide-v4": DECIDE_V4}  # --plan NAME
 
 def plan_name(args) -> str:
     "The plan named by parsed options: --plan NAME, or --quick / --full / --decide."

@@ -255,3 +255,45 @@ def test_cli_decide_dry_run_and_status(tmp_path):
     assert f"0 of {len(decide_runs(DECIDE))} runs finished" in r.stdout and "estimate of the runs left" in r.stdout
     r = subprocess.run([EXE, "reproduce", "--plan", "nope", "--dry-run"], capture_output=True, text=True, env=ENV)
     assert r.returncode == 2 and "nope" in r.stderr
+
+
+# --- world v4: the same plan with its models, and Perp-Neg one prompt at a time (rule 7b) ----------------------
+
+def _planted(folder, fronts, januses):
+    folder.mkdir(parents=True)
+    for i, (f, j) in enumerate(zip(fronts, januses)):
+        (folder / f"{i:02d}.json").write_text(json.dumps(dict(prompt=f"a smiling p{i}", rows=[
+            dict(views_pp=0, front_rate=0.0, janus_rate=0.0), dict(views_pp=4096, front_rate=f, janus_rate=j)])))
+    return str(folder)
+
+
+def test_decide_v4_summary_has_the_per_prompt_perp_neg_claim(tmp_path):
+    from instant3d.decide import DECIDE_V4
+    arms = (_planted(tmp_path / "off", [1.0] * 12, [1.0] * 12), _planted(tmp_path / "fixed", [1.0] * 12, [0.67] * 12),
+            _planted(tmp_path / "adaptive", [1.0] * 12, [0.0, 0.33] * 6))
+    plan = replace(DECIDE_V4, planted_perp_neg=arms)
+    S = summarise_decide(make_rows(), prompt_rows(), plan, world="world v4")
+    assert S["perp_neg_per_prompt"]["verdict"] == "confirmed" and S["perp_neg_per_prompt"]["folders"]["off"] == arms[0]
+    rows = claim_rows(S, "instant3d reproduce --plan decide-v4")
+    assert [r["key"] for r in rows][-2:] == ["perp_neg", "perp_neg_per_prompt"]
+    assert "adaptive - off" in rows[-1]["measured"] and "12 prompts" in rows[-1]["measured"]
+    # the amortised world v2 plan has no such claim; a missing arm leaves it inconclusive with its reason
+    assert "perp_neg_per_prompt" not in summarise_decide(make_rows(), prompt_rows(), DECIDE)
+    gone = replace(DECIDE_V4, planted_perp_neg=(arms[0], arms[1], str(tmp_path / "none")))
+    v = summarise_decide(make_rows(), prompt_rows(), gone, world="world v4")["perp_neg_per_prompt"]
+    assert v["verdict"] == "inconclusive" and "not finished" in v["reason"] and v["decide_budget"]
+
+
+def test_results_md_has_the_v4_rules():
+    text = (Path(__file__).parents[1] / "RESULTS.md").read_text()
+    assert "<!-- decide-rules:decide-v4@v4 -->" in text and "<!-- reproduce:decide-v4" not in text  # no run yet
+    sec = text[text.index("<!-- decide-rules:decide-v4@v4 -->"):text.index("<!-- /decide-rules:decide-v4@v4 -->")]
+    assert "6b. **Perp-Neg, one prompt at a time**" in sec and "`mini-v4`" in sec and "mini-v2" not in sec
+
+
+def test_cli_decide_v4_dry_run():
+    from instant3d.decide import DECIDE_V4
+    r = subprocess.run([EXE, "reproduce", "--plan", "decide-v4", "--dry-run"], capture_output=True, text=True, env=ENV)
+    assert r.returncode == 0, r.stderr
+    d = json.loads(r.stdout)
+    assert d["plan"] == "decide-v4" and d["runs"] == len(decide_runs(DECIDE_V4))
