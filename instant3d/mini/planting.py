@@ -11,7 +11,7 @@ from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
 __all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'planting_bisection', 'planted_janus', 'planted_janus_score',
-           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_verdict']
+           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_verdict', 'amortised_gt_fit']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -137,3 +137,53 @@ def perp_neg_verdict(off, arm, # `planted_janus` folders: Perp-Neg off (the chai
                     "reduces if d >= 0.25; else inconclusive")
     if out is not None: write_json(out, res)
     return res
+
+# %% ../../nbs/27b_planting.ipynb #1d9f964c
+def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
+                     steps: int = 2000, every: int = 500, init: str = "mini-v4", version: str = "v4",
+                     batch: int = 8, lr: float = 1e-3, size: int = 32, seed: int = 0,
+                     rate_prompts: int = 64, # the first test prompts whose smiling ones are rated, as `instant3d eval`
+                     max_prompts: int | None = None, # tests only: fewer training prompts
+                    ) -> dict:
+    "Train an amortised generator on ground-truth albedo renders (MSE, no teacher); its front and Janus rates along the way."
+    import torch
+    from dataclasses import replace
+    from instant3d.cameras import sample_cameras
+    from instant3d.generator import resolve_checkpoint, Instant3DPipeline
+    from instant3d.mini.janus import generator_view_rates
+    from instant3d.mini.render import render_scenes
+    from instant3d.mini.world import WorldConfig, prompts as world_prompts
+    t0, w = time.time(), WorldConfig.mini(version)
+    pipe = Instant3DPipeline.from_pretrained(resolve_checkpoint(init))
+    model, g = pipe.model, torch.Generator().manual_seed(seed)
+    train_ps = world_prompts(w, "train")[:max_prompts]
+    test_ps = world_prompts(w, "test")[:rate_prompts]
+    with torch.no_grad(): tokens = pipe.text_encoder.encode(train_ps).tokens
+    rc = replace(model.config.render, height=size, width=size)
+    opt = torch.optim.Adam(model.parameters(), lr=lr)
+    rows, run_loss = [], []
+    def score(step):
+        model.eval()
+        r = generator_view_rates(pipe, test_ps, version, 23)
+        model.train()
+        rows.append(dict(step=step, views_pp=step * batch / len(train_ps), front_rate=r["front_rate"],
+                         janus_rate=r["janus_rate"], rate_prompts=r["rate_prompts"],
+                         loss=sum(run_loss) / len(run_loss) if run_loss else None, seconds=round(time.time() - t0, 1)))
+        run_loss.clear()
+        if out is not None: write_json(out, res())
+    res = lambda: dict(init=init, version=version, steps=steps, batch=batch, lr=lr, size=size, seed=seed,
+                       train_prompts=len(train_ps), rows=rows)
+    score(0)
+    model.train()
+    for step in range(1, steps + 1):
+        idx = torch.randint(len(train_ps), (batch,), generator=g)
+        cams = sample_cameras(model.config.camera, batch, g)
+        with torch.no_grad():
+            gt = render_scenes([train_ps[i] for i in idx.tolist()], cams, size=size, cfg=w, shading="albedo")["rgb"]
+        pred = model(tokens[idx], cams, generator=g, cfg=rc, shading="albedo", alpha=1.0,
+                     background=torch.ones(batch, 3))["rgb"]
+        loss = (pred - gt.clamp(0, 1)).square().mean()
+        opt.zero_grad(); loss.backward(); opt.step(); run_loss.append(loss.item())
+        if step % every == 0 or step == steps: score(step)
+    model.eval()
+    return res()
