@@ -144,13 +144,16 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
                      batch: int = 8, lr: float = 1e-3, size: int = 32, seed: int = 0,
                      rate_prompts: int = 64, # the first test prompts whose smiling ones are rated, as `instant3d eval`
                      max_prompts: int | None = None, # tests only: fewer training prompts
+                     save=None, # a folder for the final model (`instant3d eval --checkpoint` reads it); None: not saved
                     ) -> dict:
     "Train an amortised generator on ground-truth albedo renders (MSE, no teacher); its front and Janus rates along the way."
     import torch
     from dataclasses import replace
     from instant3d.cameras import sample_cameras
     from instant3d.generator import resolve_checkpoint, Instant3DPipeline
-    from instant3d.mini.janus import generator_view_rates
+    from instant3d.mini.janus import generator_view_rates, faced_prompts, view_rates
+    from instant3d.evaluate import render_prompt_views
+    from instant3d.plans import rate_cameras
     from instant3d.mini.render import render_scenes
     from instant3d.mini.world import WorldConfig, prompts as world_prompts
     t0, w = time.time(), WorldConfig.mini(version)
@@ -158,6 +161,8 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
     model, g = pipe.model, torch.Generator().manual_seed(seed)
     train_ps = world_prompts(w, "train")[:max_prompts]
     test_ps = world_prompts(w, "test")[:rate_prompts]
+    faced = set(faced_prompts(test_ps, version))
+    plain = [q for q in test_ps if q not in faced]  # prompts whose ground truth has no face: a face there is not asked for
     with torch.no_grad(): tokens = pipe.text_encoder.encode(train_ps).tokens
     rc = replace(model.config.render, height=size, width=size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
@@ -165,9 +170,14 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
     def score(step):
         model.eval()
         r = generator_view_rates(pipe, test_ps, version, 23)
+        cams, r0 = rate_cameras(model.config.camera), dict(front_rate=None)
+        if plain:
+            with torch.no_grad(): imgs = render_prompt_views(pipe, plain, cams, seed=23)[:, 0].flatten(0, 1)
+            r0 = view_rates(imgs, cams.azimuth_deg.repeat(len(plain)), cams.elevation_deg.repeat(len(plain)), version)
         model.train()
         rows.append(dict(step=step, views_pp=step * batch / len(train_ps), front_rate=r["front_rate"],
                          janus_rate=r["janus_rate"], rate_prompts=r["rate_prompts"],
+                         unasked_front_rate=r0["front_rate"], unasked_prompts=len(plain),
                          loss=sum(run_loss) / len(run_loss) if run_loss else None, seconds=round(time.time() - t0, 1)))
         run_loss.clear()
         if out is not None: write_json(out, res())
@@ -186,4 +196,8 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
         opt.zero_grad(); loss.backward(); opt.step(); run_loss.append(loss.item())
         if step % every == 0 or step == steps: score(step)
     model.eval()
+    if save is not None:
+        model.save_pretrained(save, extra_files={"training.json": json.dumps(dict(
+            prompts="mini", split_seed=0, clip_model=init, steps=steps, views_pp=steps * batch / len(train_ps),
+            world_version=version, world_size=1, batch_size=batch, note="amortised_gt_fit: MSE to ground truth, no teacher"))})
     return res()
