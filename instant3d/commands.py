@@ -214,13 +214,15 @@ def cmd_world_train_teacher(args):
 
 def cmd_world_chain(args):
     "`instant3d world v2` / `instant3d world v4`: run, continue, report or ship a world chain (nbs/27_world_v2)."
-    from instant3d.mini.chain import world_status, run_world, ship_world, chain_recipe
+    from instant3d.mini.chain import world_status, run_world, ship_world, chain_recipe, shipped_continuation
     out, v = Path(args.out), args.version
     if args.ship:
         try: written = ship_world(out, v)
         except ValueError as e: raise CLIError(str(e), 1) from None
         print(f"shipped as {chain_recipe(v)['name']!r}: " + ", ".join(str(p) for p in written))
-        if len(written) < 3: print(f"the rest ships once its steps are done (`instant3d world {v} --status`)")
+        if n := shipped_continuation(chain_recipe(v)["name"]):
+            print(f"the shipped generator was kept: it continues the chain's ({n} stages, `ship_continued`)")
+        elif len(written) < 3: print(f"the rest ships once its steps are done (`instant3d world {v} --status`)")
         return
     if args.status:
         st = world_status(out, v)

@@ -15,8 +15,8 @@ from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
 # %% auto #0
 __all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_PROMPTS_V4', 'JANUS_SDS', 'GENERATOR_STAGES', 'WORLD_CHAINS',
            'janus_prompts', 'chain_recipe', 'janus_sds_args', 'world_steps', 'object_view_rates', 'sds_view_rates',
-           'janus_verdict', 'world_needs', 'world_status', 'janus_rates', 'janus_comparison', 'run_world', 'ship_world',
-           'continuation_sets', 'ship_continued']
+           'janus_verdict', 'world_needs', 'world_status', 'janus_rates', 'janus_comparison', 'run_world',
+           'shipped_continuation', 'ship_world', 'continuation_sets', 'ship_continued']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -287,6 +287,13 @@ def _ship_parts(out: Path) -> dict:
                           {"metrics.csv": out / last / "metrics.csv", "eval.csv": out / last / "eval.csv",
                            **{f"eval_{s}_seed23.json": out / f"eval_generator_{s}.json" for s in ("test", "train")}})}
 
+def shipped_continuation(model: str) -> int:
+    "The number of stages of the shipped generator `model` when it has more than the chain's (a `ship_continued` model), else 0."
+    from instant3d.hub import shipped_dir
+    f = shipped_dir(model, "generator") / "training.json"
+    n = len(json.loads(f.read_text()).get("stages", [])) if f.is_file() else 0
+    return n if n > len(GENERATOR_STAGES) else 0
+
 def ship_world(out, # a chain folder (instant3d world v2, instant3d world v4)
                version: str = "v2", # its world: the models are shipped under WORLD_CHAINS[version]["name"]
                parts=None, # kinds to ship ('clip', 'teacher', 'generator'); None: every kind whose steps are done
@@ -299,10 +306,15 @@ def ship_world(out, # a chain folder (instant3d world v2, instant3d world v4)
     from instant3d.files import atomic_dir
     from instant3d.hub import shipped_dir
     out, table, model = Path(out), _ship_parts(Path(out)), chain_recipe(version)["name"]
+    continued = shipped_continuation(model)  # a shipped continuation (`ship_continued`) is not replaced by the chain's shorter model
     if parts is None:
         parts = [k for k, (needs, *_) in table.items() if all(_step_done(out, n).exists() for n in needs)]
         if not parts: raise ValueError(f"{out}: no model is ready to ship (the CLIP needs step 'clip'); "
                                        f"run `instant3d world {version} {out}` first")
+        parts = [k for k in parts if not (k == "generator" and continued)]
+    elif "generator" in parts and continued:
+        raise ValueError(f"ship_world: the shipped {model!r} generator continues the chain's ({continued} stages); shipping the "
+                         f"chain's would replace it with a shorter one: leave 'generator' out of parts")
     for k in parts:
         if k not in table: raise ValueError(f"ship_world: part {k!r} is not one of {list(table)}")
         if missing := [n for n in table[k][0] if not _step_done(out, n).exists()]:
