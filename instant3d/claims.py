@@ -225,7 +225,7 @@ def rules_text(plan: DecidePlan) -> str:
 # %% ../nbs/59a_claims.ipynb #db73741a
 def decide_section(summary: dict, meta: dict, folder: str, key: str) -> str:
     "The results section of a decide plan (after its runs): the claims rows with the numbers behind them."
-    rows = claim_rows(summary, meta.get("command") or "instant3d reproduce --plan decide")
+    rows = claim_rows(summary, meta.get("command") or f"instant3d reproduce --plan {summary['plan']}")
     L = [f"<!-- reproduce:{key} -->", f"## Plan `{summary['plan']}` ({summary['world']}): verdicts", "",
          f"- Raw rows: `{folder}/`; seeds {', '.join(map(str, summary['seeds']))}; {summary['n_test']} test prompts; "
          f"run time {sum(meta.get('runs', {}).values()) / 3600:.1f} h summed over {len(meta.get('runs', {}))} runs.", "",
@@ -252,5 +252,6 @@ def write_decide_report(folder, plan: DecidePlan, results_md=None, rel: str | No
         if results_md is not None:
             key = section_key(plan)
             update_results_md(results_md, key, decide_section(s, meta, rel or folder.as_posix(), key))
-            update_claims_table(results_md, claims_table_md(claim_rows(s), s["world"], f"{rel or folder}/summary.json"))
+            cmd = meta.get("command") or f"instant3d reproduce --plan {plan.name}"
+            update_claims_table(results_md, claims_table_md(claim_rows(s, cmd), s["world"], f"{rel or folder}/summary.json"))
     return s
