@@ -172,12 +172,17 @@ def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None:
     return dict(gt_front_rate=r["front_rate"], gt_janus_rate=r["janus_rate"], gt_rate_prompts=len(ps))
 
 # %% ../../nbs/24_janus.ipynb #b4bbc729
-def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: int = 0) -> dict:
-    "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt with a face, one style noise each."
+def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: int = 0,
+                         faced: bool = True, # False: rate the prompts whose objects have no face (a face there is not asked for)
+                        ) -> dict:
+    "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt with a face (or without), one style noise each."
     from instant3d.plans import rate_cameras
     from instant3d.evaluate import render_prompt_views
-    prompts = faced_prompts(prompts, version)
-    cams = rate_cameras(pipe.config.camera)
-    imgs = render_prompt_views(pipe, prompts, cams, seed=seed)[:, 0].flatten(0, 1)
-    r = view_rates(imgs, cams.azimuth_deg.repeat(len(prompts)), cams.elevation_deg.repeat(len(prompts)), version)
+    keep = set(faced_prompts(prompts, version))
+    prompts = [p for p in prompts if (p in keep) == faced]
+    r = dict(front_rate=None, janus_rate=None)
+    if prompts:
+        cams = rate_cameras(pipe.config.camera)
+        imgs = render_prompt_views(pipe, prompts, cams, seed=seed)[:, 0].flatten(0, 1)
+        r = view_rates(imgs, cams.azimuth_deg.repeat(len(prompts)), cams.elevation_deg.repeat(len(prompts)), version)
     return dict(front_rate=r["front_rate"], janus_rate=r["janus_rate"], rate_prompts=len(prompts), world=f"world {version}")

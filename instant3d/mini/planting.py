@@ -151,9 +151,7 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
     from dataclasses import replace
     from instant3d.cameras import sample_cameras
     from instant3d.generator import resolve_checkpoint, Instant3DPipeline
-    from instant3d.mini.janus import generator_view_rates, faced_prompts, view_rates
-    from instant3d.evaluate import render_prompt_views
-    from instant3d.plans import rate_cameras
+    from instant3d.mini.janus import generator_view_rates
     from instant3d.mini.render import render_scenes
     from instant3d.mini.world import WorldConfig, prompts as world_prompts
     t0, w = time.time(), WorldConfig.mini(version)
@@ -161,23 +159,17 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
     model, g = pipe.model, torch.Generator().manual_seed(seed)
     train_ps = world_prompts(w, "train")[:max_prompts]
     test_ps = world_prompts(w, "test")[:rate_prompts]
-    faced = set(faced_prompts(test_ps, version))
-    plain = [q for q in test_ps if q not in faced]  # prompts whose ground truth has no face: a face there is not asked for
     with torch.no_grad(): tokens = pipe.text_encoder.encode(train_ps).tokens
     rc = replace(model.config.render, height=size, width=size)
     opt = torch.optim.Adam(model.parameters(), lr=lr)
     rows, run_loss = [], []
     def score(step):
         model.eval()
-        r = generator_view_rates(pipe, test_ps, version, 23)
-        cams, r0 = rate_cameras(model.config.camera), dict(front_rate=None)
-        if plain:
-            with torch.no_grad(): imgs = render_prompt_views(pipe, plain, cams, seed=23)[:, 0].flatten(0, 1)
-            r0 = view_rates(imgs, cams.azimuth_deg.repeat(len(plain)), cams.elevation_deg.repeat(len(plain)), version)
+        r, r0 = (generator_view_rates(pipe, test_ps, version, 23, faced=f) for f in (True, False))  # r0: no face asked for
         model.train()
         rows.append(dict(step=step, views_pp=step * batch / len(train_ps), front_rate=r["front_rate"],
                          janus_rate=r["janus_rate"], rate_prompts=r["rate_prompts"],
-                         unasked_front_rate=r0["front_rate"], unasked_prompts=len(plain),
+                         unasked_front_rate=r0["front_rate"], unasked_prompts=r0["rate_prompts"],
                          loss=sum(run_loss) / len(run_loss) if run_loss else None, seconds=round(time.time() - t0, 1)))
         run_loss.clear()
         if out is not None: write_json(out, res())
