@@ -275,6 +275,14 @@ def _name_models(folder: Path, training: dict, name: str):
     write_json(folder / "config.json", cfg)
     write_json(folder / "training.json", dict(training, clip_model=name))
 
+def _finish_shipped(tmp: Path, dst: Path, fp16: bool, training: dict | None = None, name: str | None = None):
+    "The last steps of shipping into `tmp` (the next `dst`): a generator's models named (`training` given), the hand-written card kept, weights halved."
+    import shutil
+    if training is not None: _name_models(tmp, training, name)
+    if (dst / "MODEL_CARD.md").is_file(): shutil.copy2(dst / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
+    if fp16:
+        for f in tmp.rglob("*.safetensors"): _halve(f)
+
 def _ship_parts(out: Path) -> dict:
     "kind -> (steps that must be done, source folder, items to copy (None: all), extra files {name: source})."
     last = GENERATOR_STAGES[-1][0]
@@ -330,10 +338,7 @@ def ship_world(out, # a chain folder (instant3d world v2, instant3d world v4)
                 (shutil.copytree if (src / item).is_dir() else shutil.copy2)(src / item, tmp / item)
             for name, f in extra.items():
                 if f.is_file(): shutil.copy2(f, tmp / name)
-            if kind == "generator": _name_models(tmp, _stages(out, version), model)
-            if (dst / "MODEL_CARD.md").is_file(): shutil.copy2(dst / "MODEL_CARD.md", tmp / "MODEL_CARD.md")  # written by hand
-            if fp16:
-                for f in tmp.rglob("*.safetensors"): _halve(f)
+            _finish_shipped(tmp, dst, fp16, _stages(out, version) if kind == "generator" else None, model)
         written.append(dst)
     return written
 
@@ -384,8 +389,6 @@ def ship_continued(out, # a chain folder whose generator steps are done
         for f in ("metrics.csv", "eval.csv"):
             if (run / f).is_file(): shutil.copy2(run / f, tmp / f)
         for s, f in evals.items(): shutil.copy2(f, tmp / f"eval_{s}_seed23.json")
-        _name_models(tmp, training, chain_recipe(version)["name"])
-        if (dst / "MODEL_CARD.md").is_file(): shutil.copy2(dst / "MODEL_CARD.md", tmp / "MODEL_CARD.md")
-        if fp16: _halve(tmp / "model.safetensors")
+        _finish_shipped(tmp, dst, fp16, training, chain_recipe(version)["name"])
     return dst
 

@@ -82,12 +82,12 @@ def planted_janus(teacher, # a teacher folder
 def planted_janus_score(out, # a `planted_janus` folder
                         version: str = "v4") -> dict: # summary {front_rate, janus_rate} (final rows' means), per_prompt
     "Mean final front and Janus rates of a `planted_janus` folder; every prompt's JSON must be there."
+    from instant3d.decide import planted_rows
     from instant3d.mini.chain import janus_prompts
-    ps = janus_prompts(version)
-    missing = [f"{i:02d}.json" for i in range(len(ps)) if not (Path(out) / f"{i:02d}.json").is_file()]
+    ps, rows = janus_prompts(version), planted_rows(out)  # {prompt index: final row}
+    missing = [f"{i:02d}.json" for i in range(len(ps)) if i not in rows]
     if missing: raise FileNotFoundError(f"planted_janus_score: {out} lacks {', '.join(missing)}")
-    rows = [json.loads((Path(out) / f"{i:02d}.json").read_text()) for i in range(len(ps))]
-    per = [dict(prompt=r["prompt"], **{k: r["rows"][-1][k] for k in ("front_rate", "janus_rate", "front_share")}) for r in rows]
+    per = [dict(prompt=rows[i]["prompt"], **{k: rows[i][k] for k in ("front_rate", "janus_rate", "front_share")}) for i in range(len(ps))]
     mean = lambda k: sum(r[k] for r in per) / len(per)
     return dict(summary=dict(front_rate=mean("front_rate"), janus_rate=mean("janus_rate")), per_prompt=per, world=f"world {version}")
 
