@@ -11,7 +11,7 @@ from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
 __all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'planting_bisection', 'planted_janus', 'planted_janus_score',
-           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_verdict', 'amortised_gt_fit']
+           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule', 'perp_neg_verdict', 'amortised_gt_fit']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -124,13 +124,17 @@ def planted_perp_neg(teacher, # a front-biased teacher folder (the chain's)
     s["sets"] = (*s["sets"], *PERP_NEG_ARMS[arm], f"train.clip.model={clip}")
     return planted_janus(teacher, out, lane=lane, lanes=lanes, version=version, **s)
 
+def perp_neg_rule(off: dict, arm: dict) -> tuple[float, str]: # (d, verdict) from two {front_rate, janus_rate}
+    "The rule above on mean rates: d = Janus(off) - Janus(arm) and 'reduces', 'reduces Janus by losing the face', 'does not reduce' or 'inconclusive'."
+    d = off["janus_rate"] - arm["janus_rate"]
+    return d, ("does not reduce" if d < 0.1 else "reduces Janus by losing the face" if arm["front_rate"] < 0.5
+               else "reduces" if d >= 0.25 else "inconclusive")
+
 def perp_neg_verdict(off, arm, # `planted_janus` folders: Perp-Neg off (the chain's biased rows) and one arm
                      out=None, version: str = "v4") -> dict: # summary per arm, d, verdict, per_prompt; written to `out`
-    "The rule above: 'reduces', 'reduces Janus by losing the face', 'does not reduce' or 'inconclusive'."
+    "`perp_neg_rule` on the two folders' mean final rates, with every prompt's final row beside it."
     a, b = planted_janus_score(off, version), planted_janus_score(arm, version)
-    d = a["summary"]["janus_rate"] - b["summary"]["janus_rate"]
-    verdict = ("does not reduce" if d < 0.1 else "reduces Janus by losing the face" if b["summary"]["front_rate"] < 0.5
-               else "reduces" if d >= 0.25 else "inconclusive")
+    d, verdict = perp_neg_rule(a["summary"], b["summary"])
     res = dict(summary=dict(off=a["summary"], arm=b["summary"]), janus_reduction=d, verdict=verdict,
                per_prompt=dict(off=a["per_prompt"], arm=b["per_prompt"]), off=str(off), arm=str(arm), world=f"world {version}",
                rule="d = Janus(off) - Janus(arm): does not reduce if d < 0.1; reduces Janus by losing the face if front(arm) < 0.5; "
