@@ -10,7 +10,10 @@ the median step. Variants, in an order repeated `--rounds` times (so that a drif
   - `base`: the code of commit `--base` (a git worktree of it in a temporary folder, its own shipped weights);
   - `off`: this code with every lever off; `+empty_skip`, `+channels_last`, `+skip_unused`, `+bf16`: one lever on;
   - `on`: this code with its defaults (every lever on; bf16 only where the CPU computes it natively);
-  - the mini teacher's own training step (batch 64), plain against channels-last (and bf16 autocast where native).
+  - `-attention_math` (native bf16 only): the defaults with torch's attention kernel in the bf16 CLIP loss
+    (`clip.attention=default`) instead of the math kernel (instant3d.precision.attention_backend);
+  - the mini teacher's own training step (batch 64), plain against channels-last (and bf16 autocast where native, with
+    torch's attention kernel, `+flash`, and with the math kernel that `auto` picks).
 Two model states: `fresh` (random init: a run's first steps, density almost everywhere) and `trained` (the shipped mini
 model as the warm start: what most of a run's steps see). Single levers are timed on `trained` only.
 It also measures what the levers change: the SDS gradient of a bf16 teacher against float32 on identical noise and
@@ -18,7 +21,7 @@ timesteps (cosine, relative norm; emulated where the CPU has no native bf16, so 
 time), and the shipped model's test renders with empty-space skipping against without (max |difference|, PSNR).
 Writes the JSON and the speed section of BENCHMARKS.md. `--tiny`: one round, 2 steps, no base (a smoke run).
 """
-import argparse, json, os, statistics, subprocess, sys, tempfile, time
+import argparse, contextlib, json, os, statistics, subprocess, sys, tempfile, time
 from pathlib import Path
 from _common import ROOT, write_atomic, replace_section
 
@@ -33,6 +36,8 @@ def levers() -> dict:
     return {"off": list(SPEED_LEVERS_OFF), "on": []}
 SINGLE = {"+empty_skip": "generator.render.empty_density=0.001", "+channels_last": "sds.channels_last=true",
           "+skip_unused": "sds.skip_unused=true", "+bf16": "sds.dtype=bfloat16"}
+# the defaults with one lever switched off (rows "-lever": compare with "on")
+MINUS = {"-attention_math": "clip.attention=default"}
 SHIPPED = "instant3d/weights/mini"  # relative to the code's root (each commit has its own copy)
 
 
@@ -67,7 +72,10 @@ def teacher_child(a):
     import torch
     torch.set_num_threads(a.threads)
     from instant3d.mini.teacher import TeacherConfig, build_unet, build_scheduler, diffusion_loss
-    cl, bf16 = a.state in ("channels_last", "channels_last+bf16"), a.state.endswith("bf16")
+    cl, bf16 = a.state.startswith("channels_last"), "bf16" in a.state
+    # "+flash": bf16 with torch's attention kernel (the attention lever off); else instant3d.precision's "auto"
+    try: from instant3d.precision import attention_backend
+    except ImportError: attention_backend = None
     tc = TeacherConfig.mini(); torch.manual_seed(0)
     unet, sch = build_unet(tc), build_scheduler(tc)
     fmt = torch.channels_last if cl else torch.contiguous_format
@@ -79,7 +87,10 @@ def teacher_child(a):
     ts = []
     for i in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16): loss = diffusion_loss(unet, sch, x, tok, g).float()
+        kernel = (attention_backend("default" if a.state.endswith("+flash") else "auto", "cpu", bf16)
+                  if attention_backend else contextlib.nullcontext())
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16), kernel:
+            loss = diffusion_loss(unet, sch, x, tok, g).float()
         opt.zero_grad(set_to_none=True); loss.backward(); opt.step()
         if i >= a.warmup: ts.append(time.perf_counter() - t0)
     print("RESULT " + json.dumps(dict(median_s=statistics.median(ts), min_s=min(ts), batch=tc.batch_size)), flush=True)
@@ -176,7 +187,9 @@ def main():
     if not a.tiny:
         plan += [("trained", k) for k in SINGLE if k != "+bf16" or native_bf16("cpu")]
         plan += [("teacher_training", k) for k in ("plain", "channels_last")]
-        if native_bf16("cpu"): plan.append(("teacher_training", "channels_last+bf16"))
+        if native_bf16("cpu"):
+            plan += [("teacher_training", "channels_last+bf16+flash"), ("teacher_training", "channels_last+bf16")]
+            plan.append(("trained", "-attention_math"))
     if a.compile: plan.append(("trained", "+compile"))
     with tempfile.TemporaryDirectory() as tmp:
         base_root = None
@@ -195,6 +208,7 @@ def main():
                         if state == "teacher_training": res = run_child(ROOT, v, None, a)
                         else:
                             sets = ([] if v == "base" else levers()["off"] + [SINGLE[v]] if v in SINGLE
+                                    else [MINUS[v]] if v in MINUS
                                     else ["sds.compile=true"] if v == "+compile" else levers()[v])
                             res = run_child(root, state, sets, a)
                             warm.setdefault(f"{state}/{v}", []).append(res.get("warmup_s"))
@@ -240,6 +254,15 @@ def write_markdown(res: dict, section: str = "cpu", args: str = ""):
                       "processes and rounds): " + "; ".join(f"{k} {v['step_ms']:.0f} ms" for k, v in tt.items())
                   + (f" ({tt['plain']['step_ms'] / tt['channels_last']['step_ms']:.2f}x with channels-last)"
                      if "plain" in tt and "channels_last" in tt else "") + "."]
+    if "trained/-attention_math" in rows and "trained/on" in rows:
+        on, fl = rows["trained/on"]["step_ms"], rows["trained/-attention_math"]["step_ms"]
+        lines += ["", f"The attention kernel where the CLIP loss backpropagates through the bf16 mini CLIP (trained model): "
+                      f"{on:.0f} ms per step with the math kernel (the default, `clip.attention=auto`), {fl:.0f} ms with "
+                      f"torch's choice (`clip.attention=default`): {fl / on:.2f}x."]
+    if "channels_last+bf16+flash" in tt and "channels_last+bf16" in tt:
+        lines += ["", f"The mini teacher's training step in bf16: {tt['channels_last+bf16']['step_ms']:.0f} ms with the math "
+                      f"attention kernel (`TeacherConfig.attention=auto`), {tt['channels_last+bf16+flash']['step_ms']:.0f} ms "
+                      f"with torch's flash kernel ({tt['channels_last+bf16+flash']['step_ms'] / tt['channels_last+bf16']['step_ms']:.2f}x)."]
     g = res.get("bf16_sds_gradient")
     if g:
         lines += ["", f"bf16 teacher against float32, same noise and timesteps (8 renders): SDS gradient cosine "

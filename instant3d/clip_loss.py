@@ -15,7 +15,7 @@ from .text import WeightsNotFoundError, hf_offline, validate_prompts
 from .conventions import check_images
 from .files import WEIGHTS_DIR
 from .hub import SHIPPED, shipped_dir, shipped_missing
-from .precision import PRECISIONS
+from .precision import PRECISIONS, ATTENTION_BACKENDS, attention_backend
 
 # %% auto #0
 __all__ = ['OPENAI_CLIP_L14', 'MINI_CLIP', 'DEFAULT_CLIP_DIR', 'MINI_CLIP_CONFIG', 'CLIP_MEAN', 'CLIP_STD', 'ClipLossConfig',
@@ -37,6 +37,8 @@ class ClipLossConfig:
     weight: float = 10.0  # lambda_clip; paper: not given; stable-dreamfusion CLIP guidance grad_scale 10 (0 disables)
     dtype: str = "auto"  # the frozen CLIP's weights and compute: "auto" = bfloat16 where the device computes it
                          # natively, else float32 (instant3d.precision); or force one
+    attention: str = "auto"  # attention kernel where gradients flow through the CLIP: "auto" = the math kernel for bf16 on
+                             # a CPU (flash's bf16 backward is slow there), "default" = torch's choice, "math" (instant3d.precision)
 
     def __post_init__(self):
         if not isinstance(self.model, str) or not self.model.strip():
@@ -46,6 +48,8 @@ class ClipLossConfig:
             raise ValueError(f"ClipLossConfig.weight={w!r}: expected a finite number >= 0 (0 disables the loss)")
         if self.dtype not in PRECISIONS:
             raise ValueError(f"ClipLossConfig.dtype={self.dtype!r}: expected one of {PRECISIONS}")
+        if self.attention not in ATTENTION_BACKENDS:
+            raise ValueError(f"ClipLossConfig.attention={self.attention!r}: expected one of {ATTENTION_BACKENDS}")
     @classmethod
     def paper(cls): return cls()
     @classmethod
@@ -99,9 +103,12 @@ def clip_preprocess(images: torch.Tensor, # [B, 3, H, W] RGB in [0, 1], any size
 class Clip(torch.nn.Module):
     "A frozen CLIP: differentiable unit-norm image embeddings, unit-norm pooled text embeddings, its logit scale."
     def __init__(self, model, tokenizer, # transformers CLIPModel, CLIPTokenizer
-                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD): # image normalisation
+                 mean: Sequence[float] = CLIP_MEAN, std: Sequence[float] = CLIP_STD, # image normalisation
+                 attention: str = "auto"): # attention kernel of `encode_images` (ClipLossConfig.attention)
         super().__init__()
+        if attention not in ATTENTION_BACKENDS: raise ValueError(f"attention {attention!r}: expected one of {ATTENTION_BACKENDS}")
         self.model, self.tokenizer, self.mean, self.std = model, tokenizer, tuple(mean), tuple(std)
+        self.attention = attention
         self.max_length = min(tokenizer.model_max_length, model.config.text_config.max_position_embeddings)
         self.requires_grad_(False).eval()
 
@@ -122,8 +129,9 @@ def encode_images(self: Clip, images: torch.Tensor, # [B, 3, H, W] RGB in [0, 1]
     "Projected, normalised CLIP image embeddings (gradients flow to `images`)."
     x = clip_preprocess(images.float(), self.image_size, self.mean, self.std).to(self.model.dtype)  # resize in fp32: CPU
     # bf16 has no antialiased bilinear kernel
-    return F.normalize(self.model.visual_projection(self.model.vision_model(pixel_values=x).pooler_output).float(),
-                       dim=-1)
+    with attention_backend(self.attention, self.device, self.model.dtype == torch.bfloat16):
+        out = self.model.vision_model(pixel_values=x).pooler_output
+    return F.normalize(self.model.visual_projection(out).float(), dim=-1)
 
 @patch
 def encode_texts(self: Clip, prompts: Sequence[str], # N prompts
@@ -171,6 +179,7 @@ def mini_clip_world(name) -> str | None:
 @patch(cls_method=True)
 def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "mini"
                     device=None, dtype: torch.dtype = torch.float32,
+                    attention: str = "auto", # attention kernel of `encode_images` (ClipLossConfig.attention)
                     local_files_only: bool | None = None, # None: follow HF_HUB_OFFLINE /
                                                           # TRANSFORMERS_OFFLINE; "mini" is always local
                    ) -> Clip:
@@ -187,5 +196,5 @@ def from_pretrained(cls: Clip, name_or_path: str | Path, # hub id, folder, or "m
     mean, std = CLIP_MEAN, CLIP_STD  # OpenAI CLIP's, hard-coded in the released code (models/sd/sd.py:112-115)
     if folder is not None and (folder / MINI_CLIP_CONFIG).is_file():
         c = json.loads((folder / MINI_CLIP_CONFIG).read_text()); mean, std = c["image_mean"], c["image_std"]
-    clip = cls(model, tok, mean, std)
+    clip = cls(model, tok, mean, std, attention)
     return clip.to(device) if device is not None else clip

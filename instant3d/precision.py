@@ -9,7 +9,8 @@ from functools import lru_cache
 import torch
 
 # %% auto #0
-__all__ = ['BF16_FLAGS', 'PRECISIONS', 'cpu_model', 'cpu_flags', 'native_bf16', 'resolve_dtype', 'hardware_line']
+__all__ = ['BF16_FLAGS', 'PRECISIONS', 'ATTENTION_BACKENDS', 'cpu_model', 'cpu_flags', 'native_bf16', 'resolve_dtype',
+           'attention_backend', 'hardware_line']
 
 # %% ../nbs/00b_precision.ipynb #b00755ff
 @lru_cache(None)
@@ -58,6 +59,22 @@ def resolve_dtype(name: str, # one of PRECISIONS
     if name not in PRECISIONS: raise ValueError(f"precision {name!r}: expected one of {PRECISIONS}")
     if name == "auto": return torch.bfloat16 if native_bf16(device) else torch.float32
     return _DTYPES[name]
+
+# %% ../nbs/00b_precision.ipynb #1e4367fe
+from contextlib import nullcontext
+ATTENTION_BACKENDS = ("auto", "default", "math")  # accepted attention settings
+
+def attention_backend(setting: str = "auto", # one of ATTENTION_BACKENDS
+                      device="cpu",
+                      bf16: bool = False, # the attention runs in bf16 (bf16 weights or bf16 autocast)
+                     ):
+    "A context for `F.scaled_dot_product_attention` calls: the math kernel where `setting` asks for it (see above), else a no-op."
+    if setting not in ATTENTION_BACKENDS: raise ValueError(f"attention {setting!r}: expected one of {ATTENTION_BACKENDS}")
+    math = setting == "math" or (setting == "auto" and bf16 and torch.is_grad_enabled()
+                                 and torch.device(device).type == "cpu")
+    if not math: return nullcontext()
+    from torch.nn.attention import sdpa_kernel, SDPBackend
+    return sdpa_kernel([SDPBackend.MATH])
 
 # %% ../nbs/00b_precision.ipynb #9ecca1ce
 def hardware_line(device="cpu") -> str:

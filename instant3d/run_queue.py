@@ -14,7 +14,7 @@ from .files import write_json
 from .plans import ReproducePlan, ROW_FILES, plan_runs, read_rows, write_rows, run_done, write_run_rows
 
 # %% auto #0
-__all__ = ['hardware', 'folder_lock', 'partial_path', 'claim_path', 'write_claim', 'claim_alive', 'claim_next',
+__all__ = ['hardware', 'folder_lock', 'partial_path', 'claim_path', 'write_claim', 'claim_alive', 'claim_next', 'same_plan',
            'open_plan_folder', 'record_run', 'plan_status', 'unfinished']
 
 # %% ../nbs/57_run_queue.ipynb #8c952b8f
@@ -88,6 +88,13 @@ def claim_next(folder, runs: list[dict]) -> dict | None:
             return run
     return None
 
+# %% ../nbs/57_run_queue.ipynb #761548af
+def same_plan(stored: dict, current: dict) -> bool:
+    "Whether `current` (this code's plan dict) is the plan of `stored` (a meta.json's): every recorded value unchanged; keys only in `current` (fields added to the code since) allowed."
+    if isinstance(stored, dict) and isinstance(current, dict):
+        return all(k in current and same_plan(v, current[k]) for k, v in stored.items())
+    return stored == current
+
 # %% ../nbs/57_run_queue.ipynb #a5486987
 def _clear(folder: Path, fresh: bool):
     "A new start: no rows, saved states or claims (refused with `fresh` while another process holds a run)."
@@ -112,7 +119,7 @@ def open_plan_folder(folder, plan: ReproducePlan, world: dict, command: str = ""
     meta_path, pd = folder / "meta.json", _plan_dict(plan)
     with folder_lock(folder):  # another process may be writing rows
         meta = json.loads(meta_path.read_text()) if meta_path.is_file() and not fresh else None
-        if meta is not None and meta["plan"] != pd:
+        if meta is not None and not same_plan(meta["plan"], pd):
             raise ValueError(f"{folder} holds results of a different plan: pass fresh=True (--fresh) to start again, "
                              "or another --out")
         if meta is None: _clear(folder, fresh)

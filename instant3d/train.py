@@ -69,7 +69,8 @@ def _load_guidance(cfg: TrainConfig, device):
 
 def _load_clip(cfg: TrainConfig, device):
     from instant3d.clip_loss import Clip
-    return Clip.from_pretrained(cfg.clip.model, device=device, dtype=resolve_dtype(cfg.clip.dtype, device))
+    return Clip.from_pretrained(cfg.clip.model, device=device, dtype=resolve_dtype(cfg.clip.dtype, device),
+                                attention=cfg.clip.attention)
 
 # %% ../nbs/45_train.ipynb #0a990d7d
 def warm_start_state(path, # a model folder written by `save_pretrained`

@@ -211,7 +211,8 @@ def apply_overrides(cfg, items: list[str]):
 
 # %% ../nbs/43_train_config.ipynb #736b6e26
 SPEED_LEVERS_OFF = ("generator.render.empty_density=0", "sds.channels_last=false", "sds.skip_unused=false",
-                    "sds.dtype=float32", "sds.compile=false", "clip.dtype=float32")  # see nbs/46_speed
+                    "sds.dtype=float32", "sds.compile=false", "clip.dtype=float32",
+                    "clip.attention=default")  # see nbs/46_speed
 
 # %% ../nbs/43_train_config.ipynb #ca68210a
 def prompt_split(prompts: str, split_seed: int = 0,

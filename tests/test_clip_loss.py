@@ -73,3 +73,31 @@ def test_missing_weights(tmp_path, monkeypatch):
     with pytest.raises(WeightsNotFoundError): Clip.from_pretrained(tmp_path / "nowhere")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsNotFoundError): Clip.from_pretrained("openai/clip-vit-large-patch14-not-cached")
+
+
+@pytest.mark.parametrize("attention, dtype, grad, flash", [("auto", torch.bfloat16, True, False),
+                                                           ("auto", torch.bfloat16, False, True),
+                                                           ("auto", torch.float32, True, True),
+                                                           ("default", torch.bfloat16, True, True),
+                                                           ("math", torch.float32, True, False)])
+def test_attention_kernel_of_encode_images(tiny_dir, attention, dtype, grad, flash):
+    "The image tower runs under the kernel ClipLossConfig.attention asks for (math: flash switched off while it runs)."
+    clip = Clip.from_pretrained(tiny_dir, local_files_only=True, dtype=dtype, attention=attention)
+    seen, vm = [], clip.model.vision_model
+    hook = vm.register_forward_pre_hook(lambda *_: seen.append(torch.backends.cuda.flash_sdp_enabled()))
+    with torch.set_grad_enabled(grad): emb = clip.encode_images(torch.rand(2, 3, 32, 32, requires_grad=grad))
+    hook.remove()
+    assert seen == [flash] and emb.dtype == torch.float32 and torch.backends.cuda.flash_sdp_enabled()
+    with pytest.raises(ValueError, match="expected one of"): Clip.from_pretrained(tiny_dir, local_files_only=True,
+                                                                                  attention="fast")
+
+
+def test_trainer_passes_attention_setting():
+    "The training CLIP gets ClipLossConfig.attention (wiring from the config to Clip.encode_images)."
+    from dataclasses import replace
+    from instant3d.train import _load_clip
+    from instant3d.train_config import train_preset
+    cfg = train_preset("mini")
+    for a in ("default", "math"):
+        assert _load_clip(replace(cfg, clip=replace(cfg.clip, attention=a)), "cpu").attention == a
+    with pytest.raises(ValueError, match="ClipLossConfig.attention"): ClipLossConfig(attention="fast")

@@ -17,6 +17,7 @@ from ..text import build_word_tokenizer, validate_prompts
 from ..clip_loss import CLIP_MEAN, CLIP_STD, DEFAULT_CLIP_DIR, MINI_CLIP_CONFIG as CONFIG_NAME, clip_preprocess
 from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP (the name `clip_rp` is MiniClip's method here)
 from ..files import write_json
+from ..precision import ATTENTION_BACKENDS
 from .world import WORLD_WORDS, WorldConfig, all_scenes, prompts
 from .render import render_scenes
 if TYPE_CHECKING: from transformers import CLIPModel, CLIPTokenizer
@@ -63,6 +64,7 @@ def _check_mini_clip_config(c):
     need(isinstance(c.world, WorldConfig), "world", "a WorldConfig")
     need(c.world.image_size == c.image_size, "image_size", f"the world's render size {c.world.image_size} (no resizing)")
     need(c.precision in ("auto", "float32", "bfloat16"), "precision", "'auto', 'float32' or 'bfloat16'")
+    need(c.attention in ATTENTION_BACKENDS, "attention", f"one of {ATTENTION_BACKENDS}")
 
 # %% ../../nbs/21_mini_clip.ipynb #61d89894
 @dataclass(frozen=True)
@@ -101,6 +103,8 @@ class MiniClipConfig:
     world: WorldConfig = field(default_factory=WorldConfig.mini)  # the world the captions and renders come from
     precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
                              # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
+    attention: str = "auto"  # attention kernel in training: "auto" = the math kernel under bf16 on a CPU (flash's bf16
+                             # backward is slow there), "default" = torch's choice, "math" (instant3d.precision)
 
     def __post_init__(self): _check_mini_clip_config(self)
     @classmethod

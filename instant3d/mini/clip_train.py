@@ -14,7 +14,7 @@ from ..clip_loss import MINI_CLIP_CONFIG as CONFIG_NAME, clip_preprocess
 from ..clip_loss import clip_rp as _core_clip_rp  # the one CLIP-RP
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
 from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
-from ..precision import resolve_dtype
+from ..precision import resolve_dtype, attention_backend
 from .world import WorldConfig, prompts
 from .clip import MiniClip, MiniClipConfig, build_mini_clip, render_cache, save_mini_clip, _view_variant
 from .clip import caption_twins, face_shown, twin_aware
@@ -189,7 +189,7 @@ def _train_mini_clip(cfg: MiniClipConfig, out: Path, resume: bool, progress: boo
     while step < cfg.steps:
         for g in opt.param_groups: g["lr"] = cfg.lr * g["lr_mult"] * lr_factor(step, cfg.steps, cfg.warmup_steps)
         p, i, v = sample_batch(cfg, K, variant, gen)
-        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16), attention_backend(cfg.attention, dev, bf16):
             txt = F.normalize(model.text_projection(model.text_model(input_ids=ids[p, v]).pooler_output).float(), dim=-1)
             pixels = clip_preprocess(imgs[i].float() / 255, cfg.image_size, cfg.image_mean, cfg.image_std)
             img = F.normalize(model.visual_projection(model.vision_model(pixel_values=pixels).pooler_output).float(),

@@ -14,6 +14,7 @@ from ..conventions import config_to_dict
 from ..cameras import CameraConfig, VIEW_NAMES, VIEW_SUFFIXES, view_labels
 from ..sds import low_mem_kwargs
 from ..files import write_json
+from ..precision import ATTENTION_BACKENDS
 from .world import WorldConfig, open_cover, prompts as world_prompts, sample_dataset
 from .render import render_scenes
 from .janus import front_feature_mask
@@ -64,6 +65,7 @@ def _check_teacher_config(c):
     need(isinstance(c.front_weight, (int, float)) and 0 <= c.front_weight <= 1000, "front_weight", "a number in [0, 1000]")
     need(isinstance(c.channels_last, bool), "channels_last", "True or False")
     need(c.precision in ("auto", "float32", "bfloat16"), "precision", "'auto', 'float32' or 'bfloat16'")
+    need(c.attention in ATTENTION_BACKENDS, "attention", f"one of {ATTENTION_BACKENDS}")
 
 # %% ../../nbs/22_teacher.ipynb #64d4f01c
 FRONT_BIASED_SECTORS = (("front", -45.0, 45.0, 0.6), ("left", 45.0, 135.0, 0.15), ("right", -135.0, -45.0, 0.15),
@@ -109,6 +111,8 @@ class TeacherConfig:
                                  # plain step on a 2-core AMD EPYC (benchmarks/bench_speed.py, BENCHMARKS.md)
     precision: str = "auto"  # forward under bf16 autocast where the device computes bf16 natively ("auto"), or
                              # "float32" / "bfloat16" forced (instant3d.precision); weights and optimiser stay fp32
+    attention: str = "auto"  # attention kernel in training: "auto" = the math kernel under bf16 on a CPU (flash's bf16
+                             # backward is slow there), "default" = torch's choice, "math" (instant3d.precision)
 
     def __post_init__(self): _check_teacher_config(self)
     @classmethod

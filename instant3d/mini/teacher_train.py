@@ -11,7 +11,7 @@ from ..conventions import config_to_dict, config_from_dict
 from ..sds import low_mem_kwargs, to_unet
 from ..files import atomic_dir, recover_dir, save_torch, write_json, write_text
 from ..files import CorruptCheckpoint, clean_stale_tmp, load_torch, run_lock
-from ..precision import resolve_dtype
+from ..precision import resolve_dtype, attention_backend
 from .teacher import (TeacherConfig, CaptionBank, build_unet, build_scheduler, caption_bank, teacher_prompts,
                                     batch_captions, build_render_cache, render_batch, diffusion_loss, front_weight_map,
                                     save_teacher)
@@ -182,7 +182,7 @@ def _train_loop(run: _Run, cache, bank: CaptionBank, out: Path, text_encoder_dir
                 for grp in run.opt.param_groups: grp["lr"] = run.lr_at(run.step)
                 x01 = imgs.float() / 255
                 w = front_weight_map(x01, cfg.front_weight) if cfg.front_weight > 0 else None
-                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16):
+                with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16), attention_backend(cfg.attention, dev, bf16):
                     loss = diffusion_loss(run.unet, run.scheduler, to_unet(x01).contiguous(memory_format=fmt), tokens,
                                           run.gen, w).float()
                 run.opt.zero_grad(set_to_none=True); loss.backward()
