@@ -414,16 +414,20 @@ def cmd_eval(args):
                          progress=not args.json)
     rows = m.pop("per_prompt")
     _check_finite_metrics(m, rows, ck)
+    if meta["prompts"] == "mini":  # front and Janus rates, overall and per prompt (CSV columns front, janus)
+        from instant3d.mini.janus import generator_view_rates
+        from instant3d.mini.analysis import generator_open_diversity
+        vr = generator_view_rates(pipe, ps[:RATE_PROMPTS], version, args.seed, per_prompt=True)
+        rated = {r["prompt"]: r for r in vr.pop("per_prompt")}
+        rows = [dict(r, front=rated.get(r["prompt"], {}).get("front"), janus=rated.get(r["prompt"], {}).get("janus"))
+                for r in rows]
+        m.update(vr)
+        if args.open_prompts: m.update(generator_open_diversity(pipe, clip, args.open_prompts, version, args.seed, OPEN_SEEDS))
     import csv, io
     buf = io.StringIO(); w = csv.DictWriter(buf, list(rows[0])); w.writeheader(); w.writerows(rows)
     writable_dir(csv_path.parent)
     if csv_path.exists(): print(f"instant3d: replacing {csv_path} (an earlier result)", file=sys.stderr)
     write_text(csv_path, buf.getvalue())
-    if meta["prompts"] == "mini":
-        from instant3d.mini.janus import generator_view_rates
-        from instant3d.mini.analysis import generator_open_diversity
-        m.update(generator_view_rates(pipe, ps[:RATE_PROMPTS], version, args.seed))
-        if args.open_prompts: m.update(generator_open_diversity(pipe, clip, args.open_prompts, version, args.seed, OPEN_SEEDS))
     name = args.checkpoint or "mini"  # a shipped name is recorded as such: no path of this machine in the JSON
     m.update(checkpoint=name if name in SHIPPED else str(ck), split=args.split, prompt_set=meta["prompts"], csv=str(csv_path),
              seconds=round(time.perf_counter() - t0, 1))

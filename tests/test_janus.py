@@ -92,6 +92,11 @@ def test_cli_eval_reports_rates_and_diversity(tmp_path):
     assert 0 <= m["front_rate"] <= 1 and 0 <= m["janus_rate"] <= 1 and m["rate_prompts"] == 2 and m["world"] == "world v1"
     assert 0 < m["diversity"] <= 1 and 0 < m["gt_diversity"] <= 1 and m["open_seeds"] == 8 and len(m["open_prompts"]) == 1
     assert "something" not in m["open_prompts"][0]["prompt"]  # a world-v1 model does not know the word
+    import csv  # the per-prompt CSV carries each rated prompt's front and Janus rates, whose means are the JSON's
+    rows = list(csv.DictReader(open(tmp_path / "e.csv")))
+    assert len(rows) == 2 and all(r["front"] != "" and r["janus"] != "" for r in rows)
+    assert abs(sum(float(r["front"]) for r in rows) / 2 - m["front_rate"]) < 1e-6
+    assert abs(sum(float(r["janus"]) for r in rows) / 2 - m["janus_rate"]) < 1e-6
     r = _run("eval", "--max-prompts", "2", "--open-prompts", "-1")
     assert r.returncode == 2 and "--open-prompts -1" in r.stderr
 

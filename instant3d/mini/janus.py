@@ -174,6 +174,7 @@ def ground_truth_rates(world: WorldConfig, n_prompts: int | None = None, # None:
 # %% ../../nbs/24_janus.ipynb #b4bbc729
 def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: int = 0,
                          faced: bool = True, # False: rate the prompts whose objects have no face (a face there is not asked for)
+                         per_prompt: bool = False, # also each rated prompt's own rates ("per_prompt": rows prompt, front, janus)
                         ) -> dict:
     "front_rate and janus_rate of a mini-world model: 3 front and 3 back views per prompt with a face (or without), one style noise each."
     from instant3d.plans import rate_cameras
@@ -185,4 +186,8 @@ def generator_view_rates(pipe, prompts: list[str], version: str = "v1", seed: in
         cams = rate_cameras(pipe.config.camera)
         imgs = render_prompt_views(pipe, prompts, cams, seed=seed)[:, 0].flatten(0, 1)
         r = view_rates(imgs, cams.azimuth_deg.repeat(len(prompts)), cams.elevation_deg.repeat(len(prompts)), version)
-    return dict(front_rate=r["front_rate"], janus_rate=r["janus_rate"], rate_prompts=len(prompts), world=f"world {version}")
+        if per_prompt:  # the same detector on each prompt's own six views (paired comparisons of two models, prompt by prompt)
+            rows = [dict(prompt=p, **{k[:-5]: v for k, v in view_rates(im, cams.azimuth_deg, cams.elevation_deg, version).items()})
+                    for p, im in zip(prompts, imgs.view(len(prompts), -1, *imgs.shape[1:]))]
+    out = dict(front_rate=r["front_rate"], janus_rate=r["janus_rate"], rate_prompts=len(prompts), world=f"world {version}")
+    return dict(out, per_prompt=rows if prompts else []) if per_prompt else out

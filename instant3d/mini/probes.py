@@ -175,10 +175,14 @@ def face_seed_probe(teacher, # a teacher folder (`train.sds.teacher`)
     fit = _fit_to_ground_truth(tr.model, prompt, baseline_preset("mini").train.generator.camera, rc, fit_steps, fit_lr, seed, faceless)
     rate = lambda: dict({k: v for k, v in object_view_rates([tr.model], tc.generator, version).items() if k.endswith("rate")},
                         front_share=round(object_face_share(tr.model, tc.generator, version), 4))
-    rows = [dict(views_pp=0, **rate())]
+    rows, logged = [dict(views_pp=0, **rate())], {}
     while tr.step < cfg.steps:
-        tr.train_step()
-        if tr.views_pp % every == 0 or tr.step == cfg.steps: rows.append(dict(views_pp=int(tr.views_pp), **rate()))
+        s = tr.train_step()
+        for k in ("C", "w_neg"):  # adaptive Perp-Neg's consistency and the summed negative weight, when there are
+            if k in s: logged.setdefault(k, []).append(s[k])
+        if tr.views_pp % every == 0 or tr.step == cfg.steps:  # with their means over the steps since the last row
+            rows.append(dict(views_pp=int(tr.views_pp), **rate(), **{k: round(sum(v) / len(v), 4) for k, v in logged.items()}))
+            logged = {}
     extra = dict(object=tr.model) if keep_object else {}
     return dict(**extra, teacher=str(teacher), prompt=prompt, guidance=guidance, fit_steps=fit_steps, faceless=faceless, negative=negative,
                 sets=list(sets), version=version,
