@@ -10,8 +10,9 @@ from ..files import write_json
 from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
-__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'planting_bisection', 'planted_janus', 'planted_janus_score',
-           'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule', 'perp_neg_verdict', 'amortised_gt_fit']
+__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'planting_bisection', 'planted_janus',
+           'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule', 'perp_neg_verdict',
+           'amortised_gt_fit', 'amortised_planting', 'planting_reading']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -197,3 +198,49 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
             prompts="mini", split_seed=0, clip_model=init, steps=steps, views_pp=steps * batch / len(train_ps),
             world_version=version, world_size=1, batch_size=batch, note="amortised_gt_fit: MSE to ground truth, no teacher"))})
     return res()
+
+# %% ../../nbs/27b_planting.ipynb #8f292a2b
+PILOT11_SETS = ("perp_neg.mode=off", "clip.weight=0", *(s.removeprefix("train.") for s in (*_FIXED, _ALBEDO)))  # pilot 8's SDS stage
+
+def amortised_planting(out, # JSON file for the rows (written after each mark)
+                       n_prompts: int, # the first n smiling training prompts of the world
+                       steps: int = 2048, marks=(256, 512, 1024, 2048), seed: int = 0, version: str = "v4",
+                       init: str = "mini-v4", # the shipped model whose weights start the generator; its world's shipped teacher
+                       sets: tuple = PILOT11_SETS, # `--set` overrides of the `mini` preset (pilot 8's SDS stage)
+                      ) -> dict:
+    "Pilot 11: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on those prompts."
+    import tempfile, torch
+    from dataclasses import replace
+    from instant3d.generator import Instant3DPipeline, resolve_checkpoint
+    from instant3d.mini.janus import faced_prompts, generator_view_rates
+    from instant3d.mini.world import WorldConfig, prompts as world_prompts
+    from instant3d.train import Trainer
+    from instant3d.train_config import train_preset, apply_overrides
+    ps = faced_prompts(world_prompts(WorldConfig.mini(version), "train"), version)[:n_prompts]
+    if len(ps) < n_prompts: raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
+    bad = [m for m in marks if not 0 < m <= steps]
+    if bad: raise ValueError(f"amortised_planting: marks {bad} outside (0, steps={steps}]")
+    t0, rows = time.time(), []
+    with tempfile.TemporaryDirectory() as d:
+        lib = Path(d) / "prompts.json"; write_json(lib, dict(train=ps, test=[]))
+        cfg = apply_overrides(train_preset("mini"), [f"sds.teacher={init}", f"clip.model={init}",
+                                                     f"generator.text.name_or_path={init}", *sets])
+        cfg = replace(cfg, prompts=str(lib), steps=steps, seed=seed, alpha_start=1.0, init_from=str(resolve_checkpoint(init)),
+                      checkpoint_every=0, preview_every=0, eval_every=0)
+        tr = Trainer(cfg, Path(d) / "run")
+        pipe = Instant3DPipeline.from_pretrained(resolve_checkpoint(init))
+        res = lambda: dict(init=init, version=version, n_prompts=n_prompts, prompts=ps, steps=steps, seed=seed, sets=list(sets),
+                           rows=rows)
+        while tr.step < steps:
+            tr.train_step()
+            if tr.step in marks:
+                pipe.model = tr.ema
+                r = generator_view_rates(pipe, ps, version, 23)
+                rows.append(dict(step=tr.step, views_pp=round(tr.views_pp, 1), front_rate=r["front_rate"],
+                                 janus_rate=r["janus_rate"], seconds=round(time.time() - t0, 1)))
+                if out is not None: write_json(out, res())
+    return res()
+
+def planting_reading(front_rate: float) -> str:
+    "Pilot 11's reading of one arm's last front rate."
+    return "planted" if front_rate >= 0.5 else "not planted" if front_rate < 0.2 else "partly"
