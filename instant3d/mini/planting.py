@@ -207,8 +207,10 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
                        steps: int = 2048, marks=(256, 512, 1024, 2048), seed: int = 0, version: str = "v4",
                        init: str = "mini-v4", # the shipped model whose weights start the generator; its world's shipped teacher
                        sets: tuple = PILOT11_SETS, # `--set` overrides of the `mini` preset (pilot 8's SDS stage)
+                       faceless_prompts: int = 0, # pilot 12: also train on the first n training prompts that ask for no face
+                       test_prompts: int = 0, # pilot 12: also rate the smiling ones among the first n test prompts (as `instant3d eval`: 64)
                       ) -> dict:
-    "Pilot 11: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on those prompts."
+    "Pilots 11 and 12: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
     import tempfile, torch
     from dataclasses import replace
     from instant3d.generator import Instant3DPipeline, resolve_checkpoint
@@ -216,13 +218,16 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
     from instant3d.mini.world import WorldConfig, prompts as world_prompts
     from instant3d.train import Trainer
     from instant3d.train_config import train_preset, apply_overrides
-    ps = faced_prompts(world_prompts(WorldConfig.mini(version), "train"), version)[:n_prompts]
+    train_all = world_prompts(WorldConfig.mini(version), "train")
+    ps = faced_prompts(train_all, version)[:n_prompts]
     if len(ps) < n_prompts: raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
+    plain = [p for p in train_all if p not in set(faced_prompts(train_all, version))][:faceless_prompts]
+    test_ps = world_prompts(WorldConfig.mini(version), "test")[:test_prompts]
     bad = [m for m in marks if not 0 < m <= steps]
     if bad: raise ValueError(f"amortised_planting: marks {bad} outside (0, steps={steps}]")
     t0, rows = time.time(), []
     with tempfile.TemporaryDirectory() as d:
-        lib = Path(d) / "prompts.json"; write_json(lib, dict(train=ps, test=[]))
+        lib = Path(d) / "prompts.json"; write_json(lib, dict(train=ps + plain, test=[]))
         cfg = apply_overrides(train_preset("mini"), [f"sds.teacher={init}", f"clip.model={init}",
                                                      f"generator.text.name_or_path={init}", *sets])
         cfg = replace(cfg, prompts=str(lib), steps=steps, seed=seed, alpha_start=1.0, init_from=str(resolve_checkpoint(init)),
@@ -230,14 +235,21 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
         tr = Trainer(cfg, Path(d) / "run")
         pipe = Instant3DPipeline.from_pretrained(resolve_checkpoint(init))
         res = lambda: dict(init=init, version=version, n_prompts=n_prompts, prompts=ps, steps=steps, seed=seed, sets=list(sets),
-                           rows=rows)
+                           rows=rows, **(dict(faceless_prompts=plain) if plain else {}),
+                           **(dict(test_prompts=test_prompts) if test_prompts else {}))
         while tr.step < steps:
             tr.train_step()
             if tr.step in marks:
                 pipe.model = tr.ema
                 r = generator_view_rates(pipe, ps, version, 23)
-                rows.append(dict(step=tr.step, views_pp=round(tr.views_pp, 1), front_rate=r["front_rate"],
-                                 janus_rate=r["janus_rate"], seconds=round(time.time() - t0, 1)))
+                row = dict(step=tr.step, views_pp=round(tr.views_pp, 1), front_rate=r["front_rate"], janus_rate=r["janus_rate"])
+                if plain:  # the face where the prompt does not ask for it
+                    r0 = generator_view_rates(pipe, plain, version, 23, faced=False)
+                    row.update(unasked_front_rate=r0["front_rate"], unasked_janus_rate=r0["janus_rate"])
+                if test_ps:  # held-out smiling prompts
+                    rt = generator_view_rates(pipe, test_ps, version, 23)
+                    row.update(test_front_rate=rt["front_rate"], test_janus_rate=rt["janus_rate"], test_rate_prompts=rt["rate_prompts"])
+                rows.append(dict(row, seconds=round(time.time() - t0, 1)))
                 if out is not None: write_json(out, res())
     return res()
 
