@@ -209,8 +209,9 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
                        sets: tuple = PILOT11_SETS, # `--set` overrides of the `mini` preset (pilot 8's SDS stage)
                        faceless_prompts: int = 0, # pilot 12: also train on the first n training prompts that ask for no face
                        test_prompts: int = 0, # pilot 12: also rate the smiling ones among the first n test prompts (as `instant3d eval`: 64)
+                       warm_steps: int = 0, # pilot 13: first this many steps on the smiling prompts alone, then `steps` on all
                       ) -> dict:
-    "Pilots 11 and 12: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
+    "Pilots 11 to 13: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
     import tempfile, torch
     from dataclasses import replace
     from instant3d.generator import Instant3DPipeline, resolve_checkpoint
@@ -226,20 +227,27 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
     bad = [m for m in marks if not 0 < m <= steps]
     if bad: raise ValueError(f"amortised_planting: marks {bad} outside (0, steps={steps}]")
     t0, rows = time.time(), []
+    base = apply_overrides(train_preset("mini"), [f"sds.teacher={init}", f"clip.model={init}",
+                                                  f"generator.text.name_or_path={init}", *sets])
     with tempfile.TemporaryDirectory() as d:
-        lib = Path(d) / "prompts.json"; write_json(lib, dict(train=ps + plain, test=[]))
-        cfg = apply_overrides(train_preset("mini"), [f"sds.teacher={init}", f"clip.model={init}",
-                                                     f"generator.text.name_or_path={init}", *sets])
-        cfg = replace(cfg, prompts=str(lib), steps=steps, seed=seed, alpha_start=1.0, init_from=str(resolve_checkpoint(init)),
-                      checkpoint_every=0, preview_every=0, eval_every=0)
-        tr = Trainer(cfg, Path(d) / "run")
+        def trainer(prompts, n, start, name):  # a run on `prompts` for n steps from the model folder `start`
+            lib = Path(d) / f"{name}.json"; write_json(lib, dict(train=prompts, test=[]))
+            return Trainer(replace(base, prompts=str(lib), steps=n, seed=seed, alpha_start=1.0, init_from=str(start),
+                                   checkpoint_every=0, preview_every=0, eval_every=0), Path(d) / name)
         pipe = Instant3DPipeline.from_pretrained(resolve_checkpoint(init))
         res = lambda: dict(init=init, version=version, n_prompts=n_prompts, prompts=ps, steps=steps, seed=seed, sets=list(sets),
                            rows=rows, **(dict(faceless_prompts=plain) if plain else {}),
-                           **(dict(test_prompts=test_prompts) if test_prompts else {}))
-        while tr.step < steps:
-            tr.train_step()
-            if tr.step in marks:
+                           **(dict(test_prompts=test_prompts) if test_prompts else {}),
+                           **(dict(warm_steps=warm_steps) if warm_steps else {}))
+        start = resolve_checkpoint(init)
+        if warm_steps:  # the curriculum's first stage: smiling prompts only; its EMA starts the second
+            tw = trainer(ps, warm_steps, start, "warm")
+            while tw.step < warm_steps: tw.train_step()
+            start = Path(d) / "warm_model"; tw.ema.save_pretrained(start)
+        tr = trainer(ps + plain, steps, start, "run")
+        for step in ([0] if warm_steps else []) + list(range(1, steps + 1)):
+            if step: tr.train_step()
+            if step in marks or step == 0:  # step 0: the end of the warm stage
                 pipe.model = tr.ema
                 r = generator_view_rates(pipe, ps, version, 23)
                 row = dict(step=tr.step, views_pp=round(tr.views_pp, 1), front_rate=r["front_rate"], janus_rate=r["janus_rate"])
