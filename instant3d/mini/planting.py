@@ -203,13 +203,14 @@ def amortised_gt_fit(out, # JSON file for the rows (None: only return them)
 PILOT11_SETS = ("perp_neg.mode=off", "clip.weight=0", *(s.removeprefix("train.") for s in (*_FIXED, _ALBEDO)))  # pilot 8's SDS stage
 
 def amortised_planting(out, # JSON file for the rows (written after each mark)
-                       n_prompts: int, # the first n smiling training prompts of the world
+                       n_prompts: int | None, # the first n smiling training prompts of the world (None: all)
                        steps: int = 2048, marks=(256, 512, 1024, 2048), seed: int = 0, version: str = "v4",
                        init: str = "mini-v4", # the shipped model whose weights start the generator; its world's shipped teacher
                        sets: tuple = PILOT11_SETS, # `--set` overrides of the `mini` preset (pilot 8's SDS stage)
                        faceless_prompts: int = 0, # pilot 12: also train on the first n training prompts that ask for no face
                        test_prompts: int = 0, # pilot 12: also rate the smiling ones among the first n test prompts (as `instant3d eval`: 64)
                        warm_steps: int = 0, # pilot 13: first this many steps on the smiling prompts alone, then `steps` on all
+                       save=None, # a folder for the final EMA generator (`instant3d eval --checkpoint` reads it); None: not saved
                       ) -> dict:
     "Pilots 11 to 13: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
     import tempfile, torch
@@ -221,7 +222,8 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
     from instant3d.train_config import train_preset, apply_overrides
     train_all = world_prompts(WorldConfig.mini(version), "train")
     ps = faced_prompts(train_all, version)[:n_prompts]
-    if len(ps) < n_prompts: raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
+    if n_prompts is not None and len(ps) < n_prompts:
+        raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
     plain = [p for p in train_all if p not in set(faced_prompts(train_all, version))][:faceless_prompts]
     test_ps = world_prompts(WorldConfig.mini(version), "test")[:test_prompts]
     bad = [m for m in marks if not 0 < m <= steps]
@@ -259,6 +261,11 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
                     row.update(test_front_rate=rt["front_rate"], test_janus_rate=rt["janus_rate"], test_rate_prompts=rt["rate_prompts"])
                 rows.append(dict(row, seconds=round(time.time() - t0, 1)))
                 if out is not None: write_json(out, res())
+        if save is not None:  # scored like any run: its prompts are the world's, its CLIP and teacher `init`'s
+            tr.ema.save_pretrained(save, extra_files={"training.json": json.dumps(dict(
+                prompts="mini", split_seed=0, clip_model=init, steps=steps, warm_steps=warm_steps, world_version=version,
+                world_size=1, batch_size=tr.cfg.batch_size, train_prompts=len(ps) + len(plain),
+                note="amortised_planting: SDS on a subset of the training prompts (nbs/27b_planting)"))})
     return res()
 
 def planting_reading(front_rate: float) -> str:
