@@ -213,7 +213,7 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
                        save=None, # a folder for the final EMA generator (`instant3d eval --checkpoint` reads it); None: not saved
                       ) -> dict:
     "Pilots 11 to 13: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
-    import tempfile, torch
+    import tempfile
     from dataclasses import replace
     from instant3d.generator import Instant3DPipeline, resolve_checkpoint
     from instant3d.mini.janus import faced_prompts, generator_view_rates
@@ -221,10 +221,11 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
     from instant3d.train import Trainer
     from instant3d.train_config import train_preset, apply_overrides
     train_all = world_prompts(WorldConfig.mini(version), "train")
-    ps = faced_prompts(train_all, version)[:n_prompts]
+    faced = faced_prompts(train_all, version)
+    ps = faced[:n_prompts]
     if n_prompts is not None and len(ps) < n_prompts:
         raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
-    plain = [p for p in train_all if p not in set(faced_prompts(train_all, version))][:faceless_prompts]
+    plain = [p for p in train_all if p not in set(faced)][:faceless_prompts]
     test_ps = world_prompts(WorldConfig.mini(version), "test")[:test_prompts]
     bad = [m for m in marks if not 0 < m <= steps]
     if bad: raise ValueError(f"amortised_planting: marks {bad} outside (0, steps={steps}]")
