@@ -207,12 +207,13 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
                        steps: int = 2048, marks=(256, 512, 1024, 2048), seed: int = 0, version: str = "v4",
                        init: str = "mini-v4", # the shipped model whose weights start the generator; its world's shipped teacher
                        sets: tuple = PILOT11_SETS, # `--set` overrides of the `mini` preset (pilot 8's SDS stage)
-                       faceless_prompts: int = 0, # pilot 12: also train on the first n training prompts that ask for no face
+                       faceless_prompts: int | None = 0, # pilot 12: also train on the first n training prompts that ask for no face (None: all)
                        test_prompts: int = 0, # pilot 12: also rate the smiling ones among the first n test prompts (as `instant3d eval`: 64)
                        warm_steps: int = 0, # pilot 13: first this many steps on the smiling prompts alone, then `steps` on all
                        save=None, # a folder for the final EMA generator (`instant3d eval --checkpoint` reads it); None: not saved
+                       rate_prompts: int | None = None, # pilot 14: rate only the first n smiling and n faceless training prompts (None: all)
                       ) -> dict:
-    "Pilots 11 to 13: amortised SDS on few prompts from a shipped model; the EMA generator's front and Janus rates on them."
+    "Pilots 11 to 14: amortised SDS from a shipped model; the EMA generator's front and Janus rates on its prompts."
     import tempfile
     from dataclasses import replace
     from instant3d.generator import Instant3DPipeline, resolve_checkpoint
@@ -226,6 +227,8 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
     if n_prompts is not None and len(ps) < n_prompts:
         raise ValueError(f"amortised_planting: world {version} has only {len(ps)} smiling training prompts")
     plain = [p for p in train_all if p not in set(faced)][:faceless_prompts]
+    if rate_prompts is not None and rate_prompts < 1: raise ValueError(f"amortised_planting: rate_prompts={rate_prompts}; accepted: None or 1 or more")
+    rated, rated_plain = ps[:rate_prompts], plain[:rate_prompts]  # the prompts whose views are rated at each mark
     test_ps = world_prompts(WorldConfig.mini(version), "test")[:test_prompts]
     bad = [m for m in marks if not 0 < m <= steps]
     if bad: raise ValueError(f"amortised_planting: marks {bad} outside (0, steps={steps}]")
@@ -238,8 +241,11 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
             return Trainer(replace(base, prompts=str(lib), steps=n, seed=seed, alpha_start=1.0, init_from=str(start),
                                    checkpoint_every=0, preview_every=0, eval_every=0), Path(d) / name)
         pipe = Instant3DPipeline.from_pretrained(resolve_checkpoint(init))
-        res = lambda: dict(init=init, version=version, n_prompts=n_prompts, prompts=ps, steps=steps, seed=seed, sets=list(sets),
-                           rows=rows, **(dict(faceless_prompts=plain) if plain else {}),
+        lists = (dict(prompts=ps, **(dict(faceless_prompts=plain) if plain else {})) if rate_prompts is None else
+                 dict(train_smiling=len(ps), train_faceless=len(plain), rate_prompts=rate_prompts, prompts=rated,
+                      **(dict(faceless_prompts=rated_plain) if plain else {})))  # whole sets: counts, and the rated lists
+        res = lambda: dict(init=init, version=version, n_prompts=n_prompts, steps=steps, seed=seed, sets=list(sets),
+                           rows=rows, **lists,
                            **(dict(test_prompts=test_prompts) if test_prompts else {}),
                            **(dict(warm_steps=warm_steps) if warm_steps else {}))
         start = resolve_checkpoint(init)
@@ -252,10 +258,10 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
             if step: tr.train_step()
             if step in marks or step == 0:  # step 0: the end of the warm stage
                 pipe.model = tr.ema
-                r = generator_view_rates(pipe, ps, version, 23)
+                r = generator_view_rates(pipe, rated, version, 23)
                 row = dict(step=tr.step, views_pp=round(tr.views_pp, 1), front_rate=r["front_rate"], janus_rate=r["janus_rate"])
                 if plain:  # the face where the prompt does not ask for it
-                    r0 = generator_view_rates(pipe, plain, version, 23, faced=False)
+                    r0 = generator_view_rates(pipe, rated_plain, version, 23, faced=False)
                     row.update(unasked_front_rate=r0["front_rate"], unasked_janus_rate=r0["janus_rate"])
                 if test_ps:  # held-out smiling prompts
                     rt = generator_view_rates(pipe, test_ps, version, 23)
