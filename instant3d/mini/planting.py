@@ -12,7 +12,7 @@ from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 # %% auto #0
 __all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'planting_bisection', 'planted_janus',
            'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule', 'perp_neg_verdict',
-           'amortised_gt_fit', 'amortised_planting', 'planting_reading']
+           'amortised_gt_fit', 'amortised_planting', 'planting_reading', 'with_cameras_of']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -278,3 +278,25 @@ def amortised_planting(out, # JSON file for the rows (written after each mark)
 def planting_reading(front_rate: float) -> str:
     "Pilot 11's reading of one arm's last front rate."
     return "planted" if front_rate >= 0.5 else "not planted" if front_rate < 0.2 else "partly"
+
+# %% ../../nbs/27b_planting.ipynb #ea913480
+def with_cameras_of(model, # a generator folder: config.json, model.safetensors (training.json copied if present)
+                    like, # a generator folder or shipped name whose `camera` and `render` settings to take
+                    out, # the folder to write
+                   ) -> Path:
+    "A copy of `model` whose config takes `like`'s cameras and shading; every other setting must already be the same."
+    import shutil
+    from instant3d.files import atomic_dir
+    from instant3d.generator import resolve_checkpoint
+    model, like = Path(model), Path(resolve_checkpoint(like))
+    if absent := [str(p) for p in (model / "config.json", model / "model.safetensors", like / "config.json") if not p.is_file()]:
+        raise ValueError(f"with_cameras_of: missing {absent}")
+    mine, theirs = (json.loads((p / "config.json").read_text()) for p in (model, like))
+    skip = ("camera", "render", "text")  # the text tower may be named differently (a path or a shipped name) for the same weights
+    if diff := sorted(k for k in set(mine) | set(theirs) if k not in skip and mine.get(k) != theirs.get(k)):
+        raise ValueError(f"with_cameras_of: {model} and {like} differ in {diff}, not only in cameras and shading")
+    with atomic_dir(out) as tmp:
+        write_json(tmp / "config.json", dict(mine, camera=theirs["camera"], render=theirs["render"]))
+        for f in ("model.safetensors", "training.json"):
+            if (model / f).is_file(): shutil.copy2(model / f, tmp / f)
+    return Path(out)
