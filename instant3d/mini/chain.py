@@ -13,10 +13,10 @@ from ..run_queue import claim_alive, folder_lock, write_claim
 from .world import WorldConfig, has_face, prompts as world_prompts, split_scenes
 
 # %% auto #0
-__all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_PROMPTS_V4', 'JANUS_SDS', 'GENERATOR_STAGES', 'WORLD_CHAINS',
+__all__ = ['JANUS_PROMPTS', 'JANUS_PROMPTS_V3', 'JANUS_PROMPTS_V4', 'JANUS_SDS', 'GENERATOR_STAGES', 'WORLD_CHAINS', 'STAGE_KEYS',
            'janus_prompts', 'chain_recipe', 'janus_sds_args', 'world_steps', 'object_view_rates', 'sds_view_rates',
            'janus_verdict', 'world_needs', 'world_status', 'janus_rates', 'janus_comparison', 'run_world',
-           'shipped_continuation', 'ship_world', 'continuation_sets', 'ship_continued']
+           'shipped_continuation', 'ship_world', 'continuation_sets', 'ship_continued', 'ship_stages']
 
 # %% ../../nbs/27_world_v2.ipynb #2fc87488
 JANUS_PROMPTS = dict(version="v2", split="test", step=54, n=12)  # the fixed prompt set of the experiment (see the rules)
@@ -349,6 +349,19 @@ def continuation_sets(out, version: str = "v2", steps: int | None = None) -> lis
     new = {"init_from": f"init_from={Path(out) / last / 'model'}", "steps": f"steps={steps}" if steps is not None else None}
     return [new.get(s.split("=")[0]) or s for s in a[a.index("--set") + 1:]]
 
+def _check_evals(who: str, evals: dict, model: Path, version: str):
+    "Both splits' `instant3d eval --json` files, each of the weights in `model` and in world `version`; else one clear error."
+    import filecmp
+    from instant3d.hub import shipped_dir
+    if sorted(evals) != ["test", "train"]: raise ValueError(f"{who}: evals has {sorted(evals)}, expected test and train")
+    for s, f in evals.items():
+        e = json.loads(Path(f).read_text())
+        ck = (shipped_dir(str(e.get("checkpoint")), "generator") or Path(e.get("checkpoint") or "")) / "model.safetensors"
+        if e.get("split") != s or e.get("world") != f"world {version}" or not ck.is_file() or not filecmp.cmp(
+                ck, Path(model) / "model.safetensors", shallow=False):
+            raise ValueError(f"{who}: {f} is not a {s}-split evaluation of {model} in world {version} "
+                             f"(split {e.get('split')!r}, world {e.get('world')!r}, checkpoint {e.get('checkpoint')!r})")
+
 def ship_continued(out, # a chain folder whose generator steps are done
                    run, # a training run folder (`instant3d train --out RUN`) that continued the chain's last stage
                    evals: dict, # split ('test', 'train') -> `instant3d eval --json` file of the run's model
@@ -356,7 +369,7 @@ def ship_continued(out, # a chain folder whose generator steps are done
     """Ship `run`'s model in place of the chain's generator (as 'mini-v2' or 'mini-v4'), as a third stage of its training.
     The run must be the chain's recipe continued: its config is the one `continuation_sets` gives (with its own steps),
     and each evaluation must be of the run's weights."""
-    import filecmp, shutil
+    import shutil
     from instant3d.files import atomic_dir
     from instant3d.hub import shipped_dir
     from instant3d.train_config import apply_overrides, train_preset
@@ -369,14 +382,7 @@ def ship_continued(out, # a chain folder whose generator steps are done
     want = config_to_dict(apply_overrides(train_preset("mini"), continuation_sets(out, version, got.get("steps"))))
     if diff := sorted(k for k in set(got) | set(want) if got.get(k) != want.get(k)):
         raise ValueError(f"ship_continued: {run} is not the chain's last stage continued; its config differs in {diff}")
-    if sorted(evals) != ["test", "train"]: raise ValueError(f"ship_continued: evals has {sorted(evals)}, expected test and train")
-    for s, f in evals.items():
-        e = json.loads(Path(f).read_text())
-        ck = (shipped_dir(str(e.get("checkpoint")), "generator") or Path(e.get("checkpoint") or "")) / "model.safetensors"
-        if e.get("split") != s or e.get("world") != f"world {version}" or not ck.is_file() or not filecmp.cmp(
-                ck, run / "model" / "model.safetensors", shallow=False):
-            raise ValueError(f"ship_continued: {f} is not a {s}-split evaluation of {run / 'model'} in world {version} "
-                             f"(split {e.get('split')!r}, world {e.get('world')!r}, checkpoint {e.get('checkpoint')!r})")
+    _check_evals("ship_continued", evals, run / "model", version)
     info, args = json.loads((run / "model" / "training.json").read_text()), ["instant3d train --preset mini", "--out", str(run)]
     base = _stages(out, version)
     stage = dict(stage=len(base["stages"]) + 1, steps=info["steps"], seconds=info["seconds"],
@@ -392,3 +398,32 @@ def ship_continued(out, # a chain folder whose generator steps are done
         _finish_shipped(tmp, dst, fp16, training, chain_recipe(version)["name"])
     return dst
 
+STAGE_KEYS = ("steps", "seconds", "views_pp", "command")  # what each stage of a shipped generator's training.json states
+
+def ship_stages(model, # a generator folder (config.json, model.safetensors) trained on from the shipped generator
+                evals: dict, # split ('test', 'train') -> `instant3d eval --json` file of `model`'s weights
+                stages: list, # the stages that led from the shipped generator to `model`: dicts with STAGE_KEYS (and any notes)
+                version: str = "v4", fp16: bool = True) -> Path: # the package folder written
+    """Ship `model` in place of the shipped generator of world `version`, its training.json the shipped one's stages followed
+    by `stages` (recipes other than the chain's, e.g. nbs/27b_planting's curriculum, whose commands are not `instant3d train`'s)."""
+    import shutil
+    from instant3d.files import atomic_dir
+    from instant3d.hub import shipped_dir
+    model, name = Path(model), chain_recipe(version)["name"]
+    dst = shipped_dir(name, "generator")
+    if absent := [str(p) for p in (model / "config.json", model / "model.safetensors", dst / "training.json") if not p.is_file()]:
+        raise ValueError(f"ship_stages: missing {absent}")
+    if not stages or (bad := [k for k, s in enumerate(stages) if not isinstance(s, dict) or set(STAGE_KEYS) - set(s)]):
+        raise ValueError(f"ship_stages: stages must be a non-empty list of dicts with {list(STAGE_KEYS)}; "
+                         f"{'it is empty' if not stages else f'entries {bad} are not'}")
+    _check_evals("ship_stages", evals, model, version)
+    base = json.loads((dst / "training.json").read_text())
+    new = [dict(s, stage=len(base["stages"]) + k + 1) for k, s in enumerate(stages)]
+    total = lambda key: round(base[key] + sum(s[key] for s in stages), 1 if key == "seconds" else 6)
+    training = dict(base, steps=base["steps"] + sum(s["steps"] for s in stages), seconds=total("seconds"),
+                    views_pp=total("views_pp"), stages=[*base["stages"], *new])
+    with atomic_dir(dst) as tmp:
+        for f in ("config.json", "model.safetensors"): shutil.copy2(model / f, tmp / f)
+        for s, f in evals.items(): shutil.copy2(f, tmp / f"eval_{s}_seed23.json")
+        _finish_shipped(tmp, dst, fp16, training, name)
+    return dst
