@@ -10,9 +10,10 @@ from ..files import write_json
 from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
-__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'planting_bisection', 'planted_janus',
-           'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule', 'perp_neg_verdict',
-           'amortised_gt_fit', 'amortised_planting', 'planting_reading', 'with_cameras_of']
+__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'GENERATOR_TARGETS', 'planting_bisection',
+           'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule',
+           'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading', 'with_cameras_of',
+           'generator_targets', 'pilot14_reading']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -300,3 +301,21 @@ def with_cameras_of(model, # a generator folder: config.json, model.safetensors 
         for f in ("model.safetensors", "training.json"):
             if (model / f).is_file(): shutil.copy2(model / f, tmp / f)
     return Path(out)
+
+# %% ../../nbs/27b_planting.ipynb #d13d3495
+GENERATOR_TARGETS = dict(ratio_to_gt=0.5, test_over_train=0.7, front_rate=0.5)  # issue 17's bars for a shipped generator
+
+def generator_targets(test: dict, # `instant3d eval --split test --json` of a model
+                      train: dict | None = None, # the same with `--split train` (None: that target is not checked)
+                     ) -> dict: # {target: (value, met)}, the missed ones under "missed"
+    "Issue 17's generator targets on a model's evaluations: test CLIP-RP over the ground truth's, over train's, front rate."
+    got = dict(ratio_to_gt=test["ratio_to_gt"], front_rate=test["front_rate"])
+    if train is not None: got["test_over_train"] = test["clip_rp"] / train["clip_rp"] if train["clip_rp"] else float("inf")
+    res = {k: (v, v >= GENERATOR_TARGETS[k]) for k, v in got.items()}
+    return dict(res, missed=[k for k, (_, ok) in res.items() if not ok])
+
+def pilot14_reading(rows: dict, test: dict, train: dict) -> str:
+    "Pilot 14's rule: the generator targets on its evaluations and the unasked front rate at its last mark under 0.2."
+    t = generator_targets(test, train)
+    missed = t["missed"] + (["unasked_front_rate"] if rows["rows"][-1]["unasked_front_rate"] >= 0.2 else [])
+    return "a candidate to ship" if not missed else f"not a candidate (missed: {', '.join(missed)})"
