@@ -403,6 +403,7 @@ STAGE_KEYS = ("steps", "seconds", "views_pp", "command")  # what each stage of a
 def ship_stages(model, # a generator folder (config.json, model.safetensors) trained on from the shipped generator
                 evals: dict, # split ('test', 'train') -> `instant3d eval --json` file of `model`'s weights
                 stages: list, # the stages that led from the shipped generator to `model`: dicts with STAGE_KEYS (and any notes)
+                after: int, # how many stages the shipped generator has (so that shipping twice cannot append twice)
                 version: str = "v4", fp16: bool = True) -> Path: # the package folder written
     """Ship `model` in place of the shipped generator of world `version`, its training.json the shipped one's stages followed
     by `stages` (recipes other than the chain's, e.g. nbs/27b_planting's curriculum, whose commands are not `instant3d train`'s)."""
@@ -418,6 +419,9 @@ def ship_stages(model, # a generator folder (config.json, model.safetensors) tra
                          f"{'it is empty' if not stages else f'entries {bad} are not'}")
     _check_evals("ship_stages", evals, model, version)
     base = json.loads((dst / "training.json").read_text())
+    if len(base["stages"]) != after:
+        raise ValueError(f"ship_stages: the shipped {name} generator has {len(base['stages'])} stages, expected after={after} "
+                         "(already shipped, or shipped since?)")
     new = [dict(s, stage=len(base["stages"]) + k + 1) for k, s in enumerate(stages)]
     total = lambda key: round(base[key] + sum(s[key] for s in stages), 1 if key == "seconds" else 6)
     training = dict(base, steps=base["steps"] + sum(s["steps"] for s in stages), seconds=total("seconds"),

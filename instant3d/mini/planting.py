@@ -10,10 +10,11 @@ from ..files import write_json
 from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
-__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'GENERATOR_TARGETS', 'planting_bisection',
-           'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule',
-           'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading', 'with_cameras_of',
-           'generator_targets', 'pilot14_reading']
+__all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'GENERATOR_TARGETS', 'PILOT14_COMMAND',
+           'planting_bisection', 'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg',
+           'perp_neg_rule', 'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading',
+           'with_cameras_of', 'generator_targets', 'pilot14_reading', 'pilot15_command', 'planted_stages',
+           'ship_planted']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -319,3 +320,38 @@ def pilot14_reading(rows: dict, test: dict, train: dict) -> str:
     t = generator_targets(test, train)
     missed = t["missed"] + (["unasked_front_rate"] if rows["rows"][-1]["unasked_front_rate"] >= 0.2 else [])
     return "a candidate to ship" if not missed else f"not a candidate (missed: {', '.join(missed)})"
+
+# %% ../../nbs/27b_planting.ipynb #831c87e8
+PILOT14_COMMAND = ("python -c \"from instant3d.mini.planting import amortised_planting as a; "
+                   "a('results/world_v4/explore/pilot14/curriculum_all.json', None, steps=4096, marks=(512, 1024, 2048, 4096), "
+                   "faceless_prompts=None, test_prompts=64, warm_steps=1024, rate_prompts=32, save='runs/pilot14/model')\"")
+
+def pilot15_command(arm: str) -> str:
+    "Pilot 15's training command for one Perp-Neg arm ('off', 'fixed', 'adaptive'), as its rules give it."
+    if arm not in PERP_NEG_ARMS and arm != "off": raise ValueError(f"pilot15_command: arm {arm!r}; accepted: off, fixed, adaptive")
+    return (f"instant3d train --preset mini --out runs/pilot15/{arm} --no-progress --set sds.teacher=mini-v4 clip.model=mini-v4 "
+            f"generator.text.name_or_path=mini-v4 steps=1000 clip.weight=0 alpha_start=1.0 perp_neg.mode={arm} "
+            "init_from=runs/pilot14/model 'generator.camera.polar_deg_range=[74.9,75.1]' 'generator.camera.radius_range=[2.99,3.01]' "
+            "'generator.camera.fovy_deg_range=[44.9,45.1]' 'generator.render.shading=[[\"albedo\",1.0]]'")
+
+def planted_stages(pilot14, # pilot 14's rows (`curriculum_all.json`)
+                   arm_training, # the Perp-Neg stage's `training.json` (runs/pilot15/ARM/model)
+                   arm: str) -> list[dict]:
+    "The three stages pilots 14 and 15 add to the `mini-v4` generator (for `ship_stages`): warm, curriculum, Perp-Neg."
+    p, t = json.loads(Path(pilot14).read_text()), json.loads(Path(arm_training).read_text())
+    warm_s, end_s = p["rows"][0]["seconds"], p["rows"][-1]["seconds"]  # the pilot's clock, its ratings included
+    return [dict(steps=p["warm_steps"], seconds=warm_s, views_pp=p["warm_steps"] * 8 / p["train_smiling"], command=PILOT14_COMMAND,
+                 note=f"pilot 14's warm stage: SDS alone on the {p['train_smiling']} smiling closed training prompts (nbs/27b_planting)"),
+            dict(steps=p["steps"], seconds=round(end_s - warm_s, 1),
+                 views_pp=p["steps"] * 8 / (p["train_smiling"] + p["train_faceless"]), command=PILOT14_COMMAND,
+                 note="pilot 14's second stage: SDS alone on all closed training prompts, from the warm stage's EMA"),
+            dict(steps=t["steps"], seconds=t["seconds"], views_pp=t["views_pp"], command=pilot15_command(arm),
+                 note=f"pilot 15's {arm} Perp-Neg stage, from pilot 14's model; shipped with the world's cameras (`with_cameras_of`)")]
+
+def ship_planted(arm: str, root=".") -> Path:
+    "Pilot 15's shipping: runs/pilot15/ARM/scored in place of the `mini-v4` generator, stages 4 to 6 (`ship_stages`)."
+    from instant3d.mini.chain import ship_stages
+    root, R = Path(root), Path(root) / "results/world_v4/explore"
+    stages = planted_stages(R / "pilot14/curriculum_all.json", root / f"runs/pilot15/{arm}/model/training.json", arm)
+    evals = {s: R / f"pilot15/{arm}_{s}.json" for s in ("test", "train")}
+    return ship_stages(root / f"runs/pilot15/{arm}/scored", evals, stages, after=3, version="v4")
