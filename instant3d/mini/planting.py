@@ -14,7 +14,7 @@ __all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS'
            'planting_bisection', 'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg',
            'perp_neg_rule', 'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading',
            'with_cameras_of', 'generator_targets', 'pilot14_reading', 'pilot15_command', 'planted_stages',
-           'ship_planted']
+           'ship_planted', 'perp_neg_arms_verdict']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -355,3 +355,16 @@ def ship_planted(arm: str, root=".") -> Path:
     stages = planted_stages(R / "pilot14/curriculum_all.json", root / f"runs/pilot15/{arm}/model/training.json", arm)
     evals = {s: R / f"pilot15/{arm}_{s}.json" for s in ("test", "train")}
     return ship_stages(root / f"runs/pilot15/{arm}/scored", evals, stages, after=3, version="v4")
+
+# %% ../../nbs/27b_planting.ipynb #08fc3448
+def perp_neg_arms_verdict(folder, # holds off_test.json, fixed_test.json, adaptive_test.json (`instant3d eval --json`)
+                          out=None, # JSON file to write (None: only return it)
+                         ) -> dict:
+    "Pilots 10 and 15's table: each arm's rates and scores, view error J + 1 - F, and pilot 10's rule against `off`."
+    folder = Path(folder)
+    R = {a: json.loads((folder / f"{a}_test.json").read_text()) for a in ("off", "fixed", "adaptive")}
+    keys = ("front_rate", "janus_rate", "clip_rp", "ratio_to_gt", "silhouette_iou")
+    res = {a: dict({k: R[a][k] for k in keys}, view_error=R[a]["janus_rate"] + 1 - R[a]["front_rate"],
+                   **(dict(zip(("d", "verdict"), perp_neg_rule(R["off"], R[a]))) if a != "off" else {})) for a in R}
+    if out is not None: write_json(out, res)
+    return res
