@@ -11,10 +11,12 @@ from .probes import FACE_PROMPT_V4, check_lanes, face_seed_probe
 
 # %% auto #0
 __all__ = ['PLANTING_VARIANTS', 'PLANTED_CHAIN', 'PERP_NEG_ARMS', 'PILOT11_SETS', 'GENERATOR_TARGETS', 'PILOT14_COMMAND',
-           'planting_bisection', 'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg',
-           'perp_neg_rule', 'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading',
-           'with_cameras_of', 'generator_targets', 'pilot14_reading', 'pilot15_command', 'planted_stages',
-           'ship_planted', 'perp_neg_arms_verdict']
+           'PERP_NEG_AMORTISED_ARMS', 'PERP_NEG_AMORTISED_SEEDS', 'PERP_NEG_AMORTISED_DIR', 'planting_bisection',
+           'planted_janus', 'planted_janus_score', 'planted_janus_verdict', 'planted_perp_neg', 'perp_neg_rule',
+           'perp_neg_verdict', 'amortised_gt_fit', 'amortised_planting', 'planting_reading', 'with_cameras_of',
+           'generator_targets', 'pilot14_reading', 'pilot15_command', 'planted_stages', 'ship_planted',
+           'perp_neg_arms_verdict', 'perp_neg_amortised_command', 'perp_neg_amortised_runs', 'perp_neg_amortised_queue',
+           'perp_neg_amortised_verdict']
 
 # %% ../../nbs/27b_planting.ipynb #8013d6eb
 _AZ = lambda lo, hi: f'train.generator.camera.sectors=[["front",{lo},{hi},1.0]]'  # every SDS camera within [lo, hi) degrees
@@ -366,5 +368,83 @@ def perp_neg_arms_verdict(folder, # holds off_test.json, fixed_test.json, adapti
     keys = ("front_rate", "janus_rate", "clip_rp", "ratio_to_gt", "silhouette_iou")
     res = {a: dict({k: R[a][k] for k in keys}, view_error=R[a]["janus_rate"] + 1 - R[a]["front_rate"],
                    **(dict(zip(("d", "verdict"), perp_neg_rule(R["off"], R[a]))) if a != "off" else {})) for a in R}
+    if out is not None: write_json(out, res)
+    return res
+
+# %% ../../nbs/27b_planting.ipynb #c1212a69
+PERP_NEG_AMORTISED_ARMS = {"off": ("perp_neg.mode=off",), "fixed_1": ("perp_neg.mode=fixed", "perp_neg.w_neg=1"),
+                           "fixed_2": ("perp_neg.mode=fixed", "perp_neg.w_neg=2"), "fixed_4": ("perp_neg.mode=fixed", "perp_neg.w_neg=4"),
+                           "adaptive": ("perp_neg.mode=adaptive",)}
+PERP_NEG_AMORTISED_SEEDS = (1, 2, 3)
+PERP_NEG_AMORTISED_DIR = "results/world_v4/perp_neg_amortised"  # relative to the repository root
+
+def perp_neg_amortised_command(arm: str, seed: int) -> str:
+    "The training command of one run of the amortised Perp-Neg experiment: pilot 15's, with the arm's settings and the seed."
+    if arm not in PERP_NEG_AMORTISED_ARMS:
+        raise ValueError(f"perp_neg_amortised_command: arm {arm!r}; accepted: {', '.join(PERP_NEG_AMORTISED_ARMS)}")
+    base = pilot15_command("off").replace("runs/pilot15/off", f"runs/perp_neg_amortised/{arm}_s{seed}")
+    return base.replace("perp_neg.mode=off", " ".join([*PERP_NEG_AMORTISED_ARMS[arm], f"seed={seed}"]))
+
+def perp_neg_amortised_runs() -> list[tuple[str, int]]:
+    "The experiment's 15 runs, seed by seed (so that two processes finish whole seeds early)."
+    return [(a, s) for s in PERP_NEG_AMORTISED_SEEDS for a in PERP_NEG_AMORTISED_ARMS]
+
+def perp_neg_amortised_queue(k: int, n: int = 2, root=".", dry_run: bool = False) -> list[str]:
+    "Train, move to the world's cameras and score the runs whose index is k modulo n and whose JSON is not written yet."
+    import shlex, subprocess
+    root = Path(root); out = root / PERP_NEG_AMORTISED_DIR
+    if not 0 <= k < n: raise ValueError(f"perp_neg_amortised_queue: k={k}; accepted: 0 to n-1 = {n - 1}")
+    if not dry_run and not (root / "runs/pilot14/model/model.safetensors").is_file():
+        raise ValueError(f"perp_neg_amortised_queue: {root / 'runs/pilot14/model'} is missing; make it first: {PILOT14_COMMAND}")
+    done = []
+    for arm, seed in perp_neg_amortised_runs()[k::n]:
+        name, run = f"{arm}_s{seed}", root / f"runs/perp_neg_amortised/{arm}_s{seed}"
+        if (out / f"{name}_test.json").is_file(): continue
+        cmds = [perp_neg_amortised_command(arm, seed),
+                f"python -c \"from instant3d.mini.planting import with_cameras_of as w; w('{run}/model', 'mini-v4', '{run}/scored')\"",
+                f"instant3d eval --checkpoint {run}/scored --split test --seed 23 --json --csv {out / name}_test.csv"]
+        done.append(name)
+        if dry_run: continue
+        out.mkdir(parents=True, exist_ok=True)
+        for c in cmds[:2]: subprocess.run(shlex.split(c), check=True, cwd=root)
+        res = subprocess.run(shlex.split(cmds[2]), check=True, cwd=root, capture_output=True, text=True)
+        write_json(out / f"{name}_test.json", json.loads(res.stdout))
+    return done
+
+# %% ../../nbs/27b_planting.ipynb #48c9ca7c
+def _prompt_rows(path) -> dict: # prompt -> {clip_rp, front, janus} (front/janus None where the prompt is not rated)
+    import csv
+    num = lambda v: float(v) if v not in ("", None) else None
+    with open(path, newline="") as f:
+        return {r["prompt"]: dict(clip_rp=num(r["clip_rp"]), front=num(r.get("front")), janus=num(r.get("janus"))) for r in csv.DictReader(f)}
+
+def perp_neg_amortised_verdict(folder=PERP_NEG_AMORTISED_DIR, # the experiment's CSVs and JSONs
+                               out=None, margin: float = 0.02) -> dict:
+    "The experiment's rule on its per-prompt rows: view error of every arm against adaptive, adaptive's CLIP-RP against off."
+    from instant3d.decide import paired_test
+    folder = Path(folder)
+    missing = [f"{a}_s{s}" for a, s in perp_neg_amortised_runs() if not (folder / f"{a}_s{s}_test.csv").is_file()]
+    if missing: return dict(verdict="inconclusive", why=f"{len(missing)} of 15 runs missing: {missing}")
+    rows = {(a, s): _prompt_rows(folder / f"{a}_s{s}_test.csv") for a, s in perp_neg_amortised_runs()}
+    def per_pair(arm, f):  # {(seed, prompt): value} over the prompts where f gives a value
+        return {(s, p): v for s in PERP_NEG_AMORTISED_SEEDS for p, r in rows[arm, s].items() if (v := f(r)) is not None}
+    err = lambda r: r["janus"] + 1 - r["front"] if r["front"] is not None and r["janus"] is not None else None
+    e = {a: per_pair(a, err) for a in PERP_NEG_AMORTISED_ARMS}
+    tests = {a: paired_test(e[a], e["adaptive"]) for a in PERP_NEG_AMORTISED_ARMS if a != "adaptive"}
+    q = paired_test(per_pair("adaptive", lambda r: r["clip_rp"]), per_pair("off", lambda r: r["clip_rp"]))
+    loses = q["sign"] < 0 and q["diff"] < -margin
+    lower = [a for a, t in tests.items() if t["sign"] < 0]  # arms whose view error is significantly below adaptive's
+    not_sig = [a for a, t in tests.items() if t["sign"] == 0]
+    if lower or loses:
+        verdict, why = "refuted", "; ".join([*(f"{a}'s view error is significantly lower" for a in lower),
+                                             *(["adaptive loses CLIP-RP against off"] if loses else [])])
+    elif not not_sig: verdict, why = "confirmed", "adaptive's view error is significantly the lowest, CLIP-RP kept"
+    else: verdict, why = "inconclusive", f"view error not significantly different from adaptive's: {', '.join(not_sig)}"
+    summary = {a: {s: {k: json.loads((folder / f"{a}_s{s}_test.json").read_text()).get(k)
+                       for k in ("front_rate", "janus_rate", "clip_rp", "ratio_to_gt")} for s in PERP_NEG_AMORTISED_SEEDS}
+               for a in PERP_NEG_AMORTISED_ARMS}
+    res = dict(verdict=verdict, why=why, view_error_vs_adaptive={a: {k: t[k] for k in ("diff", "half_width", "n", "sign")} for a, t in tests.items()},
+               clip_rp_adaptive_minus_off={k: q[k] for k in ("diff", "half_width", "n", "sign")}, margin=margin,
+               mean_view_error={a: sum(v.values()) / len(v) for a, v in e.items()}, per_seed=summary)
     if out is not None: write_json(out, res)
     return res
