@@ -400,13 +400,16 @@ def perp_neg_amortised_queue(k: int, n: int = 2, root=".", dry_run: bool = False
     for arm, seed in perp_neg_amortised_runs()[k::n]:
         name, run = f"{arm}_s{seed}", root / f"runs/perp_neg_amortised/{arm}_s{seed}"
         if (out / f"{name}_test.json").is_file(): continue
-        cmds = [perp_neg_amortised_command(arm, seed),
+        train = perp_neg_amortised_command(arm, seed)
+        if (run / "checkpoint").is_dir(): train += " --resume"  # a run an interruption stopped continues from its checkpoint
+        cmds = [train,
                 f"python -c \"from instant3d.mini.planting import with_cameras_of as w; w('{run}/model', 'mini-v4', '{run}/scored')\"",
                 f"instant3d eval --checkpoint {run}/scored --split test --seed 23 --json --csv {out / name}_test.csv"]
-        done.append(name)
+        done.append(name if not train.endswith("--resume") else f"{name} (resumed)")
         if dry_run: continue
         out.mkdir(parents=True, exist_ok=True)
-        for c in cmds[:2]: subprocess.run(shlex.split(c), check=True, cwd=root)
+        if not (run / "model" / "training.json").is_file(): subprocess.run(shlex.split(cmds[0]), check=True, cwd=root)  # else trained
+        subprocess.run(shlex.split(cmds[1]), check=True, cwd=root)
         res = subprocess.run(shlex.split(cmds[2]), check=True, cwd=root, capture_output=True, text=True)
         write_json(out / f"{name}_test.json", json.loads(res.stdout))
     return done
