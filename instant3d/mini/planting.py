@@ -389,9 +389,16 @@ def perp_neg_amortised_runs() -> list[tuple[str, int]]:
     "The experiment's 15 runs, seed by seed (so that two processes finish whole seeds early)."
     return [(a, s) for s in PERP_NEG_AMORTISED_SEEDS for a in PERP_NEG_AMORTISED_ARMS]
 
+def _here(cmd: str) -> list[str]:
+    "A written command's argv, its `python` and `instant3d` those of the running interpreter (no activated environment needed)."
+    import shlex, sys
+    exe = {"python": sys.executable, "instant3d": str(Path(sys.executable).parent / "instant3d")}
+    argv = shlex.split(cmd)
+    return [exe.get(argv[0], argv[0]), *argv[1:]]
+
 def perp_neg_amortised_queue(k: int, n: int = 2, root=".", dry_run: bool = False) -> list[str]:
     "Train, move to the world's cameras and score the runs whose index is k modulo n and whose JSON is not written yet."
-    import shlex, subprocess
+    import subprocess
     root = Path(root); out = root / PERP_NEG_AMORTISED_DIR
     if not 0 <= k < n: raise ValueError(f"perp_neg_amortised_queue: k={k}; accepted: 0 to n-1 = {n - 1}")
     if not dry_run and not (root / "runs/pilot14/model/model.safetensors").is_file():
@@ -408,9 +415,9 @@ def perp_neg_amortised_queue(k: int, n: int = 2, root=".", dry_run: bool = False
         done.append(name if not train.endswith("--resume") else f"{name} (resumed)")
         if dry_run: continue
         out.mkdir(parents=True, exist_ok=True)
-        if not (run / "model" / "training.json").is_file(): subprocess.run(shlex.split(cmds[0]), check=True, cwd=root)  # else trained
-        subprocess.run(shlex.split(cmds[1]), check=True, cwd=root)
-        res = subprocess.run(shlex.split(cmds[2]), check=True, cwd=root, capture_output=True, text=True)
+        if not (run / "model" / "training.json").is_file(): subprocess.run(_here(cmds[0]), check=True, cwd=root)  # else trained
+        subprocess.run(_here(cmds[1]), check=True, cwd=root)
+        res = subprocess.run(_here(cmds[2]), check=True, cwd=root, capture_output=True, text=True)
         write_json(out / f"{name}_test.json", json.loads(res.stdout))
     return done
 
